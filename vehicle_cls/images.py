@@ -1,0 +1,204 @@
+"""Turn any image source into an RGB uint8 HxWx3 array, or fail with one clear ``ImageError``.
+
+Sources: a path (str or ``pathlib.Path``), ``bytes``, a binary file object, a PIL image, a numpy
+array (HxW, HxWx1, HxWx3, HxWx4; uint8, uint16, bool or float in [0, 1]; channel order stated by
+the caller) or a torch tensor (CHW or HW, uint8 or float in [0, 1], RGB).
+EXIF orientation is applied; transparency is composited on ``background`` (white by default).
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own bomb limit (2x MAX_IMAGE_PIXELS), made explicit
+DEFAULT_BACKGROUND = (255, 255, 255)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+ChannelOrder = Literal["RGB", "BGR"]
+
+
+class ImageError(ValueError):
+    """An image source could not be turned into pixels; the message names the source and reason."""
+
+    def __init__(self, source: Any, reason: str):
+        self.source = describe_source(source)
+        self.reason = " ".join(str(reason).split())  # always one line
+        super().__init__(f"{self.source}: {self.reason}")
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How ``load_image`` treats its input."""
+
+    channel_order: ChannelOrder = "RGB"  # of numpy inputs only (OpenCV arrays are BGR)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # refuse larger images (decompression bombs)
+    background: tuple[int, int, int] = DEFAULT_BACKGROUND  # where alpha is transparent
+    exif_transpose: bool = True
+
+
+def describe_source(source: Any) -> str:
+    """A short human name for an image source, used in errors and in ``Prediction.source``."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<bytes len={len(source)}>"
+    if isinstance(source, Image.Image):
+        return f"<PIL.Image mode={source.mode} size={source.size[0]}x{source.size[1]}>"
+    if isinstance(source, np.ndarray):
+        return f"<ndarray shape={tuple(source.shape)} dtype={source.dtype}>"
+    if type(source).__module__.startswith("torch") and hasattr(source, "shape"):
+        return f"<tensor shape={tuple(source.shape)} dtype={source.dtype}>"
+    name = getattr(source, "name", None)
+    if isinstance(name, (str, os.PathLike)):
+        return os.fspath(name)
+    return f"<{type(source).__name__}>"
+
+
+def load_image(
+    source: Any,
+    *,
+    channel_order: ChannelOrder = "RGB",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    background: tuple[int, int, int] = DEFAULT_BACKGROUND,
+    exif_transpose: bool = True,
+) -> np.ndarray:
+    """Decode ``source`` to a contiguous RGB uint8 HxWx3 array; raise ``ImageError`` on failure."""
+    opts = DecodeOptions(channel_order, max_pixels, background, exif_transpose)
+    if channel_order not in ("RGB", "BGR"):
+        raise ValueError(f"channel_order must be 'RGB' or 'BGR', not {channel_order!r}")
+    try:
+        if isinstance(source, np.ndarray):
+            return _from_array(source, source, opts, channel_order)
+        if type(source).__module__.startswith("torch") and hasattr(source, "permute"):
+            return _from_tensor(source, opts)
+        if isinstance(source, Image.Image):
+            return _from_pil(source, source, opts)
+        return _from_encoded(source, opts)
+    except ImageError:
+        raise
+    except Exception as exc:  # any decoder failure becomes the one error type
+        raise ImageError(source, f"cannot decode image ({type(exc).__name__}: {exc})") from exc
+
+
+def _from_encoded(source: Any, opts: DecodeOptions) -> np.ndarray:
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise ImageError(source, "no such file")
+        if path.is_dir():
+            raise ImageError(source, "is a directory, not an image file")
+        data = path.read_bytes()
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif hasattr(source, "read"):
+        data = source.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise ImageError(source, "file object must be opened in binary mode")
+    else:
+        raise ImageError(source, f"unsupported image source type {type(source).__name__}")
+    if len(data) == 0:
+        raise ImageError(source, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        _check_pixels(source, image.size[0], image.size[1], opts.max_pixels)
+        image.load()
+        return _from_pil(image, source, opts)
+    except UnidentifiedImageError:
+        raise ImageError(source, "not a recognised image format") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(source, f"image too large ({exc})") from None
+    except (OSError, SyntaxError) as exc:  # Pillow raises SyntaxError for some malformed headers
+        reason = "truncated image file" if "truncat" in str(exc).lower() else f"corrupt image data ({exc})"
+        raise ImageError(source, reason) from None
+
+
+def _check_pixels(source: Any, width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageError(source, f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageError(
+            source, f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
+        )
+
+
+def _from_pil(image: Image.Image, source: Any, opts: DecodeOptions) -> np.ndarray:
+    _check_pixels(source, image.size[0], image.size[1], opts.max_pixels)
+    if opts.exif_transpose:
+        image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode == "PA":
+        image = image.convert("RGBA")
+    elif mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _from_array(np.asarray(image), source, opts, "RGB")
+    elif mode not in ("RGB", "RGBA", "LA", "L"):
+        image = image.convert("RGB")  # 1, CMYK (Adobe inversion handled by Pillow), YCbCr, LAB, HSV
+    return _from_array(np.asarray(image), source, opts, "RGB")
+
+
+def _from_tensor(tensor: Any, opts: DecodeOptions) -> np.ndarray:
+    array = tensor.detach().cpu().numpy()
+    if array.ndim == 3:
+        if array.shape[0] not in (1, 3, 4):
+            raise ImageError(tensor, "tensor must be CHW with 1, 3 or 4 channels")
+        array = np.transpose(array, (1, 2, 0))
+    return _from_array(array, tensor, opts, "RGB")
+
+
+def _from_array(array: np.ndarray, source: Any, opts: DecodeOptions, order: ChannelOrder) -> np.ndarray:
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+        raise ImageError(source, f"array must be HxW or HxWxC with C in 1..4, got shape {array.shape}")
+    _check_pixels(source, array.shape[1], array.shape[0], opts.max_pixels)
+    array = _to_uint8(array, source)
+    channels = array.shape[2]
+    if channels in (2, 4):
+        color, alpha = array[:, :, :-1], array[:, :, -1:].astype(np.float32) / 255.0
+        if channels == 4 and order == "BGR":
+            color = color[:, :, ::-1]
+        color = np.repeat(color, 3, axis=2) if color.shape[2] == 1 else color
+        background = np.asarray(opts.background, dtype=np.float32).reshape(1, 1, 3)
+        blended = color.astype(np.float32) * alpha + background * (1.0 - alpha)
+        return np.ascontiguousarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
+    if channels == 1:
+        return np.ascontiguousarray(np.repeat(array, 3, axis=2))
+    if order == "BGR":
+        array = array[:, :, ::-1]
+    return np.ascontiguousarray(array)
+
+
+def _to_uint8(array: np.ndarray, source: Any) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if array.dtype in (np.uint16, np.int32, np.int64, np.uint32):
+        if array.size and (array.min() < 0 or array.max() > 65535):
+            raise ImageError(source, f"integer pixels outside the 16-bit range in {array.dtype} image")
+        return ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ImageError(source, "float image contains NaN or infinity")
+        return np.clip(np.rint(array.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+    raise ImageError(source, f"unsupported pixel type {array.dtype}")
+
+
+def iter_image_files(root: str | os.PathLike, recursive: bool = True) -> Iterator[Path]:
+    """Image files under a folder in sorted order (by extension; the decoder has the last word)."""
+    root = Path(root)
+    pattern = "**/*" if recursive else "*"
+    for path in sorted(root.glob(pattern)):
+        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+            yield path
