@@ -76,8 +76,11 @@ def settle_problems(problems: list[Problem], on_error: str, what: str) -> None:
     logger.warning("%s: skipped %d malformed entries (see .problems): %s", what, len(problems), shown)
 
 
-def check_box(box: Sequence[float], image_size: tuple[int, int] | None = None, box_format: str = "devkit") -> str | None:
-    """Why a box is unusable (non-finite, negative, empty, outside the image), or None if it is fine."""
+def check_box(box: Sequence[float], image_size: tuple[int, int] | None = None) -> str | None:
+    """Why a box is unusable (non-finite, negative, empty, outside the image), or None if it is fine.
+
+    ``image_size`` is (height, width); one pixel of slack past the far edge is tolerated (annotation slop).
+    """
     try:
         x1, y1, x2, y2 = (float(v) for v in box)
     except (TypeError, ValueError):
@@ -90,7 +93,7 @@ def check_box(box: Sequence[float], image_size: tuple[int, int] | None = None, b
         return f"empty box: need x2 > x1 and y2 > y1 (x1={x1:g}, y1={y1:g}, x2={x2:g}, y2={y2:g})"
     if image_size is not None:
         height, width = image_size
-        if x1 >= width or y1 >= height or x2 > width + 1 or y2 > height + 1:  # +1: devkit boxes are inclusive
+        if x1 >= width or y1 >= height or x2 > width + 1 or y2 > height + 1:
             return f"box (x1={x1:g}, y1={y1:g}, x2={x2:g}, y2={y2:g}) is outside the {width}x{height} image"
     return None
 
@@ -169,12 +172,12 @@ class SampleList(Sequence[Sample]):
         counts = Counter(s.label for s in self._samples)
         return {name: counts.get(i, 0) for i, name in enumerate(self.classes)}
 
-    def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None) -> SampleList:
-        """The samples at ``indices`` (same classes, box format and split tag)."""
+    def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None, split: str | None = None) -> SampleList:
+        """The samples at ``indices`` (same classes and box format; same split tag unless ``split`` is given)."""
         picked = [self._samples[int(i)] for i in indices]
-        return self._derive(picked, name or f"{self.name}[subset]")
+        return self._derive(picked, name or f"{self.name}[subset]", split)
 
-    def _derive(self, samples: list[Sample], name: str) -> SampleList:
+    def _derive(self, samples: list[Sample], name: str, split: str | None = None) -> SampleList:
         return SampleList(
-            samples, self.classes, name, root=self.root, split=self.split, box_format=self.box_format
+            samples, self.classes, name, root=self.root, split=split or self.split, box_format=self.box_format
         )

@@ -1,0 +1,144 @@
+"""`vehicle-cls predict` end to end on real photos mixed with broken files: JSON Lines, exit codes,
+annotated images, and the same predictions as the Python API."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from vehicle_cls.classifier import Classifier, Preprocess
+from vehicle_cls.cli import EXIT_OK, EXIT_SOME_INPUTS_FAILED, SUBCOMMANDS
+
+PHOTOS = Path(__file__).parent / "data" / "predict"
+CLASSES = ["bike", "car", "juggernaut", "minibus", "pickup", "truck"]
+# the predict subcommand alone (the dispatcher imports every subcommand module, some owned by others)
+PREDICT_ONLY = (
+    "import argparse, sys; from vehicle_cls.cli import predict; "
+    "p = argparse.ArgumentParser(prog='vehicle-cls'); predict.register(p.add_subparsers()); "
+    "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))"
+)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(3)
+    clf = Classifier.create("resnet18", classes=CLASSES, preprocess=Preprocess(40, "letterbox"))
+    directory = tmp_path_factory.mktemp("model")
+    clf.save(directory)
+    return directory
+
+
+@pytest.fixture()
+def mixed_folder(tmp_path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in sorted(PHOTOS.glob("*.jpg")):
+        shutil.copy(p, folder / p.name)
+    (folder / "aa_empty.jpg").write_bytes(b"")
+    data = (PHOTOS / "car5.jpg").read_bytes()
+    (folder / "zz_truncated.jpg").write_bytes(data[: len(data) // 3])
+    (folder / "notes.jpg").write_text("hello")
+    return folder
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", PREDICT_ONLY, "predict", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_cli_end_to_end_jsonl_exit_code_and_same_as_python(model_dir, mixed_folder, tmp_path):
+    out, vis = tmp_path / "out" / "preds.jsonl", tmp_path / "vis"
+    missing = tmp_path / "missing.png"
+    run = _cli(str(mixed_folder), str(missing), "--model", str(model_dir), "--out", str(out), "--topk", "3",
+               "--batch-size", "2", "--save-vis", str(vis), "--no-progress", cwd=tmp_path)
+    assert run.returncode == EXIT_SOME_INPUTS_FAILED, run.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    names = sorted(p.name for p in mixed_folder.iterdir())
+    assert [Path(d["source"]).name for d in lines] == names + ["missing.png"]  # folder sorted, then the file
+    by_name = {Path(d["source"]).name: d for d in lines}
+    for bad, reason in (("aa_empty.jpg", "empty file"), ("zz_truncated.jpg", "truncated"),
+                        ("notes.jpg", "not a recognised image format"), ("missing.png", "no such file")):
+        assert reason in by_name[bad]["error"] and by_name[bad]["label"] is None
+    good = [d for d in lines if d["error"] is None]
+    assert len(good) == 4
+    for d in good:
+        assert d["label"] in CLASSES and len(d["topk"]) == 3 and d["topk"][0] == [d["label"], d["score"]]
+        assert d["image_size"] == [100, 100] and d["box"] is None
+    assert "8 predictions, 4 failed" in run.stderr
+    # the same predictions from Python, in this process
+    from vehicle_cls.pipeline import Pipeline
+
+    preds = Pipeline.load(model_dir)([mixed_folder, missing], topk=3)
+    assert len(preds) == len(lines)
+    for pred, d in zip(preds, lines):
+        py = pred.to_dict()
+        assert (py["source"], py["label"], py["error"]) == (d["source"], d["label"], d["error"])
+        assert [name for name, _ in py["topk"]] == [name for name, _ in d["topk"]]
+        for (_, a), (_, b) in zip(py["topk"], d["topk"]):
+            assert a == pytest.approx(b, abs=2e-6)
+    # one annotated image per good input
+    saved = sorted(p.name for p in vis.iterdir())
+    assert saved == ["car5.jpg", "minibus5.jpg", "pickup5.jpg", "truck5.jpg"]
+    assert Image.open(vis / "car5.jpg").size == (100, 100)
+
+
+def test_cli_all_good_exits_zero_and_writes_jsonl_to_stdout(model_dir, capsys):
+    photos = [str(PHOTOS / "car5.jpg"), str(PHOTOS / "truck5.jpg")]
+    args = _args(paths=photos, **{"--model": str(model_dir), "--topk": "2"})
+    assert args.func(args) == EXIT_OK
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # not a terminal: JSON Lines
+    assert [d["source"] for d in lines] == photos and all(d["error"] is None and len(d["topk"]) == 2 for d in lines)
+
+
+def _args(**kw) -> argparse.Namespace:
+    from vehicle_cls.cli import predict
+
+    parser = argparse.ArgumentParser()
+    predict.register(parser.add_subparsers())
+    return parser.parse_args(["predict", *kw.pop("paths"), *[x for k, v in kw.items() for x in (k, v)]])
+
+
+def test_without_model_a_clear_error(capsys):
+    args = _args(paths=["x.jpg"])
+    assert args.func(args) == 2
+    assert "--model DIR is required" in capsys.readouterr().err
+
+
+def test_bad_model_dir_is_an_error_not_a_traceback(tmp_path, capsys):
+    from vehicle_cls.classifier import BundleError
+
+    args = _args(paths=["x.jpg"], **{"--model": str(tmp_path)})
+    with pytest.raises(BundleError, match="config.json missing"):  # the dispatcher turns it into exit 1
+        args.func(args)
+
+
+def test_table_on_a_terminal(model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    args = _args(paths=[str(PHOTOS / "car5.jpg"), str(tmp_path / "gone.jpg")], **{"--model": str(model_dir)})
+    assert args.func(args) == EXIT_SOME_INPUTS_FAILED
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["source", "label", "score"]
+    assert "car5.jpg" in out[1] and out[1].split()[1] in CLASSES
+    assert "ERROR" in out[2] and "no such file" in out[2]
+
+
+@pytest.mark.skipif(
+    not all(importlib.util.find_spec(f"vehicle_cls.cli.{name}") for name in SUBCOMMANDS),
+    reason="not every vehicle-cls subcommand module exists yet",
+)
+def test_real_dispatcher_runs_predict(model_dir, tmp_path):
+    run = subprocess.run([sys.executable, "-m", "vehicle_cls", "predict", str(PHOTOS / "car5.jpg"),
+                          "--model", str(model_dir)], capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert run.returncode == EXIT_OK, run.stderr
+    assert json.loads(run.stdout.splitlines()[0])["label"] in CLASSES
+    bad = subprocess.run([sys.executable, "-m", "vehicle_cls", "predict", "x.jpg", "--model", str(tmp_path)],
+                         capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert bad.returncode == 1 and "config.json missing" in bad.stderr

@@ -1,0 +1,149 @@
+"""Packaging: the console script resolves, optional heavy deps stay lazy, Dockerfile.gpu fits pyproject."""
+from __future__ import annotations
+
+import importlib
+import json
+import shlex
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("tensorflow", "keras", "boto3", "botocore", "ray", "detectron2")
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    lines, current = [], ""
+    for raw in (ROOT / "Dockerfile.gpu").read_text().splitlines():
+        stripped = raw.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        current += stripped
+        keyword, _, rest = current.partition(" ")
+        lines.append((keyword.upper(), rest.strip()))
+        current = ""
+    return lines
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _heavy(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if m.split(".")[0] in HEAVY)
+
+
+def test_console_script_target_resolves():
+    scripts = _pyproject()["project"]["scripts"]
+    assert "vehicle-cls" in scripts
+    module_name, _, attr = scripts["vehicle-cls"].partition(":")
+    target = getattr(importlib.import_module(module_name), attr)
+    assert callable(target)
+
+
+def test_import_vehicle_cls_stays_light():
+    assert _heavy(_modules_after("import vehicle_cls")) == []
+
+
+@pytest.mark.parametrize("module", [
+    "vehicle_cls.classifier.keras_backend",
+    "vehicle_cls.distributed.ray_inference",
+    "vehicle_cls.pipeline",
+    "vehicle_cls.cli",
+])
+def test_modules_import_optional_deps_lazily(module):
+    pytest.importorskip(module)
+    code = f"import {module}"
+    if module == "vehicle_cls.cli":  # every subcommand's parser (those written so far), as --help builds them
+        code += (
+            "\nimport argparse, importlib, importlib.util"
+            "\nsub = argparse.ArgumentParser().add_subparsers()"
+            "\nfor name in vehicle_cls.cli.SUBCOMMANDS:"
+            "\n    if importlib.util.find_spec(f'vehicle_cls.cli.{name}'):"
+            "\n        importlib.import_module(f'vehicle_cls.cli.{name}').register(sub)"
+        )
+    assert _heavy(_modules_after(code)) == []
+
+
+def test_missing_extras_are_named(monkeypatch):
+    from vehicle_cls.classifier import keras_backend
+    from vehicle_cls.distributed import ray_inference
+
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ImportError, match=r"pip install vehicle-cls\[keras\]"):
+        keras_backend.import_keras()
+    with pytest.raises(ImportError, match=r"pip install vehicle-cls\[ray\]"):
+        ray_inference.import_ray()
+
+
+def test_dockerfile_matches_pyproject():
+    project = _pyproject()["project"]
+    instructions = _dockerfile()
+    keywords = [k for k, _ in instructions]
+    assert "HEALTHCHECK" not in keywords
+
+    args = {}
+    for k, rest in instructions:
+        if k == "ARG" and "=" in rest:
+            name, _, value = rest.partition("=")
+            args[name] = value
+    assert any(tag in args["BASE_IMAGE"] for tag in ("cuda", "cudnn")), args["BASE_IMAGE"]
+    assert next(rest for k, rest in instructions if k == "FROM") == "${BASE_IMAGE}"
+
+    # ENTRYPOINT is the console script pyproject installs
+    entry = json.loads(next(rest for k, rest in instructions if k == "ENTRYPOINT"))
+    assert entry == ["vehicle-cls"] and entry[0] in project["scripts"]
+
+    # the project itself is pip-installed, with extras that pyproject defines
+    installs = [rest for k, rest in instructions if k == "RUN" and "pip install" in rest]
+    assert installs, "no pip install in Dockerfile.gpu"
+    words = shlex.split(installs[0].split("&&")[0].replace("${EXTRAS}", args["EXTRAS"]))
+    target = words[words.index("install") + 1]
+    assert target.startswith(".[") and target.endswith("]"), target
+    extras = target[2:-1].split(",")
+    assert set(extras) <= set(project["optional-dependencies"]), extras
+
+    # everything COPY'd exists (a glob such as README.md* may match nothing)
+    for k, rest in instructions:
+        if k == "COPY":
+            for source in rest.split()[:-1]:
+                if not any(ch in source for ch in "*?["):
+                    assert (ROOT / source).exists(), f"Dockerfile.gpu copies {source}, which is missing"
+    copied = " ".join(rest for k, rest in instructions if k == "COPY")
+    assert "pyproject.toml" in copied and "vehicle_cls" in copied and project["readme"] in copied
+
+    # non-root user, weights cache in a volume named by the env var weights.py reads
+    users = [rest for k, rest in instructions if k == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    env = " ".join(rest for k, rest in instructions if k == "ENV")
+    home = dict(part.split("=", 1) for part in shlex.split(env) if "=" in part)["VEHICLE_CLS_HOME"]
+    volumes = [v for k, rest in instructions if k == "VOLUME" for v in json.loads(rest)]
+    assert any(home == v or home.startswith(v.rstrip("/") + "/") for v in volumes), (home, volumes)
+    from vehicle_cls import weights
+
+    assert weights.ENV_HOME == "VEHICLE_CLS_HOME"
+
+
+def test_dockerignore_keeps_what_the_image_copies():
+    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    for needed in ("pyproject.toml", "README.md", "vehicle_cls"):
+        assert needed not in ignored
+    assert ".venv" in ignored and ".git" in ignored

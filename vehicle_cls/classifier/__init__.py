@@ -1,0 +1,26 @@
+"""The second stage: a torchvision backbone that names the vehicle in a crop, saved as a bundle."""
+from vehicle_cls.classifier.bundle import BundleError
+from vehicle_cls.classifier.classifier import Classifier
+from vehicle_cls.classifier.factory import WeightsUnavailableError, create_model, supported_archs
+from vehicle_cls.classifier.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Preprocess,
+    crop_resize_on_device,
+    preprocess_images,
+    preprocess_tensor,
+)
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "BundleError",
+    "Classifier",
+    "Preprocess",
+    "WeightsUnavailableError",
+    "create_model",
+    "crop_resize_on_device",
+    "preprocess_images",
+    "preprocess_tensor",
+    "supported_archs",
+]

@@ -1,0 +1,96 @@
+"""``vehicle-cls eval``: metrics and a report for a classifier bundle on a labelled dataset.
+
+    vehicle-cls eval --model runs/x/best --split test --out reports/full          # the run's own test split
+    vehicle-cls eval --model runs/x/best --data car_data --split test --crop gt --out reports/gt
+    vehicle-cls eval --compare reports/full reports/detector reports/gt --out reports/compare
+"""
+from __future__ import annotations
+
+import argparse
+
+from vehicle_cls.cli import EXIT_ERROR, EXIT_OK
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate a classifier bundle (top-1/top-5, per class, confusion, report)",
+        description="Evaluate a classifier bundle on a labelled dataset and write report.md/report.json "
+        "with plots; or compare several reports side by side with --compare.",
+    )
+    p.add_argument("--model", metavar="DIR", help="classifier bundle (e.g. runs/x/best)")
+    p.add_argument("--data", metavar="PATH|URI", help="dataset (folder, CSV, s3://...); default: the run's own splits")
+    p.add_argument("--layout", default="auto", help="dataset layout (default: auto)")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--crop", default="none", metavar="none|gt|CACHE_DIR",
+                   help="whole images, ground-truth boxes, or a crop cache made by `vehicle-cls crop`")
+    p.add_argument("--out", required=True, metavar="DIR", help="report folder")
+    p.add_argument("--name", help="name of this evaluation in reports (default: derived)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--compare", nargs="+", metavar="REPORT_DIR", help="write a comparison of these reports instead")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vehicle_cls.train.report import write_comparison
+
+    if args.compare:
+        paths = write_comparison(args.compare, args.out)
+        print(paths["markdown"].read_text(encoding="utf-8"))
+        print(f"comparison: {paths['markdown']} and {paths['json']}")
+        return EXIT_OK
+    if not args.model:
+        print("vehicle-cls eval: error: --model DIR is required (or --compare REPORT_DIR ...)")
+        return EXIT_ERROR
+    from vehicle_cls.classifier import Classifier
+    from vehicle_cls.train.evaluate import evaluate
+    from vehicle_cls.train.report import write_report
+
+    clf = Classifier.load(args.model, device=args.device)
+    samples, classes, where = _samples(args, clf)
+    name = args.name or f"{args.split} / crop={args.crop if args.crop in ('none', 'gt') else 'cache'}"
+    info = {"model": str(args.model), "dataset": where, "split": args.split}
+    result = evaluate(clf, samples, dataset_classes=classes, crop=args.crop, batch_size=args.batch_size,
+                      num_workers=args.workers, precision=args.precision, name=name, info=info, progress=True)
+    history = (clf.training or {}).get("history")
+    files = write_report(result, args.out, history=history)
+    print_summary(result)
+    print(f"report: {files['markdown']} (JSON: {files['json']})")
+    return EXIT_OK
+
+
+def _samples(args: argparse.Namespace, clf):
+    """The samples to evaluate: from --data, or the split recorded in the training run."""
+    from pathlib import Path
+
+    if args.data:
+        from vehicle_cls.data import open_dataset
+
+        ds = open_dataset(args.data, args.layout, split=args.split)
+        return ds, ds.classes, args.data
+    from vehicle_cls.train.splits import DataSplits
+
+    run_dir = (clf.training or {}).get("run_dir")
+    candidates = [Path(args.model).parent / "splits.json"] + ([Path(run_dir) / "splits.json"] if run_dir else [])
+    for path in candidates:
+        if path.is_file():
+            splits = DataSplits.load(path)
+            samples = getattr(splits, args.split, None) if args.split in ("train", "val", "test") else None
+            if samples is None:
+                raise ValueError(f"{path}: the run has no {args.split!r} split; pass --data")
+            return samples, splits.classes, f"{path}:{args.split}"
+    raise ValueError(f"{args.model}: no --data given and no splits.json of its training run found")
+
+
+def print_summary(result) -> None:
+    """Top-1/top-5 and per-class accuracy as a few lines."""
+    m = result.metrics
+    print(f"{result.name}: {m.num_samples} images, top-1 {m.top1:.2%}, top-5 {m.top5:.2%}, "
+          f"mean per-class {m.mean_class_accuracy:.2%}" + (f", {len(result.failed)} unreadable" if result.failed else ""))
+    width = max(len(c) for c in m.classes) if m.classes else 0
+    for c, n, a in zip(m.classes, m.per_class_count, m.per_class_accuracy):
+        if n:
+            print(f"  {c:<{width}}  {a:7.2%}  ({n} images)")

@@ -1,0 +1,217 @@
+"""``Cropper``: detectron2's COCO R101-FPN finds the vehicles, ``CropPolicy`` picks the crop."""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vehicle_cls.cropper.checkpoint import load_state_dict, save_state_dict
+from vehicle_cls.cropper.policy import CropChoice, CropPolicy, apply_crop
+from vehicle_cls.cropper.rcnn import TestSettings, check_config
+from vehicle_cls.images import load_image
+from vehicle_cls.results import Detections
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "detectron2", "auto")
+_POLICY_FIELDS = {f.name for f in fields(CropPolicy)}
+_SETTING_FIELDS = {f.name for f in fields(TestSettings)}
+
+
+class Cropper:
+    """Detect vehicles with detectron2's R101-FPN (pure torch, or detectron2 itself) and choose crops.
+
+    Build it with :meth:`from_zoo`, :meth:`from_checkpoint` or :meth:`from_config`; then
+    ``detect(images)`` gives one :class:`Detections` per image and ``choose(images)`` the crops.
+    """
+
+    def __init__(self, backend: Any, config: str, weights: str, policy: CropPolicy | None = None,
+                 batch_size: int = 1):
+        self.backend = backend
+        self.config = config
+        self.weights = weights  # zoo name or path: what to_config records
+        self.policy = policy or CropPolicy()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+        self.batch_size = batch_size
+        if self.policy.mask and not backend.mask_on:
+            raise ValueError(f"CropPolicy(mask=True) needs the mask model; {config} has no mask head "
+                             "(use config='mask_rcnn_R_101_FPN_3x')")
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, config: str = "faster_rcnn_R_101_FPN_3x",
+                        backend: str = "torch", device: str | torch.device = "cpu",
+                        policy: CropPolicy | dict | str | None = None, *, precision: str = "fp32",
+                        channels_last: bool = False, batch_size: int = 1, _weights_name: str | None = None,
+                        **settings: Any) -> Cropper:
+        """Load detectron2 weights (.pkl zoo file, .pth, or our .safetensors) into the chosen backend.
+
+        ``settings``: test settings (``min_size_test=800, max_size_test=1333, score_thresh_test=0.05,
+        nms_thresh_test=0.5, detections_per_image=100``, RPN top-k/NMS) and/or CropPolicy fields
+        (``classes``, ``min_score``, ``margin``, ...) that override ``policy``'s.
+        """
+        check_config(config)
+        test_settings, policy = _split_settings(policy, settings)
+        state = load_state_dict(path)
+        runner = _make_backend(backend, config, state, test_settings, device, precision, channels_last, str(path))
+        return cls(runner, config, _weights_name or os.fspath(path), policy, batch_size)
+
+    @classmethod
+    def from_zoo(cls, name: str = "faster_rcnn_R_101_FPN_3x", *, cache_dir: str | os.PathLike | None = None,
+                 **kwargs: Any) -> Cropper:
+        """Download (first use) and load a detectron2 model-zoo checkpoint by config name."""
+        from vehicle_cls.weights import fetch_weights
+
+        check_config(name)
+        kwargs.setdefault("config", name)
+        path = fetch_weights(name, cache_dir=cache_dir)
+        return cls.from_checkpoint(path, _weights_name=name, **kwargs)
+
+    @classmethod
+    def from_config(cls, d: dict[str, Any], device: str | torch.device = "cpu", **overrides: Any) -> Cropper:
+        """Rebuild a cropper from :meth:`to_config` output (what a classifier bundle stores)."""
+        from vehicle_cls.weights import KNOWN_WEIGHTS
+
+        d = dict(d)
+        unknown = set(d) - {"config", "weights", "backend", "test_settings", "policy", "precision", "batch_size"}
+        if unknown:
+            raise ValueError(f"unknown cropper config key(s) {sorted(unknown)}")
+        if "weights" not in d:
+            raise ValueError("cropper config has no 'weights' (zoo name or path)")
+        kwargs: dict[str, Any] = dict(
+            config=d.get("config", "faster_rcnn_R_101_FPN_3x"), backend=d.get("backend", "torch"),
+            device=device, policy=CropPolicy.from_dict(d.get("policy", {})),
+            precision=d.get("precision", "fp32"), batch_size=d.get("batch_size", 1), **d.get("test_settings", {}),
+        )
+        kwargs.update(overrides)
+        if d["weights"] in KNOWN_WEIGHTS:
+            return cls.from_zoo(d["weights"], **kwargs)
+        return cls.from_checkpoint(d["weights"], **kwargs)
+
+    def to_config(self) -> dict[str, Any]:
+        """JSON-ready description: config, weights (zoo name or path), backend, test settings, policy."""
+        return {
+            "config": self.config,
+            "weights": self.weights,
+            "backend": self.backend.name,
+            "test_settings": self.settings.to_dict(),
+            "policy": self.policy.to_dict(),
+            "precision": self.backend.precision,
+            "batch_size": self.batch_size,
+        }
+
+    def save_weights(self, path: str | os.PathLike) -> Path:
+        """Write the weights in the project's own form (.safetensors, detectron2 names)."""
+        state = self.backend.state_dict()
+
+        class _Holder(torch.nn.Module):
+            def state_dict(self, *a, **k):  # noqa: D102 - plain mapping for save_state_dict
+                return state
+
+        return save_state_dict(_Holder(), path)
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def device(self) -> torch.device:
+        return self.backend.device
+
+    @property
+    def settings(self) -> TestSettings:
+        return self.backend.settings
+
+    @property
+    def mask_on(self) -> bool:
+        return self.backend.mask_on
+
+    def __repr__(self) -> str:
+        return (f"Cropper(config={self.config!r}, weights={self.weights!r}, backend={self.backend.name!r}, "
+                f"device={str(self.device)!r}, policy={self.policy})")
+
+    # ---------------------------------------------------------------- inference
+    def detect(self, images: Any, batch_size: int | None = None) -> list[Detections]:
+        """Detections (original pixels, detectron2's contiguous COCO ids) for each image, in order.
+
+        ``images``: a list of RGB uint8 HxWx3 arrays or anything ``load_image`` accepts (a single
+        image is accepted too). Images are run ``batch_size`` at a time (default ``self.batch_size``,
+        1: each image's result then does not depend on its batch mates' sizes).
+        """
+        arrays = [_as_rgb(im) for im in _as_list(images)]
+        bs = batch_size or self.batch_size
+        out: list[Detections] = []
+        for start in range(0, len(arrays), bs):
+            out.extend(self.backend(arrays[start : start + bs]))
+        return out
+
+    def choose(self, images: Any, batch_size: int | None = None) -> list[list[CropChoice]]:
+        """Detect, then apply the policy: per image the list of crop choices."""
+        return [self.policy.choose(d) for d in self.detect(images, batch_size)]
+
+    def crop(self, images: Any, batch_size: int | None = None) -> list[list[np.ndarray]]:
+        """Detect, choose and cut the crops on the CPU: per image a list of RGB uint8 arrays."""
+        arrays = [_as_rgb(im) for im in _as_list(images)]
+        return [[apply_crop(im, c, self.policy) for c in choices]
+                for im, choices in zip(arrays, self.choose(arrays, batch_size))]
+
+
+def _split_settings(policy: CropPolicy | dict | str | None, settings: dict[str, Any]
+                    ) -> tuple[TestSettings, CropPolicy]:
+    unknown = set(settings) - _POLICY_FIELDS - _SETTING_FIELDS
+    if unknown:
+        raise TypeError(f"unknown cropper option(s) {sorted(unknown)}; test settings: {sorted(_SETTING_FIELDS)}, "
+                        f"policy fields: {sorted(_POLICY_FIELDS)}")
+    test = TestSettings(**{k: v for k, v in settings.items() if k in _SETTING_FIELDS})
+    if policy is None:
+        base: dict[str, Any] = {}
+    elif isinstance(policy, CropPolicy):
+        base = policy.to_dict()
+    elif isinstance(policy, str):
+        base = {"select": policy}
+    elif isinstance(policy, dict):
+        base = dict(policy)
+    else:
+        raise TypeError(f"policy must be a CropPolicy, dict or select mode, not {type(policy).__name__}")
+    base.update({k: v for k, v in settings.items() if k in _POLICY_FIELDS})
+    return test, CropPolicy.from_dict(base)
+
+
+def _make_backend(backend: str, config: str, state: dict, settings: TestSettings, device: Any, precision: str,
+                  channels_last: bool, source: str) -> Any:
+    from vehicle_cls.cropper.detectron2_backend import Detectron2Backend, detectron2_available
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if backend == "auto":
+        backend = "detectron2" if detectron2_available() else "torch"
+        logger.info("cropper backend: %s", backend)
+    if backend == "detectron2":
+        if precision != "fp32":
+            raise ValueError("the detectron2 backend runs in fp32 only")
+        return Detectron2Backend(config, state, settings, device, source)
+    from vehicle_cls.cropper.torch_backend import TorchBackend
+
+    return TorchBackend(config, state, settings, device, precision, channels_last, source)
+
+
+def _as_list(images: Any) -> list[Any]:
+    if isinstance(images, (str, os.PathLike, bytes, np.ndarray)) or hasattr(images, "getpixel"):
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            return list(images)
+        return [images]
+    if isinstance(images, torch.Tensor):
+        return list(images) if images.ndim == 4 else [images]
+    if isinstance(images, Iterable):
+        return list(images)
+    return [images]
+
+
+def _as_rgb(image: Any) -> np.ndarray:
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        return image
+    return load_image(image)

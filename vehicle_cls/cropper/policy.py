@@ -1,0 +1,193 @@
+"""Which detected box becomes the crop: class filter, score threshold, largest / best / all, margin, square, mask."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+import numpy as np
+
+from vehicle_cls.labels import DEFAULT_VEHICLE_CLASSES, coco_class_ids
+from vehicle_cls.results import Box, Detection, Detections
+
+SELECT_MODES = ("largest", "score", "all")
+
+
+@dataclass
+class CropChoice:
+    """One crop: its box in original pixels (None = whole image), the detection behind it, and its mask."""
+
+    box: Box | None
+    detection: Detection | None
+    fallback: bool
+    mask: np.ndarray | None = None  # (H, W) bool over the full image, in mask mode
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "box": None if self.box is None else [float(v) for v in self.box],
+            "detection": None if self.detection is None else self.detection.to_dict(),
+            "fallback": self.fallback,
+        }
+
+
+@dataclass
+class CropPolicy:
+    """How detections become crops (defaults follow the course project: car/truck/bus, score 0.5, largest)."""
+
+    classes: tuple[str | int, ...] = DEFAULT_VEHICLE_CLASSES
+    min_score: float = 0.5
+    select: Literal["largest", "score", "all"] = "largest"
+    margin: float = 0.0  # fraction of the box width/height added on each side
+    square: bool = False  # grow the shorter side to a square (shifted inside the image when it fits)
+    fallback: bool = True  # whole image when no vehicle is found (recorded as CropChoice.fallback)
+    mask: bool = False  # blank everything outside the instance mask (needs the mask model)
+    mask_fill: tuple[int, int, int] = (124, 116, 104)  # RGB of the blanked pixels (ImageNet mean)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.classes, (str, int)):
+            self.classes = (self.classes,)
+        self.classes = tuple(self.classes)
+        coco_class_ids(self.classes)  # validates the names
+        self.mask_fill = tuple(int(v) for v in self.mask_fill)  # type: ignore[assignment]
+        if self.margin < 0 or not math.isfinite(self.margin):
+            raise ValueError(f"CropPolicy.margin must be a finite fraction >= 0, not {self.margin!r}")
+        if len(self.mask_fill) != 3:
+            raise ValueError(f"CropPolicy.mask_fill must be an RGB triple, not {self.mask_fill!r}")
+
+    @property
+    def class_ids(self) -> tuple[int, ...]:
+        """Contiguous COCO ids of ``classes``."""
+        return coco_class_ids(self.classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["select"] = str(self.select)
+        d["classes"] = list(self.classes)
+        d["mask_fill"] = list(self.mask_fill)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CropPolicy:
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown CropPolicy field(s) {sorted(unknown)}; known: {sorted(names)}")
+        d = dict(d)
+        for key in ("classes", "mask_fill"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+    def select_detections(self, det: Detections) -> Detections:
+        """The detections that count as vehicles: wanted class and score >= ``min_score``."""
+        keep = np.isin(det.classes, np.asarray(self.class_ids, dtype=np.int64)) & (det.scores >= self.min_score)
+        return det[np.flatnonzero(keep)]
+
+    def choose(self, det: Detections) -> list[CropChoice]:
+        """Turn one image's detections into crop choices (one, or one per vehicle with ``select='all'``)."""
+        if det.image_size is None:
+            raise ValueError("Detections.image_size is needed to clamp crop boxes")
+        if self.mask and len(det) and det.masks is None:
+            raise ValueError("CropPolicy(mask=True) needs instance masks: use the mask_rcnn_R_101_FPN_3x cropper")
+        vehicles = self.select_detections(det)
+        if len(vehicles) == 0:
+            return [CropChoice(None, None, True, None)] if self.fallback else []
+        if self.select == "all":
+            order = np.arange(len(vehicles))
+        elif self.select == "score":
+            order = np.array([int(np.argmax(vehicles.scores))])  # first of equal scores
+        else:
+            areas = _areas(vehicles.boxes)
+            order = np.array([int(np.argmax(areas))])  # first (highest score) of equal areas
+        items = vehicles.to_list()
+        return [
+            CropChoice(expand_box(items[i].box, det.image_size, self.margin, self.square), items[i], False,
+                       items[i].mask if self.mask else None)
+            for i in order
+        ]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "select":  # keep ``policy.select`` both the mode string and callable
+            if value not in SELECT_MODES:
+                raise ValueError(f"CropPolicy.select must be one of {SELECT_MODES}, not {value!r}")
+            value = _SelectMode(value, self)
+        super().__setattr__(name, value)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.select = str(state["select"])
+
+
+class _SelectMode(str):
+    """The ``select`` mode string ("largest", ...), also callable: ``policy.select(det)`` == ``policy.choose(det)``."""
+
+    def __new__(cls, value: str, policy: CropPolicy):
+        obj = super().__new__(cls, value)
+        obj._policy = policy
+        return obj
+
+    def __call__(self, det: Detections) -> list[CropChoice]:
+        return self._policy.choose(det)
+
+    def __reduce__(self):
+        return (str, (str(self),))
+
+    def __copy__(self) -> str:
+        return str(self)
+
+    def __deepcopy__(self, memo: dict) -> str:
+        return str(self)
+
+
+def _areas(boxes: np.ndarray) -> np.ndarray:
+    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+
+
+def expand_box(box: Box, image_size: tuple[int, int], margin: float = 0.0, square: bool = False) -> Box:
+    """Add ``margin`` x width/height on each side, optionally make it square, then clamp to the image.
+
+    A square box is grown about the centre; when it is no larger than the image it is shifted to lie
+    inside the image (so it stays square), otherwise it is clamped.
+    """
+    h, w = image_size
+    x1, y1, x2, y2 = (float(v) for v in box)
+    bw, bh = x2 - x1, y2 - y1
+    x1, x2 = x1 - margin * bw, x2 + margin * bw
+    y1, y2 = y1 - margin * bh, y2 + margin * bh
+    if square:
+        side = max(x2 - x1, y2 - y1)
+        x1, x2 = _fit_interval((x1 + x2) / 2 - side / 2, side, w)
+        y1, y2 = _fit_interval((y1 + y2) / 2 - side / 2, side, h)
+    return (min(max(x1, 0.0), w), min(max(y1, 0.0), h), min(max(x2, 0.0), w), min(max(y2, 0.0), h))
+
+
+def _fit_interval(start: float, length: float, limit: float) -> tuple[float, float]:
+    """Shift [start, start+length] inside [0, limit] when it fits; else leave it (it gets clamped)."""
+    if length <= limit:
+        start = min(max(start, 0.0), limit - length)
+    return start, start + length
+
+
+def crop_bounds(box: Box, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Integer pixel bounds covering ``box``: floor of the start, ceil of the end, inside the image, >= 1 px."""
+    h, w = image_size
+    x1 = min(max(int(math.floor(box[0])), 0), w - 1)
+    y1 = min(max(int(math.floor(box[1])), 0), h - 1)
+    x2 = max(min(int(math.ceil(box[2])), w), x1 + 1)
+    y2 = max(min(int(math.ceil(box[3])), h), y1 + 1)
+    return x1, y1, x2, y2
+
+
+def apply_crop(image: np.ndarray, choice: CropChoice, policy: CropPolicy | None = None) -> np.ndarray:
+    """Cut ``choice`` out of an HxWx3 uint8 image on the CPU (blanking outside the mask in mask mode)."""
+    policy = policy or CropPolicy()
+    out = image
+    if choice.mask is not None and policy.mask:
+        if choice.mask.shape != image.shape[:2]:
+            raise ValueError(f"mask shape {choice.mask.shape} does not match image {image.shape[:2]}")
+        out = image.copy()
+        out[~choice.mask] = np.asarray(policy.mask_fill, dtype=image.dtype)
+    if choice.box is None:
+        return np.ascontiguousarray(out) if out is not image else image.copy()
+    x1, y1, x2, y2 = crop_bounds(choice.box, image.shape[:2])
+    return np.ascontiguousarray(out[y1:y2, x1:x2])

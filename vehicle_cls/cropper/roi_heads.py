@@ -1,0 +1,168 @@
+"""Box and mask heads on the proposals: ROIAlignV2 pooling, FC box head, class-specific decode, mask head."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import batched_nms, roi_align
+
+from vehicle_cls.cropper.boxes import apply_deltas, box_area, clip_boxes
+from vehicle_cls.cropper.layers import Conv2d
+
+
+def assign_levels(boxes: torch.Tensor, min_level: int = 2, max_level: int = 5,
+                  canonical_box_size: float = 224.0, canonical_level: int = 4) -> torch.Tensor:
+    """Pyramid level index (0-based from ``min_level``) per box: floor(4 + log2(sqrt(area)/224 + 1e-8))."""
+    sizes = torch.sqrt(box_area(boxes))
+    levels = torch.floor(canonical_level + torch.log2(sizes / canonical_box_size + 1e-8))
+    return torch.clamp(levels, min=min_level, max=max_level).to(torch.int64) - min_level
+
+
+class ROIPooler(nn.Module):
+    """Multi-level ``roi_align(aligned=True)`` (detectron2's ROIAlignV2) over p2..p5."""
+
+    def __init__(self, output_size: int, strides=(4, 8, 16, 32), sampling_ratio: int = 0, aligned: bool = True):
+        super().__init__()
+        self.output_size = output_size
+        self.scales = tuple(1.0 / s for s in strides)
+        self.min_level = int(-math.log2(self.scales[0]))
+        self.max_level = int(-math.log2(self.scales[-1]))
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+
+    def forward(self, features: list[torch.Tensor], boxes: list[torch.Tensor]) -> torch.Tensor:
+        """Pool (R, C, S, S) for the boxes of every image, R = total boxes, in input order."""
+        all_boxes = torch.cat(boxes, dim=0)
+        sizes = torch.tensor([len(b) for b in boxes], device=all_boxes.device)
+        index = torch.repeat_interleave(torch.arange(len(boxes), dtype=all_boxes.dtype, device=all_boxes.device), sizes)
+        rois = torch.cat([index[:, None], all_boxes], dim=1)
+        levels = assign_levels(all_boxes, self.min_level, self.max_level)
+        c, s = features[0].shape[1], self.output_size
+        output = torch.zeros((len(rois), c, s, s), dtype=features[0].dtype, device=features[0].device)
+        for level, (feat, scale) in enumerate(zip(features, self.scales)):
+            inds = torch.nonzero(levels == level, as_tuple=True)[0]
+            if len(inds) == 0:
+                continue
+            pooled = roi_align(feat, rois[inds].to(feat.dtype), (s, s), scale, self.sampling_ratio, self.aligned)
+            output.index_put_((inds,), pooled.to(output.dtype))
+        return output
+
+
+class FastRCNNConvFCHead(nn.Module):
+    """flatten -> fc1 1024 + ReLU -> fc2 1024 + ReLU."""
+
+    def __init__(self, in_dim: int = 256 * 7 * 7, fc_dim: int = 1024):
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, fc_dim)
+        self.fc2 = nn.Linear(fc_dim, fc_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.fc1(torch.flatten(x, start_dim=1)))
+        return F.relu(self.fc2(x))
+
+
+class FastRCNNOutputLayers(nn.Module):
+    """``cls_score`` (K+1, background last) and class-specific ``bbox_pred`` (4K)."""
+
+    def __init__(self, in_dim: int = 1024, num_classes: int = 80):
+        super().__init__()
+        self.cls_score = nn.Linear(in_dim, num_classes + 1)
+        self.bbox_pred = nn.Linear(in_dim, num_classes * 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cls_score(x), self.bbox_pred(x)
+
+
+class MaskRCNNConvUpsampleHead(nn.Module):
+    """4x (3x3 conv 256 + ReLU), 2x2/2 deconv + ReLU, 1x1 predictor -> one 28x28 logit map per class."""
+
+    def __init__(self, channels: int = 256, num_classes: int = 80, num_conv: int = 4):
+        super().__init__()
+        self.num_conv = num_conv
+        for k in range(1, num_conv + 1):
+            self.add_module(f"mask_fcn{k}", Conv2d(channels, channels, kernel_size=3, padding=1, activation=F.relu))
+        self.deconv = nn.ConvTranspose2d(channels, channels, kernel_size=2, stride=2)
+        self.predictor = nn.Conv2d(channels, num_classes, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for k in range(1, self.num_conv + 1):
+            x = getattr(self, f"mask_fcn{k}")(x)
+        return self.predictor(F.relu(self.deconv(x)))
+
+
+class StandardROIHeads(nn.Module):
+    """Box head + predictor (and mask head): test-time inference only."""
+
+    def __init__(self, num_classes: int = 80, mask_on: bool = False, score_thresh: float = 0.05,
+                 nms_thresh: float = 0.5, detections_per_image: int = 100,
+                 in_features=("p2", "p3", "p4", "p5"), strides=(4, 8, 16, 32)):
+        super().__init__()
+        self.in_features = tuple(in_features)
+        self.box_pooler = ROIPooler(7, strides)
+        self.box_head = FastRCNNConvFCHead(256 * 7 * 7, 1024)
+        self.box_predictor = FastRCNNOutputLayers(1024, num_classes)
+        self.mask_on = mask_on
+        if mask_on:
+            self.mask_pooler = ROIPooler(14, strides)
+            self.mask_head = MaskRCNNConvUpsampleHead(256, num_classes)
+        self.box_weights = (10.0, 10.0, 5.0, 5.0)
+        self.score_thresh = score_thresh
+        self.nms_thresh = nms_thresh
+        self.detections_per_image = detections_per_image
+
+    def forward(self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor],
+                image_sizes: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
+        """Per image: ``boxes`` (resized pixels), ``scores``, ``classes`` and, with masks, ``mask_probs`` (N,28,28)."""
+        feats = [features[f] for f in self.in_features]
+        if sum(len(p) for p in proposals) == 0:
+            results = [self._empty(feats[0].device) for _ in proposals]
+        else:
+            x = self.box_head(self.box_pooler(feats, proposals))
+            logits, deltas = self.box_predictor(x)
+            boxes = apply_deltas(deltas, torch.cat(proposals, dim=0), self.box_weights)
+            probs = F.softmax(logits.float(), dim=-1)
+            counts = [len(p) for p in proposals]
+            results = [
+                self._inference_single(b, p, size)
+                for b, p, size in zip(boxes.split(counts), probs.split(counts), image_sizes)
+            ]
+        if self.mask_on:
+            self._predict_masks(feats, results)
+        return results
+
+    def _empty(self, device: torch.device) -> dict[str, torch.Tensor]:
+        return {"boxes": torch.zeros((0, 4), device=device), "scores": torch.zeros(0, device=device),
+                "classes": torch.zeros(0, dtype=torch.int64, device=device)}
+
+    def _inference_single(self, boxes: torch.Tensor, scores: torch.Tensor, image_size: tuple[int, int]
+                          ) -> dict[str, torch.Tensor]:
+        """fast_rcnn_inference_single_image: drop background, threshold, per-class NMS, top-k."""
+        valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
+        if not bool(valid.all()):
+            boxes, scores = boxes[valid], scores[valid]
+        scores = scores[:, :-1]
+        num_reg = boxes.shape[1] // 4
+        boxes = clip_boxes(boxes.reshape(-1, 4), image_size[0], image_size[1]).view(-1, num_reg, 4)
+        mask = scores > self.score_thresh
+        inds = mask.nonzero()
+        boxes = boxes[inds[:, 0], 0] if num_reg == 1 else boxes[mask]
+        scores = scores[mask]
+        keep = batched_nms(boxes.float(), scores, inds[:, 1], self.nms_thresh)
+        if self.detections_per_image >= 0:
+            keep = keep[: self.detections_per_image]
+        return {"boxes": boxes[keep], "scores": scores[keep], "classes": inds[keep, 1]}
+
+    def _predict_masks(self, feats: list[torch.Tensor], results: list[dict[str, torch.Tensor]]) -> None:
+        """Add ``mask_probs`` (N, 28, 28): sigmoid of the predicted class's mask logits."""
+        total = sum(len(r["boxes"]) for r in results)
+        if total == 0:
+            for r in results:
+                r["mask_probs"] = torch.zeros((0, 28, 28), device=feats[0].device)
+            return
+        logits = self.mask_head(self.mask_pooler(feats, [r["boxes"] for r in results]))
+        classes = torch.cat([r["classes"] for r in results])
+        probs = logits[torch.arange(total, device=logits.device), classes].float().sigmoid()
+        for r, p in zip(results, probs.split([len(r["boxes"]) for r in results])):
+            r["mask_probs"] = p

@@ -1,0 +1,412 @@
+"""Crop every image of a dataset once (detector or ground-truth box) and keep the crops on disk.
+
+Layout of a cache folder::
+
+    cache.json       settings the crops were made with (mode, cropper config, policy, format, classes)
+    manifest.jsonl   one JSON line per source image, appended and flushed as each item finishes
+    crops/           the crop files (JPEG quality 95, or PNG)
+
+A manifest line: ``source``, ``split``, ``label``, ``file`` (crop path relative to the cache),
+``box`` (crop box in original pixels, 0-based edges; null = whole image), ``detector_class``,
+``detector_class_id``, ``detector_score``, ``fallback`` (no vehicle found, whole image used),
+``error`` (one-line reason, null when fine), ``mode``; ``crops`` lists every crop when the policy
+keeps several. A crash loses at most the item in flight; running ``build`` again skips every
+source already in the manifest (``retry_errors=True`` retries the failed ones).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from vehicle_cls.data.sample import (
+    DatasetError,
+    Problem,
+    Sample,
+    SampleList,
+    continuous_box,
+    pixel_box,
+)
+from vehicle_cls.images import load_image
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.jsonl"
+CACHE_CONFIG = "cache.json"
+CROPS_DIR = "crops"
+FORMATS = {"jpg": "JPEG", "png": "PNG"}
+_SETTINGS_KEYS = ("mode", "cropper", "policy", "image_format")
+
+
+@dataclass
+class CropStats:
+    """What one ``CropCache.build`` run did."""
+
+    total: int = 0  # samples in the dataset
+    already_done: int = 0  # skipped: found in the manifest
+    cropped: int = 0  # items cropped in this run
+    fallback: int = 0  # of which: no vehicle found, whole image kept
+    failed: int = 0  # items recorded with an error in this run
+    errors: list[str] = field(default_factory=list)
+
+
+def _key(path: str) -> str:
+    return os.path.abspath(path)
+
+
+class CropCache:
+    """A folder of cached crops with an append-only manifest; ``build`` fills it, ``dataset`` reads it."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self._entries: dict[str, dict] | None = None
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / CACHE_CONFIG
+
+    def config(self) -> dict | None:
+        """The settings stored in ``cache.json``, or None for a new cache."""
+        if not self.config_path.is_file():
+            return None
+        return json.loads(self.config_path.read_text("utf-8"))
+
+    def entries(self) -> dict[str, dict]:
+        """Manifest lines by absolute source path (the last line for a source wins)."""
+        if self._entries is None:
+            self._entries = {e["key"]: e for e in self._read_manifest()}
+        return self._entries
+
+    def _read_manifest(self) -> Iterator[dict]:
+        if not self.manifest_path.is_file():
+            return
+        with open(self.manifest_path, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                    entry.setdefault("key", _key(entry["source"]))
+                except (ValueError, KeyError, TypeError):
+                    logger.warning("%s: line %d is not a manifest entry (torn write?); ignored", self.manifest_path, number)
+                    continue
+                yield entry
+
+    def lookup(self, source: str) -> str | None:
+        """Path of the (first) cached crop of ``source``, or None when it is absent or failed."""
+        entry = self.entries().get(_key(source))
+        if entry is None or entry.get("error") or not entry.get("file"):
+            return None
+        return str(self.root / entry["file"])
+
+    def dataset(self, split: str | None = None) -> SampleList:
+        """The cached crops as samples (one per crop; ``split`` filters by the source split)."""
+        config = self.config()
+        if config is None:
+            raise DatasetError(f"{self.root}: not a crop cache (no {CACHE_CONFIG}); run `vehicle-cls crop` first")
+        samples: list[Sample] = []
+        problems: list[Problem] = []
+        for entry in self.entries().values():
+            if split is not None and entry.get("split") != split:
+                continue
+            if entry.get("error"):
+                problems.append(Problem(str(self.manifest_path), None, entry["source"], entry["error"]))
+                continue
+            for crop in entry.get("crops") or ([entry] if entry.get("file") else []):
+                samples.append(Sample(str(self.root / crop["file"]), int(entry["label"])))
+        name = f"crops/{config.get('dataset', self.root.name)}" + (f"/{split}" if split else "")
+        return SampleList(samples, config.get("classes", []), name, root=self.root, split=split, box_format="xyxy", problems=problems)
+
+    def build(
+        self,
+        dataset: Sequence[Sample],
+        cropper: Any = None,
+        mode: Literal["detector", "gt"] = "detector",
+        *,
+        policy: Any = None,
+        batch_size: int = 8,
+        image_format: Literal["jpg", "png"] = "jpg",
+        jpeg_quality: int = 95,
+        retry_errors: bool = False,
+        box_format: str | None = None,
+        progress: bool = False,
+    ) -> CropStats:
+        """Crop every sample not yet in the manifest; return counts. Cropper exceptions propagate (resume later).
+
+        ``mode="detector"`` runs ``cropper.detect`` on batches and crops ``policy.select`` (default
+        ``cropper.policy``); ``mode="gt"`` crops each sample's own box (whole image, ``fallback``,
+        when it has none).
+        """
+        if mode not in ("detector", "gt"):
+            raise ValueError(f"mode must be 'detector' or 'gt', not {mode!r}")
+        if image_format not in FORMATS:
+            raise ValueError(f"image_format must be one of {sorted(FORMATS)}, not {image_format!r}")
+        if mode == "detector":
+            if cropper is None:
+                raise ValueError("mode='detector' needs a cropper (Cropper.from_checkpoint / from_zoo)")
+            policy = policy if policy is not None else cropper.policy
+        box_format = box_format or getattr(dataset, "box_format", "devkit")
+        self._check_settings(dataset, cropper, policy, mode, image_format)
+        (self.root / CROPS_DIR).mkdir(parents=True, exist_ok=True)
+        _repair_tail(self.manifest_path)
+        self._entries = None
+        done = self.entries()
+        stats = CropStats(total=len(dataset))
+        todo: list[int] = []
+        for i, sample in enumerate(dataset):
+            entry = done.get(_key(sample.path))
+            if entry is not None and not (retry_errors and entry.get("error")):
+                stats.already_done += 1
+            else:
+                todo.append(i)
+        split = getattr(dataset, "split", None)
+        writer = _ManifestWriter(self.manifest_path)
+        bar = _progress(len(todo), progress, f"crop ({mode})")
+        try:
+            for start in range(0, len(todo), max(1, batch_size if mode == "detector" else 1)):
+                chunk = todo[start:start + max(1, batch_size if mode == "detector" else 1)]
+                images: dict[int, np.ndarray] = {}
+                for i in chunk:
+                    try:
+                        images[i] = load_image(dataset[i].path)
+                    except Exception as exc:
+                        self._record(writer, stats, dataset[i], split, mode, error=_one_line(exc))
+                if mode == "detector" and images:
+                    order = list(images)
+                    detections = cropper.detect([images[i] for i in order])
+                    if len(detections) != len(order):
+                        raise RuntimeError(f"cropper returned {len(detections)} results for {len(order)} images")
+                    for i, det in zip(order, detections):
+                        self._crop_detected(writer, stats, dataset[i], images[i], det, policy, split, image_format, jpeg_quality)
+                elif images:
+                    for i, image in images.items():
+                        self._crop_gt(writer, stats, dataset[i], image, split, box_format, image_format, jpeg_quality)
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+            writer.close()
+            self._entries = None
+        logger.info(
+            "%s: %d cropped (%d fallback), %d failed, %d already done", self.root, stats.cropped, stats.fallback,
+            stats.failed, stats.already_done,
+        )
+        return stats
+
+    def _check_settings(self, dataset: Sequence[Sample], cropper: Any, policy: Any, mode: str, image_format: str) -> None:
+        settings = {
+            "mode": mode,
+            "cropper": _jsonable(cropper.to_config()) if mode == "detector" and hasattr(cropper, "to_config") else None,
+            "policy": _jsonable(policy.to_dict()) if mode == "detector" and hasattr(policy, "to_dict") else None,
+            "image_format": image_format,
+        }
+        classes = list(getattr(dataset, "classes", []))
+        existing = self.config()
+        if existing is not None:
+            changed = [k for k in _SETTINGS_KEYS if existing.get(k) != settings[k]]
+            if changed:
+                raise DatasetError(
+                    f"{self.root}: crops were made with different settings ({', '.join(changed)}); "
+                    "use another output folder to crop with the new settings"
+                )
+            if classes and existing.get("classes") and existing["classes"] != classes:
+                raise DatasetError(f"{self.root}: crops were made for a dataset with other classes")
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = {"version": 1, **settings, "classes": classes, "dataset": getattr(dataset, "name", "dataset")}
+        _atomic_write(self.config_path, (json.dumps(config, indent=2) + "\n").encode("utf-8"))
+
+    def _crop_detected(self, writer, stats, sample, image, det, policy, split, image_format, quality) -> None:
+        try:
+            choices = list(policy.select(det))
+            if not choices:
+                self._record(writer, stats, sample, split, "detector", error="no vehicle found (policy has no fallback)")
+                return
+            apply = _apply_crop_fn()
+            crops = []
+            for k, choice in enumerate(choices):
+                pixels = apply(image, choice, policy)
+                file = self._save(sample.path, k, pixels, image_format, quality)
+                d = getattr(choice, "detection", None)
+                crops.append({
+                    "file": file,
+                    "box": None if choice.box is None else [round(float(v), 2) for v in choice.box],
+                    "detector_class": None if d is None else d.class_name,
+                    "detector_class_id": None if d is None else int(d.class_id),
+                    "detector_score": None if d is None else round(float(d.score), 6),
+                    "fallback": bool(choice.fallback),
+                })
+        except Exception as exc:
+            self._record(writer, stats, sample, split, "detector", error=_one_line(exc))
+            return
+        self._record(writer, stats, sample, split, "detector", crops=crops)
+
+    def _crop_gt(self, writer, stats, sample, image, split, box_format, image_format, quality) -> None:
+        try:
+            if sample.box is None:
+                crop, box, fallback = image, None, True
+            else:
+                x1, y1, x2, y2 = pixel_box(sample.box, image.shape[:2], box_format)
+                crop, fallback = image[y1:y2, x1:x2], False
+                box = [round(v, 2) for v in continuous_box(sample.box, box_format)]
+            file = self._save(sample.path, 0, crop, image_format, quality)
+        except Exception as exc:
+            self._record(writer, stats, sample, split, "gt", error=_one_line(exc))
+            return
+        crops = [{"file": file, "box": box, "detector_class": None, "detector_class_id": None,
+                  "detector_score": None, "fallback": fallback}]
+        self._record(writer, stats, sample, split, "gt", crops=crops)
+
+    def _record(self, writer, stats, sample, split, mode, *, crops=None, error=None) -> None:
+        first = crops[0] if crops else {}
+        entry = {
+            "source": sample.path,
+            "split": split,
+            "label": int(sample.label),
+            "file": first.get("file"),
+            "box": first.get("box"),
+            "detector_class": first.get("detector_class"),
+            "detector_class_id": first.get("detector_class_id"),
+            "detector_score": first.get("detector_score"),
+            "fallback": bool(first.get("fallback", False)),
+            "error": error,
+            "mode": mode,
+        }
+        if crops and len(crops) > 1:
+            entry["crops"] = crops
+        writer.append(entry)
+        if error is not None:
+            stats.failed += 1
+            stats.errors.append(f"{sample.path}: {error}")
+            logger.warning("crop failed for %s: %s", sample.path, error)
+        else:
+            stats.cropped += 1
+            stats.fallback += entry["fallback"]
+
+    def _save(self, source: str, k: int, pixels: np.ndarray, image_format: str, quality: int) -> str:
+        from PIL import Image
+
+        digest = hashlib.sha1(_key(source).encode("utf-8")).hexdigest()[:12]
+        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(source).stem)[:40]
+        rel = f"{CROPS_DIR}/{stem}-{digest}{f'-{k}' if k else ''}.{image_format}"
+        buffer = io.BytesIO()
+        options = {"quality": quality} if image_format == "jpg" else {}
+        Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, FORMATS[image_format], **options)
+        _atomic_write(self.root / rel, buffer.getvalue())
+        return rel
+
+
+class _ManifestWriter:
+    """Appends JSON lines, flushing each one and fsyncing now and then; one writer per cache at a time."""
+
+    def __init__(self, path: Path, fsync_every: int = 32):
+        self.file = open(path, "a", encoding="utf-8")
+        self.fsync_every = fsync_every
+        self.count = 0
+        try:
+            import fcntl
+
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # pragma: no cover - no advisory locks on this platform
+            pass
+        except OSError:
+            self.file.close()
+            raise DatasetError(f"{path}: another process is writing this crop cache") from None
+
+    def append(self, entry: dict) -> None:
+        self.file.write(json.dumps(entry) + "\n")
+        self.file.flush()
+        self.count += 1
+        if self.count % self.fsync_every == 0:
+            os.fsync(self.file.fileno())
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+
+
+def _repair_tail(path: Path) -> None:
+    """Cut a torn last line (a crash mid-write) so that new lines start on a line of their own."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        data = f.read()
+        cut = data.rfind(b"\n") + 1
+        logger.warning("%s: dropping a torn last line (%d bytes)", path, len(data) - cut)
+        f.truncate(cut)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _apply_crop_fn():
+    """``vehicle_cls.cropper.policy.apply_crop`` when the cropper package is present, else a local equivalent."""
+    try:
+        from vehicle_cls.cropper.policy import apply_crop
+    except ImportError:
+        return _apply_crop_local
+    return apply_crop
+
+
+def _apply_crop_local(image: np.ndarray, choice: Any, policy: Any) -> np.ndarray:
+    """Crop ``choice.box`` (0-based pixel edges, None = whole image), blanking outside the mask if asked."""
+    out = image
+    if getattr(policy, "mask", False) and getattr(choice, "mask", None) is not None:
+        out = image.copy()
+        out[~choice.mask] = np.asarray(getattr(policy, "mask_fill", (124, 116, 104)), dtype=np.uint8)
+    if choice.box is None:
+        return np.ascontiguousarray(out)
+    x1, y1, x2, y2 = pixel_box(choice.box, image.shape[:2], "xyxy")
+    return np.ascontiguousarray(out[y1:y2, x1:x2])
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if type(exc).__name__ in ("ImageError",) else f"{type(exc).__name__}: {text}"
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img")

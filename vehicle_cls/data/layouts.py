@@ -1,0 +1,120 @@
+"""``open_dataset``: one entry point for every layout, local or ``s3://``, with layout detection."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from vehicle_cls.data.sample import DatasetError, SampleList
+
+logger = logging.getLogger(__name__)
+
+LAYOUTS = ("auto", "stanford", "kaggle", "folders", "csv", "seed_csv", "crops")
+_DEVKIT_SUBDIRS = ("", "devkit", "car_devkit/devkit", "car_devkit")
+
+
+def _devkit_dir(root: Path) -> Path | None:
+    for sub in _DEVKIT_SUBDIRS:
+        d = root / sub if sub else root
+        if (d / "cars_meta.mat").is_file() or (d / "cars_train_annos.mat").is_file() or (d / "cars_annos.mat").is_file():
+            return d
+    return None
+
+
+def detect_layout(path: str | os.PathLike) -> str:
+    """Guess a local dataset's layout: crops, stanford, seed_csv, csv, kaggle or folders."""
+    from vehicle_cls.data.crop_cache import CACHE_CONFIG, MANIFEST
+    from vehicle_cls.data.csv_images import SEED_CSV_NAME
+
+    path = Path(path)
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise DatasetError(f"{path}: a dataset file must be a .csv (or give a folder)")
+        return "seed_csv" if path.name == SEED_CSV_NAME else "csv"
+    if not path.is_dir():
+        raise DatasetError(f"{path}: no such dataset file or folder")
+    if (path / MANIFEST).is_file() and (path / CACHE_CONFIG).is_file():
+        return "crops"
+    if _devkit_dir(path) is not None:
+        return "stanford"
+    if (path / SEED_CSV_NAME).is_file():
+        return "seed_csv"
+    if any((c / s).is_dir() for c in (path, path / "car_data", path / "car_data" / "car_data") for s in ("train", "test")):
+        return "kaggle"
+    return "folders"
+
+
+def open_dataset(
+    uri_or_path: str | os.PathLike,
+    layout: str = "auto",
+    split: str | None = "train",
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    endpoint_url: str | None = None,
+    on_error: str = "skip",
+    **kwargs: Any,
+) -> SampleList:
+    """Open a dataset folder, CSV file or ``s3://bucket/prefix`` (mirrored into the cache first).
+
+    ``layout``: ``auto`` (detected), ``stanford`` (devkit .mat), ``kaggle`` (car_data/{train,test}/<class>),
+    ``folders`` (root/<class>/), ``csv`` (kwargs give the column mapping), ``seed_csv``
+    (car_dataset_labels.csv + car_ims/) or ``crops`` (a ``vehicle-cls crop`` output folder).
+    Extra keyword arguments go to the reader.
+    """
+    from vehicle_cls.data.s3 import is_s3_uri, sync_s3_prefix
+
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
+    if is_s3_uri(uri_or_path):
+        local, stats = sync_s3_prefix(str(uri_or_path), cache_dir, endpoint_url=endpoint_url)
+        logger.info(
+            "%s: %d files cached, %d downloaded, %d resumed", uri_or_path, stats.skipped, stats.downloaded, stats.resumed
+        )
+        dataset = open_dataset(local, layout, split, on_error=on_error, **kwargs)
+        dataset.source_uri = str(uri_or_path)  # type: ignore[attr-defined]
+        return dataset
+    path = Path(uri_or_path)
+    if layout == "auto":
+        layout = detect_layout(path)
+        logger.debug("%s: detected layout %r", path, layout)
+    if layout == "stanford":
+        from vehicle_cls.data.stanford import StanfordCars
+
+        devkit = _devkit_dir(path) or path
+        return StanfordCars(devkit, kwargs.pop("images_dir", None), split or "train", on_error, **kwargs)  # type: ignore[arg-type]
+    if layout == "kaggle":
+        from vehicle_cls.data.folders import KaggleCars
+
+        return KaggleCars(path, split or "train", on_error, **kwargs)  # type: ignore[arg-type]
+    if layout == "folders":
+        from vehicle_cls.data.folders import ClassFolders
+
+        if split and (path / split).is_dir():
+            path = path / split
+        return ClassFolders(path, on_error=on_error, split=split, **kwargs)  # type: ignore[arg-type]
+    if layout in ("csv", "seed_csv"):
+        from vehicle_cls.data.csv_images import CsvImages, SEED_CSV_NAME, seed_csv_dataset
+
+        if layout == "seed_csv":
+            csv_path = path / SEED_CSV_NAME if path.is_dir() else path
+            return seed_csv_dataset(csv_path, split, on_error=on_error, **kwargs)
+        csv_path = _single_csv(path, kwargs.pop("csv_name", None)) if path.is_dir() else path
+        if "split_column" in kwargs:
+            kwargs.setdefault("split", split)
+        return CsvImages(csv_path, on_error=on_error, **kwargs)  # type: ignore[arg-type]
+    from vehicle_cls.data.crop_cache import CropCache
+
+    return CropCache(path).dataset()
+
+
+def _single_csv(folder: Path, name: str | None) -> Path:
+    """The CSV file of a folder: ``name`` when given, else the only ``*.csv`` in it."""
+    if name is not None:
+        return folder / name
+    found = sorted(folder.glob("*.csv"))
+    if len(found) != 1:
+        raise DatasetError(
+            f"{folder}: {'no' if not found else len(found)} CSV files; pass csv_name=... or the CSV path itself"
+        )
+    return found[0]

@@ -1,0 +1,308 @@
+"""Batch inference over millions of images with Ray Data: one ``Pipeline`` per actor, no row lost.
+
+Inputs become rows (a ``path``, or the file ``bytes`` read by Ray from local disk or object
+storage); actors decode them inside ``Pipeline`` so an unreadable image becomes a row with
+``error`` set instead of failing the read stage (``ray.data.read_images`` would drop or raise).
+Output rows have exactly the keys of ``Prediction.to_dict()``; JSON Lines files reproduce those
+dicts exactly, Parquet stores them with a fixed typed schema (``topk`` as a list of
+``{label, score}`` structs). Ray and pyarrow are imported lazily (``pip install vehicle-cls[ray]``).
+"""
+from __future__ import annotations
+
+import glob as globlib
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vehicle_cls.images import IMAGE_EXTENSIONS, describe_source, iter_image_files
+from vehicle_cls.results import Prediction
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install vehicle-cls[ray]"
+PREDICTION_COLUMNS = (
+    "source", "frame", "label", "score", "class_index", "topk", "box", "detection", "fallback",
+    "image_size", "error",
+)
+
+
+def import_ray() -> Any:
+    """Import Ray (with Ray Data) or fail with the extra to install."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"distributed inference needs Ray Data, which is not installed ({exc}); run: {INSTALL_HINT}") from exc
+    return ray
+
+
+def _import_pyarrow() -> Any:
+    try:
+        import pyarrow
+    except ImportError as exc:
+        raise ImportError(f"Ray inference output needs pyarrow ({exc}); run: {INSTALL_HINT}") from exc
+    return pyarrow
+
+
+# -- rows <-> Arrow ------------------------------------------------------------------------------
+def prediction_schema() -> Any:
+    """The Arrow schema of one prediction row (the keys of ``Prediction.to_dict()``)."""
+    pa = _import_pyarrow()
+    return pa.schema([
+        ("source", pa.string()),
+        ("frame", pa.int64()),
+        ("label", pa.string()),
+        ("score", pa.float64()),
+        ("class_index", pa.int64()),
+        ("topk", pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))),
+        ("box", pa.list_(pa.float64())),
+        ("detection", pa.struct([
+            ("box", pa.list_(pa.float64())),
+            ("score", pa.float64()),
+            ("class_id", pa.int64()),
+            ("class_name", pa.string()),
+        ])),
+        ("fallback", pa.bool_()),
+        ("image_size", pa.list_(pa.int64())),
+        ("error", pa.string()),
+    ])
+
+
+def dicts_to_table(rows: Sequence[dict[str, Any]]) -> Any:
+    """``Prediction.to_dict()`` dicts -> a pyarrow Table with ``prediction_schema()``."""
+    pa = _import_pyarrow()
+    columns: dict[str, list[Any]] = {name: [] for name in PREDICTION_COLUMNS}
+    for row in rows:
+        for name in PREDICTION_COLUMNS:
+            value = row.get(name)
+            if name == "topk":
+                value = [{"label": label, "score": score} for label, score in (value or [])]
+            columns[name].append(value)
+    return pa.Table.from_pydict(columns, schema=prediction_schema())
+
+
+def table_to_dicts(table: Any) -> list[dict[str, Any]]:
+    """Arrow rows -> dicts equal to the ``Prediction.to_dict()`` they came from."""
+    out = []
+    for row in table.to_pylist():
+        row = {name: row.get(name) for name in PREDICTION_COLUMNS}
+        row["topk"] = [[item["label"], item["score"]] for item in (row["topk"] or [])]
+        out.append(row)
+    return out
+
+
+# -- the per-actor callable ----------------------------------------------------------------------
+def _named_bytes(data: bytes, name: str) -> io.BytesIO:
+    """File bytes that ``describe_source`` (hence ``Prediction.source``) reports by their path."""
+    buffer = io.BytesIO(data)
+    buffer.name = name
+    return buffer
+
+
+def batch_inputs(batch: dict[str, Any]) -> tuple[list[Any], list[str]]:
+    """Turn a Ray batch (columns ``path`` and/or ``bytes`` / ``image``) into pipeline inputs + names."""
+    paths = batch.get("path")
+    n = len(next(iter(batch.values()))) if batch else 0
+    names = [str(paths[i]) if paths is not None else f"<row {i}>" for i in range(n)]
+    if "bytes" in batch:
+        return [_named_bytes(bytes(batch["bytes"][i]), names[i]) for i in range(n)], names
+    if "image" in batch:  # rows from ray.data.read_images(..., include_paths=True)
+        return [batch["image"][i] for i in range(n)], names
+    if paths is not None:
+        return [str(p) for p in paths], names
+    raise ValueError(f"a Ray batch needs a 'path', 'bytes' or 'image' column; got {sorted(batch)}")
+
+
+def align_predictions(predictions: Sequence[Prediction], inputs: Sequence[Any], names: Sequence[str]) -> list[Prediction]:
+    """Give each prediction its input's name; inputs without a prediction get an error row."""
+    described = [describe_source(x) for x in inputs]
+    if len(predictions) == len(inputs) and all(p.source == d for p, d in zip(predictions, described)):
+        for pred, name in zip(predictions, names):  # the normal case: one prediction per input, in order
+            pred.source = name
+        return list(predictions)
+    # every-vehicle mode: several predictions per input, in input order
+    out: list[Prediction] = []
+    seen = [False] * len(inputs)
+    position = 0
+    for pred in predictions:
+        k = position
+        while k < len(inputs) and described[k] != pred.source:
+            k += 1
+        if k == len(inputs):  # no input matches: keep the row as it is rather than lose it
+            out.append(pred)
+            continue
+        for skipped in range(position, k):
+            if not seen[skipped]:
+                out.append(Prediction.failed(names[skipped], "the pipeline returned no prediction for this input"))
+                seen[skipped] = True
+        pred.source = names[k]
+        seen[k] = True
+        position = k
+        out.append(pred)
+    out.extend(
+        Prediction.failed(names[i], "the pipeline returned no prediction for this input")
+        for i in range(len(inputs)) if not seen[i]
+    )
+    return out
+
+
+class PipelinePredictor:
+    """Ray Data callable class: loads ``Pipeline.load(model_dir)`` once per actor, predicts batches."""
+
+    def __init__(
+        self,
+        model_dir: str,
+        device: str = "cpu",
+        topk: int = 5,
+        batch_size: int | None = None,
+        pipeline_kwargs: dict[str, Any] | None = None,
+    ):
+        from vehicle_cls.pipeline import Pipeline
+
+        self.pipeline = Pipeline.load(model_dir, device=device, **(pipeline_kwargs or {}))
+        self.topk = topk
+        self.batch_size = batch_size
+        logger.info("loaded %s on %s", model_dir, device)
+
+    def __call__(self, batch: dict[str, Any]) -> Any:
+        inputs, names = batch_inputs(batch)
+        try:
+            predictions = self.pipeline(inputs, batch_size=self.batch_size, topk=self.topk)
+            predictions = align_predictions(predictions, inputs, names)
+        except Exception as exc:  # a whole-batch failure still yields one row per input
+            logger.exception("batch of %d failed", len(inputs))
+            reason = f"{type(exc).__name__}: {exc}"
+            predictions = [Prediction.failed(name, reason) for name in names]
+        return dicts_to_table([p.to_dict() for p in predictions])
+
+
+# -- the driver ----------------------------------------------------------------------------------
+@dataclass
+class RayPredictSummary:
+    """What ``predict_with_ray`` wrote: the output path and, for single-file outputs, row counts."""
+
+    output: str
+    format: str  # "jsonl", "parquet" (one file) or "parquet-dir" (Ray's part files)
+    rows: int | None = None
+    failed: int | None = None
+
+
+def input_dataset(inputs: Any, recursive: bool = True) -> Any:
+    """Rows for ``inputs``: a Ray Dataset as is; a URI/folder/glob/file or a list of paths as rows."""
+    ray = import_ray()
+    if isinstance(inputs, ray.data.Dataset):
+        return inputs
+    if isinstance(inputs, (str, os.PathLike)):
+        text = os.fspath(inputs)
+        if "://" in text:  # object storage or any filesystem Ray knows: read bytes, decode in actors
+            return ray.data.read_binary_files(
+                text, include_paths=True,
+                file_extensions=sorted({e.lstrip(".") for e in IMAGE_EXTENSIONS}
+                                       | {e.lstrip(".").upper() for e in IMAGE_EXTENSIONS}),
+            )
+        if os.path.isdir(text):
+            paths = [str(p) for p in iter_image_files(text, recursive=recursive)]
+        elif any(ch in text for ch in "*?["):
+            paths = sorted(globlib.glob(text, recursive=True))
+        else:
+            paths = [text]
+    elif isinstance(inputs, Iterable):
+        paths = [os.fspath(p) for p in inputs]
+    else:
+        raise TypeError(f"predict_with_ray: unsupported inputs {describe_source(inputs)}")
+    if not paths:
+        raise ValueError(f"predict_with_ray: no images found in {describe_source(inputs)}")
+    return ray.data.from_items([{"path": p} for p in paths])
+
+
+def predict_with_ray(
+    inputs: Any,
+    model_dir: str | os.PathLike[str],
+    *,
+    batch_size: int = 64,
+    num_gpus_per_worker: float = 0,
+    num_cpus_per_worker: float = 1,
+    concurrency: int | tuple[int, int] = 1,
+    output: str | os.PathLike[str] | None = None,
+    topk: int = 5,
+    device: str | None = None,
+    model_batch_size: int | None = None,
+    preserve_order: bool = False,
+    pipeline_kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """Classify every input with ``concurrency`` Pipeline actors; write or return one row per input.
+
+    ``inputs``: a Ray Dataset (``path``, ``bytes`` or ``image`` column), a folder, glob, file,
+    ``s3://``-style URI or a list of paths. ``output``: ``*.jsonl`` or ``*.parquet`` (one file,
+    written as results stream in; returns a ``RayPredictSummary`` with counts), another path (a
+    folder of Parquet part files written by the workers), or None (return the lazy Dataset).
+    ``pipeline_kwargs`` go to ``Pipeline.load`` in each actor (e.g. ``num_workers``, ``precision``).
+    """
+    ray = import_ray()
+    dataset = input_dataset(inputs)
+    if preserve_order:
+        dataset.context.execution_options.preserve_order = True
+    if device is None:
+        device = "cuda" if num_gpus_per_worker else "cpu"
+    if isinstance(concurrency, tuple):
+        compute = ray.data.ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
+    else:
+        compute = ray.data.ActorPoolStrategy(size=int(concurrency))
+    predictions = dataset.map_batches(
+        PipelinePredictor,
+        fn_constructor_kwargs={
+            "model_dir": os.fspath(model_dir), "device": device, "topk": topk,
+            "batch_size": model_batch_size or batch_size, "pipeline_kwargs": pipeline_kwargs,
+        },
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=compute,
+        num_gpus=num_gpus_per_worker or None,
+        num_cpus=num_cpus_per_worker,
+    )
+    if output is None:
+        return predictions
+    return write_predictions(predictions, output, batch_size=batch_size)
+
+
+def write_predictions(predictions: Any, output: str | os.PathLike[str], batch_size: int = 256) -> RayPredictSummary:
+    """Write a predictions Dataset: one JSONL / Parquet file (atomic, counted) or a Parquet folder."""
+    path = os.fspath(output)
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".jsonl", ".json", ".parquet"):
+        predictions.write_parquet(path)
+        return RayPredictSummary(output=path, format="parquet-dir")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".predictions-", suffix=suffix, dir=Path(path).parent)
+    os.close(fd)
+    rows = failed = 0
+    try:
+        batches = predictions.iter_batches(batch_size=batch_size, batch_format="pyarrow")
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            with pq.ParquetWriter(tmp, prediction_schema()) as writer:
+                for table in batches:
+                    table = table.select(list(PREDICTION_COLUMNS)).cast(prediction_schema())
+                    writer.write_table(table)
+                    rows += table.num_rows
+                    failed += table.num_rows - table.column("error").null_count
+        else:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for table in batches:
+                    for row in table_to_dicts(table):
+                        f.write(json.dumps(row) + "\n")
+                        rows += 1
+                        failed += row["error"] is not None
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    logger.info("wrote %d predictions (%d failed) to %s", rows, failed, path)
+    return RayPredictSummary(output=path, format="parquet" if suffix == ".parquet" else "jsonl", rows=rows, failed=failed)

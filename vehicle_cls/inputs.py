@@ -1,0 +1,127 @@
+"""Expand what a user passes to a pipeline into a flat, ordered stream of single images.
+
+One image (path, array, PIL image, bytes, tensor, binary file object), a folder (its image files,
+sorted), a glob pattern (sorted matches), a video file (frames via OpenCV, every ``frame_stride``-th),
+or any list / tuple / generator of those. Inputs known to fail (an empty folder, a glob with no
+match, a video that cannot be opened) become items with ``error`` set, so that every input still
+yields a result and nothing is silently lost.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vehicle_cls.images import describe_source, iter_image_files
+
+logger = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+_GLOB_CHARS = ("*", "?", "[")
+
+
+@dataclass
+class InputItem:
+    """One image to classify: a source ``load_image`` accepts, or a frame already decoded."""
+
+    source: Any  # handed to load_image; None when ``image`` or ``error`` is set
+    name: str  # Prediction.source
+    frame: int | None = None  # video frame index
+    image: np.ndarray | None = None  # already decoded (video frames), RGB uint8 HxWx3
+    error: str | None = None  # known failure before decoding
+
+
+def is_single_source(obj: Any) -> bool:
+    """True for things that are one image (or one path), False for collections of inputs."""
+    if isinstance(obj, (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray)):
+        return True
+    if hasattr(obj, "read") or type(obj).__module__.startswith("PIL."):
+        return True
+    if type(obj).__module__.startswith("torch") and hasattr(obj, "shape"):  # a tensor
+        return True
+    return not isinstance(obj, Iterable)
+
+
+def is_video_path(path: str | os.PathLike) -> bool:
+    """Whether a path names a video file (by extension)."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def expands(obj: Any) -> bool:
+    """Whether a single source may turn into more or fewer than one item (folder, glob, video)."""
+    if not isinstance(obj, (str, os.PathLike)):
+        return False
+    path = os.fspath(obj)
+    if os.path.isdir(path) or is_video_path(path):
+        return True
+    return not os.path.exists(path) and any(c in path for c in _GLOB_CHARS)
+
+
+def expand_inputs(inputs: Any, frame_stride: int = 1, recursive: bool = True) -> Iterator[InputItem]:
+    """Yield one ``InputItem`` per image in ``inputs``, in order (see the module docstring)."""
+    if frame_stride < 1:
+        raise ValueError(f"frame_stride must be >= 1, not {frame_stride}")
+    if is_single_source(inputs):
+        yield from _expand_one(inputs, frame_stride, recursive)
+        return
+    for obj in inputs:
+        yield from _expand_one(obj, frame_stride, recursive)
+
+
+def _expand_one(obj: Any, frame_stride: int, recursive: bool) -> Iterator[InputItem]:
+    if not isinstance(obj, (str, os.PathLike)):
+        yield InputItem(obj, describe_source(obj))
+        return
+    path = os.fspath(obj)
+    if os.path.isdir(path):
+        files = list(iter_image_files(path, recursive=recursive))
+        if not files:
+            yield InputItem(None, path, error=f"{path}: folder contains no image files")
+        for f in files:
+            yield InputItem(os.fspath(f), os.fspath(f))
+    elif not os.path.exists(path) and any(c in path for c in _GLOB_CHARS):
+        matches = sorted(m for m in glob.glob(path, recursive=True) if os.path.isfile(m))
+        if not matches:
+            yield InputItem(None, path, error=f"{path}: no files match this pattern")
+        for m in matches:
+            yield from _expand_one(m, frame_stride, recursive)
+    elif is_video_path(path) and os.path.isfile(path):
+        yield from iter_video_frames(path, frame_stride)
+    else:
+        yield InputItem(path, path)
+
+
+def iter_video_frames(path: str, frame_stride: int = 1) -> Iterator[InputItem]:
+    """Every ``frame_stride``-th frame of a video as RGB items (frame index kept); errors as items."""
+    try:
+        import cv2
+    except ImportError:
+        yield InputItem(None, path, error=f"{path}: reading video needs OpenCV: pip install vehicle-cls[video]")
+        return
+    cap = cv2.VideoCapture(path)
+    try:
+        if not cap.isOpened():
+            yield InputItem(None, path, error=f"{path}: cannot open video")
+            return
+        index, produced = 0, 0
+        while True:
+            if index % frame_stride == 0:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                rgb = np.ascontiguousarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                produced += 1
+                yield InputItem(None, path, frame=index, image=rgb)
+            elif not cap.grab():  # skip without decoding to pixels
+                break
+            index += 1
+        if produced == 0:
+            yield InputItem(None, path, error=f"{path}: video has no readable frames")
+    finally:
+        cap.release()

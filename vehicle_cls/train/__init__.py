@@ -1,0 +1,34 @@
+"""Training and evaluation: recipes (``config``), augmentation, the loop, metrics, reports, the demo.
+
+``from vehicle_cls.train import load_config, train`` is the programmatic form of
+``vehicle-cls train --config recipe.yaml``; ``evaluate``/``write_report`` are ``vehicle-cls eval``.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_PUBLIC = {
+    "TrainConfig": "vehicle_cls.train.config",
+    "ConfigError": "vehicle_cls.train.config",
+    "load_config": "vehicle_cls.train.config",
+    "train": "vehicle_cls.train.loop",
+    "Trainer": "vehicle_cls.train.loop",
+    "TrainResult": "vehicle_cls.train.loop",
+    "DataSplits": "vehicle_cls.train.splits",
+    "prepare_splits": "vehicle_cls.train.splits",
+    "compute_metrics": "vehicle_cls.train.metrics",
+    "evaluate": "vehicle_cls.train.evaluate",
+    "EvalResult": "vehicle_cls.train.evaluate",
+    "write_report": "vehicle_cls.train.report",
+    "write_comparison": "vehicle_cls.train.report",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vehicle_cls.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,119 @@
+"""Evaluate a classifier bundle on a labelled dataset: probabilities, metrics, the failures.
+
+Images go through the classifier's own inference preprocessing (``preprocess_images``), whole
+(``crop="none"``), cut to their annotation box (``"gt"``) or replaced by their cached detector crop
+(a ``CropCache``); a sample that cannot be read is reported and skipped, never ending the pass.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch.utils.data import DataLoader
+
+from vehicle_cls.data import Sample, SampleList
+from vehicle_cls.train.augment import build_eval_transform
+from vehicle_cls.train.metrics import ClassificationMetrics, compute_metrics
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    """Per-sample probabilities (rows follow ``sources``) and the metrics computed from them."""
+
+    name: str
+    classes: list[str]
+    sources: list[str]
+    labels: np.ndarray  # (N,) int64, indices into ``classes`` (the model's classes)
+    probs: np.ndarray  # (N, C) float32 softmax
+    metrics: ClassificationMetrics
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    info: dict[str, Any] = field(default_factory=dict)  # model dir, dataset, split, crop, ...
+
+    @property
+    def preds(self) -> np.ndarray:
+        return self.probs.argmax(axis=1) if len(self.probs) else np.zeros(0, dtype=np.int64)
+
+    def worst_mistakes(self, n: int = 16) -> list[dict[str, Any]]:
+        """The ``n`` most confident wrong predictions (highest probability on a wrong class)."""
+        preds = self.preds
+        wrong = np.flatnonzero(preds != self.labels)
+        conf = self.probs[wrong, preds[wrong]] if len(wrong) else np.zeros(0)
+        order = wrong[np.argsort(-conf, kind="stable")][:n]
+        return [
+            {"source": self.sources[i], "true": self.classes[self.labels[i]], "predicted": self.classes[preds[i]],
+             "probability": float(self.probs[i, preds[i]]), "true_probability": float(self.probs[i, self.labels[i]])}
+            for i in order
+        ]
+
+
+def map_labels(samples: Sequence[Sample], dataset_classes: Sequence[str], model_classes: Sequence[str], what: str = "dataset") -> SampleList:
+    """Relabel samples from the dataset's class list into the model's, by name (error for unknown names)."""
+    dataset_classes, model_classes = list(dataset_classes), list(model_classes)
+    fmt = getattr(samples, "box_format", "devkit")
+    name = getattr(samples, "name", what)
+    if dataset_classes == model_classes:
+        return samples if isinstance(samples, SampleList) else SampleList(list(samples), model_classes, name, box_format=fmt)
+    index = {c: i for i, c in enumerate(model_classes)}
+    used = sorted({dataset_classes[s.label] for s in samples})
+    unknown = [c for c in used if c not in index]
+    if unknown:
+        raise ValueError(f"{what} {name}: {len(unknown)} classes the model does not know, e.g. {unknown[:3]}")
+    items = [Sample(s.path, index[dataset_classes[s.label]], s.box) for s in samples]
+    return SampleList(items, model_classes, name, box_format=fmt)
+
+
+def evaluate(
+    classifier: Any,
+    samples: Sequence[Sample],
+    *,
+    dataset_classes: Sequence[str] | None = None,
+    crop: Any = "none",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    precision: str = "fp32",
+    name: str = "eval",
+    info: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """Run ``classifier`` over ``samples`` (labels index ``dataset_classes``, default the model's)."""
+    from vehicle_cls.data.torch_dataset import SampleDataset, collate_skip_bad
+
+    classes = list(classifier.classes)
+    samples = map_labels(samples, dataset_classes or getattr(samples, "classes", None) or classes, classes)
+    if isinstance(crop, str) and crop not in ("none", "gt"):
+        from vehicle_cls.data import CropCache
+
+        crop = CropCache(crop)
+    ds = SampleDataset(samples, build_eval_transform(classifier.preprocess), crop,
+                       box_format=getattr(samples, "box_format", "devkit"))
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_skip_bad)
+    probs, labels, indices, failed = [], [], [], []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(loader), desc=name, leave=False)
+    for images, y, idx, bad in loader:
+        failed += [(f.path, f.reason) for f in bad]
+        if len(y):
+            probs.append(classifier.predict_proba(images, precision=precision).float().cpu().numpy())
+            labels.append(y.numpy())
+            indices.append(idx.numpy())
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    probs_a = np.concatenate(probs) if probs else np.zeros((0, len(classes)), dtype=np.float32)
+    labels_a = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
+    idx_a = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)
+    sources = [samples[int(i)].path for i in idx_a]
+    if failed:
+        logger.warning("%s: %d of %d images could not be read and were skipped", name, len(failed), len(samples))
+    metrics = compute_metrics(probs_a, labels_a, classes)
+    return EvalResult(name, classes, sources, labels_a.astype(np.int64), probs_a.astype(np.float32), metrics,
+                      failed, dict(info or {}, crop=crop if isinstance(crop, str) else str(getattr(crop, "root", crop))))

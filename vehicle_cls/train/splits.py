@@ -1,0 +1,113 @@
+"""The train / validation / test samples of a run, built once from the recipe and saved with the run.
+
+Validation is carved (stratified, seeded) from the training data and is the only data used for
+model selection; test comes from a separate split (``data.test``) or is carved out first
+(``data.test_fraction``) and is never seen by the loop.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vehicle_cls.data import Sample, SampleList, open_dataset, stratified_split
+from vehicle_cls.train.config import DataConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DataSplits:
+    """Samples of each split (labels index ``classes``) plus the box format of the source."""
+
+    classes: list[str]
+    train: SampleList
+    val: SampleList
+    test: SampleList | None
+    box_format: str = "devkit"
+
+    def to_dict(self) -> dict[str, Any]:
+        def rows(samples: SampleList | None) -> list | None:
+            if samples is None:
+                return None
+            return [[s.path, s.label, None if s.box is None else list(s.box)] for s in samples]
+
+        return {"classes": self.classes, "box_format": self.box_format,
+                "train": rows(self.train), "val": rows(self.val), "test": rows(self.test)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataSplits:
+        classes, fmt = list(d["classes"]), d.get("box_format", "devkit")
+
+        def samples(name: str) -> SampleList | None:
+            if d.get(name) is None:
+                return None
+            items = [Sample(p, int(y), None if b is None else tuple(b)) for p, y, b in d[name]]
+            return SampleList(items, classes, name, split=name, box_format=fmt)
+
+        return cls(classes, samples("train"), samples("val"), samples("test"), fmt)  # type: ignore[arg-type]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write JSON atomically (the run's record of exactly which images were used where)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict()) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> DataSplits:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def summary(self) -> str:
+        test = "none" if self.test is None else str(len(self.test))
+        return f"{len(self.classes)} classes; train {len(self.train)}, val {len(self.val)}, test {test}"
+
+
+def prepare_splits(cfg: DataConfig) -> DataSplits:
+    """Open the datasets named by the recipe and split them (deterministic for a given seed)."""
+    full = open_dataset(cfg.train, cfg.layout, split="train")
+    classes = list(full.classes)
+    box_format = getattr(full, "box_format", "devkit")
+    test: SampleList | None = None
+    if cfg.test_fraction > 0:
+        rest_idx, test_idx = stratified_split(full.labels, cfg.test_fraction, seed=cfg.split_seed + 1_000_003)
+        test = full.subset(test_idx, f"{full.name}:test(carved)", split="test")
+        full = full.subset(rest_idx, f"{full.name}:train", split="train")
+    elif cfg.test:
+        test_ds = open_dataset(cfg.test, cfg.layout, split="test")
+        test = _remap(test_ds, classes, "test")
+    train_idx, val_idx = stratified_split(full.labels, cfg.val_fraction, seed=cfg.split_seed)
+    train = full.subset(train_idx, f"{full.name}:train", split="train")
+    val = full.subset(val_idx, f"{full.name}:val", split="val")
+    if cfg.max_per_class:
+        train = _cap_per_class(train, cfg.max_per_class, cfg.split_seed)
+    splits = DataSplits(classes, train, val, test, box_format)
+    logger.info("data: %s", splits.summary())
+    return splits
+
+
+def _remap(ds: SampleList, classes: list[str], what: str) -> SampleList:
+    """Relabel ``ds`` into ``classes`` by name; an unknown class name is an error."""
+    if list(ds.classes) == classes:
+        return ds
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(ds.classes) - set(index))
+    if unknown:
+        raise ValueError(f"{what} set {ds.name} has classes not in the training set: {unknown[:5]}")
+    items = [Sample(s.path, index[ds.classes[s.label]], s.box) for s in ds]
+    return SampleList(items, classes, ds.name, split=what, box_format=getattr(ds, "box_format", "devkit"))
+
+
+def _cap_per_class(ds: SampleList, cap: int, seed: int) -> SampleList:
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for i, s in enumerate(ds):
+        by_class[s.label].append(i)
+    keep = sorted(i for idx in by_class.values() for i in rng.permutation(idx)[:cap].tolist())
+    return ds.subset(keep, f"{ds.name}(max {cap}/class)")

@@ -1,0 +1,208 @@
+"""Known pretrained weights: where to download them, where they are cached, and how they are verified.
+
+Downloads are atomic (a temporary file in the cache directory, checked, then ``os.replace``d into
+place), so an interrupted download is never mistaken for a cached file. When the download cannot
+happen (offline, firewall) the error says which URL to fetch by hand and the exact path to put it at.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+ENV_HOME = "VEHICLE_CLS_HOME"
+_D2_PREFIX = "https://dl.fbaipublicfiles.com/detectron2/"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """One downloadable weights file."""
+
+    url: str
+    filename: str  # name in the cache directory (unique across entries)
+    sha256: str | None = None  # full hex digest, verified after download when known
+    sha256_prefix: str | None = None  # leading hex digits of the digest (torchvision-style names)
+    licence: str = ""
+    description: str = ""
+
+
+KNOWN_WEIGHTS: dict[str, WeightsInfo] = {
+    "faster_rcnn_R_101_FPN_3x": WeightsInfo(
+        url=_D2_PREFIX + "COCO-Detection/faster_rcnn_R_101_FPN_3x/137851257/model_final_f6e8b1.pkl",
+        filename="faster_rcnn_R_101_FPN_3x-137851257-model_final_f6e8b1.pkl",
+        licence="CC BY-SA 3.0 (detectron2 model zoo; do not redistribute)",
+        description="detectron2 COCO Faster R-CNN R101-FPN 3x, box AP 42.0",
+    ),
+    "mask_rcnn_R_101_FPN_3x": WeightsInfo(
+        url=_D2_PREFIX + "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x/138205316/model_final_a3ec72.pkl",
+        filename="mask_rcnn_R_101_FPN_3x-138205316-model_final_a3ec72.pkl",
+        licence="CC BY-SA 3.0 (detectron2 model zoo; do not redistribute)",
+        description="detectron2 COCO Mask R-CNN R101-FPN 3x, box AP 42.9, mask AP 38.6",
+    ),
+    "resnet50_imagenet_v1": WeightsInfo(
+        url="https://download.pytorch.org/models/resnet50-0676ba61.pth",
+        filename="resnet50-0676ba61.pth",
+        sha256_prefix="0676ba61",
+        licence="BSD-3-Clause (torchvision)",
+        description="torchvision ResNet50 IMAGENET1K_V1",
+    ),
+    "resnet50_imagenet_v2": WeightsInfo(
+        url="https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
+        filename="resnet50-11ad3fa6.pth",
+        sha256_prefix="11ad3fa6",
+        licence="BSD-3-Clause (torchvision)",
+        description="torchvision ResNet50 IMAGENET1K_V2",
+    ),
+}
+
+
+class WeightsError(RuntimeError):
+    """Weights could not be downloaded or verified; the message says what to do about it."""
+
+
+def cache_dir() -> Path:
+    """Where downloaded weights live: ``$VEHICLE_CLS_HOME`` or the user cache dir / "vehicle_cls"."""
+    env = os.environ.get(ENV_HOME)
+    if env:
+        return Path(env).expanduser()
+    try:
+        import platformdirs
+
+        return Path(platformdirs.user_cache_dir("vehicle_cls", appauthor=False))
+    except ImportError:  # pragma: no cover - platformdirs is a dependency
+        return Path.home() / ".cache" / "vehicle_cls"
+
+
+def cached_path(name_or_url: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The path a known name or URL is (or would be) cached at."""
+    info = _resolve(name_or_url)
+    return (Path(cache_dir) if cache_dir is not None else _default_dir()) / info.filename
+
+
+def _default_dir() -> Path:
+    return cache_dir()
+
+
+def fetch_weights(name_or_url: str, cache_dir: str | os.PathLike | None = None, sha256: str | None = None,
+                  progress: bool | None = None) -> Path:
+    """Return the local path of known weights (by registry name) or of a URL, downloading on first use.
+
+    An existing local file path is returned as is. ``sha256`` overrides the registry's checksum.
+    """
+    if "://" not in name_or_url and name_or_url not in KNOWN_WEIGHTS and Path(name_or_url).is_file():
+        return Path(name_or_url)
+    info = _resolve(name_or_url)
+    expected = (sha256 or info.sha256 or "").lower() or None
+    directory = Path(cache_dir) if cache_dir is not None else _default_dir()
+    dest = directory / info.filename
+    if dest.is_file():
+        return dest
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WeightsError(f"cannot create the weights cache directory {directory}: {exc}") from exc
+    logger.info("downloading %s to %s", info.url, dest)
+    _download(info.url, dest, expected, info.sha256_prefix, progress)
+    return dest
+
+
+def _resolve(name_or_url: str) -> WeightsInfo:
+    if name_or_url in KNOWN_WEIGHTS:
+        return KNOWN_WEIGHTS[name_or_url]
+    if "://" in name_or_url:
+        filename = Path(urllib.parse.urlparse(name_or_url).path).name
+        if not filename:
+            raise WeightsError(f"cannot tell a file name from the URL {name_or_url!r}")
+        return WeightsInfo(url=name_or_url, filename=filename)
+    raise WeightsError(f"unknown weights {name_or_url!r}: not a file, a URL or one of {sorted(KNOWN_WEIGHTS)}")
+
+
+def _download(url: str, dest: Path, sha256: str | None, sha256_prefix: str | None, progress: bool | None) -> None:
+    """Stream ``url`` into a temporary file beside ``dest``, verify, then atomically rename it."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                response = urllib.request.urlopen(url, timeout=60)
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                raise WeightsError(_offline_message(url, dest, exc)) from exc
+            with response:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                bar = _progress_bar(total, dest.name, progress)
+                received = 0
+                try:
+                    while True:
+                        chunk = response.read(_CHUNK)
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                        digest.update(chunk)
+                        received += len(chunk)
+                        if bar is not None:
+                            bar.update(len(chunk))
+                except (urllib.error.URLError, OSError) as exc:
+                    raise WeightsError(_offline_message(url, dest, exc)) from exc
+                finally:
+                    if bar is not None:
+                        bar.close()
+            if total is not None and received != total:
+                raise WeightsError(
+                    _offline_message(url, dest, f"download incomplete: {received} of {total} bytes")
+                )
+            out.flush()
+            os.fsync(out.fileno())
+        got = digest.hexdigest()
+        if sha256 is not None and got != sha256:
+            raise WeightsError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {got}; file discarded")
+        if sha256_prefix is not None and not got.startswith(sha256_prefix.lower()):
+            raise WeightsError(
+                f"checksum mismatch for {url}: expected sha256 starting {sha256_prefix}, got {got}; file discarded"
+            )
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    logger.info("saved %s (sha256 %s)", dest, got)
+
+
+def _offline_message(url: str, dest: Path, reason: object) -> str:
+    return (
+        f"could not download {url} ({reason}). Download that file yourself and put it at {dest} "
+        f"(or point {ENV_HOME} at a directory that holds {dest.name})"
+    )
+
+
+def _progress_bar(total: int | None, desc: str, progress: bool | None):
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc)
+
+
+def copy_into_cache(name: str, source: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Install a file fetched by hand under its cache name (verified like a download)."""
+    info = _resolve(name)
+    directory = Path(cache_dir) if cache_dir is not None else _default_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    dest = directory / info.filename
+    _download(Path(source).resolve().as_uri(), dest, info.sha256, info.sha256_prefix, progress=False)
+    return dest
+
+
+__all__ = ["KNOWN_WEIGHTS", "WeightsInfo", "WeightsError", "cache_dir", "cached_path", "fetch_weights",
+           "copy_into_cache"]
