@@ -4,7 +4,8 @@ for several settings in ONE process so the ratios are comparable.
     python benchmarks/bench_pipeline.py                       # CPU: fp32 vs bf16 autocast, resnet50 @ 224
     python benchmarks/bench_pipeline.py --device cuda --precisions fp32,fp16,bf16
 
-Prints images/s per setting and the ratio to the first one. Weights are random (weights=None):
+Prints images/s per setting and the ratio to the first one; "model_only" rows time the network
+alone on ready-made batches (the ceiling: the pipeline should come close, decoding runs beside it). Weights are random (weights=None):
 speed does not depend on their values. Inputs are the real 100x100 JPEGs in tests/data/predict,
 repeated (so decoding is included, as in real use).
 """
@@ -43,6 +44,21 @@ def bench(pipe: Pipeline, inputs: list[str], batch_size: int, repeats: int) -> f
     return best
 
 
+def bench_model_only(clf: Classifier, n: int, batch_size: int, repeats: int, precision: str) -> float:
+    """Best images/s of the network alone on ready-made batches (the ceiling for the pipeline)."""
+    x = torch.randn(batch_size, 3, clf.preprocess.input_size, clf.preprocess.input_size, device=clf.device)
+    clf.predict_proba(x, precision)
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(0, n, batch_size):
+            clf.predict_proba(x, precision)
+        if clf.device.type == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, (n // batch_size * batch_size) / (time.perf_counter() - t0))
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="resnet50")
@@ -73,10 +89,16 @@ def main() -> None:
                         channels_last=channels_last)
         ips = bench(pipe, inputs, args.batch_size, args.repeats)
         results.append({"precision": precision, "channels_last": channels_last, "images_per_s": round(ips, 2)})
+    clf.model.to(memory_format=torch.channels_last)
+    for precision in args.precisions.split(","):
+        ips = bench_model_only(clf, args.images, args.batch_size, args.repeats, precision)
+        results.append({"precision": precision, "channels_last": True, "model_only": True,
+                        "images_per_s": round(ips, 2)})
     base = results[0]["images_per_s"]
     for r in results:
         r["ratio_to_first"] = round(r["images_per_s"] / base, 3)
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu x{torch.get_num_threads()} threads"
+    cuda = args.device.startswith("cuda")
+    device = torch.cuda.get_device_name() if cuda else f"cpu x{torch.get_num_threads()} threads"
     print(json.dumps({"arch": args.arch, "size": args.size, "batch_size": args.batch_size, "device": device,
                       "torch": torch.__version__, "cpus": os.cpu_count(), "results": results}, indent=2))
 

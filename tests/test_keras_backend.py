@@ -120,7 +120,8 @@ def test_other_keras_preprocess_modes(model_files, tiny_model, mode):
     reference = _reference_input(
         images, 32, lambda x: keras.applications.imagenet_utils.preprocess_input(x, mode=mode)
     )
-    np.testing.assert_allclose(backend.predict_proba(images), tiny_model.predict(reference, verbose=0), rtol=1e-5, atol=1e-6)
+    expected = tiny_model.predict(reference, verbose=0)
+    np.testing.assert_allclose(backend.predict_proba(images), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_center_crop_and_letterbox_resize(model_files):

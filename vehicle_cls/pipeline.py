@@ -97,9 +97,9 @@ class Pipeline:
 
     # ---- persistence ------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write the classifier bundle with this pipeline's cropper settings in ``config.json``."""
-        cropper_config = self.cropper.to_config() if self.cropper is not None else None
-        return self.classifier.save(directory, cropper=cropper_config)
+        """Write the classifier bundle with this pipeline's cropper settings (null: no cropper)."""
+        self.classifier.cropper_config = self.cropper.to_config() if self.cropper is not None else None
+        return self.classifier.save(directory)
 
     @classmethod
     def load(
@@ -158,7 +158,10 @@ class Pipeline:
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(unit="img", desc="predict", dynamic_ncols=True)
+            total = None
+            if isinstance(inputs, (list, tuple)) and not any(expands(x) for x in inputs):
+                total = len(inputs)
+            bar = tqdm(total=total, unit="img", desc="predict", dynamic_ncols=True)
         try:
             batch: list[tuple[int, _Decoded]] = []
             count = 0
@@ -252,7 +255,7 @@ class Pipeline:
         results: list[list[Prediction]] = [[] for _ in batch]
         choices: dict[int, list[Any]] = {}
         good = []
-        for pos, (index, dec) in enumerate(batch):
+        for pos, (_, dec) in enumerate(batch):
             if dec.error is not None:
                 results[pos] = [Prediction.failed(dec.item.name, dec.error, dec.item.frame)]
             else:
@@ -295,9 +298,8 @@ class Pipeline:
                 k = min(topk, probs.shape[1])
                 top_p, top_i = torch.from_numpy(probs).topk(k, dim=1)
                 for j, (pos, choice) in enumerate(jobs):
-                    results[pos].append(
-                        self._prediction(batch[pos][1], choice, (top_p[j].tolist(), top_i[j].tolist()), topk, keep_images)
-                    )
+                    top = (top_p[j].tolist(), top_i[j].tolist())
+                    results[pos].append(self._prediction(batch[pos][1], choice, top, topk, keep_images))
         return [p for preds in results for p in preds]
 
     def _choose(self, images: list[np.ndarray]) -> list[tuple[list[Any], str | None]]:

@@ -111,7 +111,8 @@ class Classifier:
             backend="torch", arch=self.arch, classes=self.classes, dropout=self.dropout,
             preprocess=self.preprocess.to_dict(), cropper=cropper, training=training,
         )
-        return bundle.write_torch_bundle(directory, self.model.state_dict(), config)
+        model = getattr(self.model, "_orig_mod", self.model)  # torch.compile wrapper -> plain names
+        return bundle.write_torch_bundle(directory, model.state_dict(), config)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> Classifier:

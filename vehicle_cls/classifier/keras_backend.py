@@ -45,8 +45,8 @@ INSTALL_HINT = "pip install vehicle-cls[keras]"
 def import_keras() -> Any:
     """Import Keras (through TensorFlow) or fail with the extra to install."""
     try:
-        import tensorflow  # noqa: F401  (the keras extra is tensorflow; Keras 3 ships with it)
         import keras
+        import tensorflow  # noqa: F401  (the keras extra is tensorflow; Keras 3 ships with it)
     except ImportError as exc:
         raise ImportError(
             f"Keras models need TensorFlow, which is not installed ({exc}); run: {INSTALL_HINT}"
@@ -256,7 +256,9 @@ class KerasBackend:
         bundle.atomic_write_bytes(config_path, (json.dumps(config, indent=2) + "\n").encode("utf-8"))
         return directory
 
-    def to_config(self, training: dict[str, Any] | None = None, cropper: dict[str, Any] | None = None) -> dict[str, Any]:
+    def to_config(
+        self, training: dict[str, Any] | None = None, cropper: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """The bundle's ``config.json`` (``bundle.make_config`` layout) with our ``"keras"`` section."""
         return bundle.make_config(
             backend="keras", arch="keras", classes=list(self.classes), preprocess=None,  # type: ignore[arg-type]

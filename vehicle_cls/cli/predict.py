@@ -12,11 +12,17 @@ import sys
 from typing import Any, TextIO
 
 HELP = "classify the vehicle in images, folders, globs or videos"
+DESCRIPTION = """Classify the vehicle in images, folders, glob patterns and video files with a model bundle.
+
+Writes JSON Lines (one object per input, with "error" set for inputs that failed) to --out, or to
+stdout when stdout is not a terminal; prints a readable table on a terminal.
+Exit status: 0 every input succeeded; 3 some inputs failed (their lines are still written);
+1 the command could not run (bad bundle, missing weights); 2 bad usage."""
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``predict`` subcommand."""
-    p = subparsers.add_parser("predict", help=HELP, description=__doc__,
+    p = subparsers.add_parser("predict", help=HELP, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders, glob patterns or video files")
     p.add_argument("--model", metavar="DIR", help="model bundle directory (written by training or Classifier.save)")

@@ -139,6 +139,8 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | os
             parts.append(f"missing tensor(s) {_names(missing)}")
         if unexpected:
             parts.append(f"unexpected tensor(s) {_names(unexpected)}")
+            if all(k.startswith("roi_heads.mask_head.") for k in unexpected):
+                parts.append("a Mask R-CNN checkpoint? use config='mask_rcnn_R_101_FPN_3x'")
         raise CheckpointError(f"{source}: does not fit the network: " + "; ".join(parts))
     for k, v in state.items():
         if tuple(v.shape) != tuple(expected[k].shape):

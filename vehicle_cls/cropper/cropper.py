@@ -57,8 +57,13 @@ class Cropper:
         nms_thresh_test=0.5, detections_per_image=100``, RPN top-k/NMS) and/or CropPolicy fields
         (``classes``, ``min_score``, ``margin``, ...) that override ``policy``'s.
         """
-        check_config(config)
+        mask_on = check_config(config)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
         test_settings, policy = _split_settings(policy, settings)
+        if policy.mask and not mask_on:
+            raise ValueError(f"CropPolicy(mask=True) needs the mask model; {config} has no mask head "
+                             "(use config='mask_rcnn_R_101_FPN_3x')")
         state = load_state_dict(path)
         runner = _make_backend(backend, config, state, test_settings, device, precision, channels_last, str(path))
         return cls(runner, config, _weights_name or os.fspath(path), policy, batch_size)

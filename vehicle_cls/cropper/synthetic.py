@@ -188,7 +188,13 @@ def _tensor(name: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
         return _normal(rng, shape, np.sqrt(2.0 / _fan_in(shape)))
     if ".cls_score." in name:
         if not is_bias:
-            return _normal(rng, shape, _CLS_WEIGHT_STD)
+            # Rows centred (box features are post-ReLU, all positive: an uncentred row would
+            # score every box by its overall magnitude); background row zero, so the background
+            # logit is its bias alone and the score threshold acts at a fixed logit.
+            weight = _normal(rng, shape, _CLS_WEIGHT_STD)
+            weight -= weight.mean(axis=1, keepdims=True)
+            weight[_NUM_CLASSES] = 0.0
+            return weight
         bias = np.full(shape, _CLS_OTHER_BIAS, dtype=np.float32)
         bias += _normal(rng, shape, 0.1)
         for cls, value in _CLS_LIFTED_BIAS.items():

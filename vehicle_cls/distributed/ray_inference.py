@@ -38,7 +38,9 @@ def import_ray() -> Any:
         import ray
         import ray.data  # noqa: F401
     except ImportError as exc:
-        raise ImportError(f"distributed inference needs Ray Data, which is not installed ({exc}); run: {INSTALL_HINT}") from exc
+        raise ImportError(
+            f"distributed inference needs Ray Data, which is not installed ({exc}); run: {INSTALL_HINT}"
+        ) from exc
     return ray
 
 
@@ -119,11 +121,13 @@ def batch_inputs(batch: dict[str, Any]) -> tuple[list[Any], list[str]]:
     raise ValueError(f"a Ray batch needs a 'path', 'bytes' or 'image' column; got {sorted(batch)}")
 
 
-def align_predictions(predictions: Sequence[Prediction], inputs: Sequence[Any], names: Sequence[str]) -> list[Prediction]:
+def align_predictions(
+    predictions: Sequence[Prediction], inputs: Sequence[Any], names: Sequence[str]
+) -> list[Prediction]:
     """Give each prediction its input's name; inputs without a prediction get an error row."""
     described = [describe_source(x) for x in inputs]
-    if len(predictions) == len(inputs) and all(p.source == d for p, d in zip(predictions, described)):
-        for pred, name in zip(predictions, names):  # the normal case: one prediction per input, in order
+    if len(predictions) == len(inputs) and all(p.source == d for p, d in zip(predictions, described, strict=True)):
+        for pred, name in zip(predictions, names, strict=True):  # the normal case: one prediction per input, in order
             pred.source = name
         return list(predictions)
     # every-vehicle mode: several predictions per input, in input order
@@ -305,4 +309,5 @@ def write_predictions(predictions: Any, output: str | os.PathLike[str], batch_si
         if os.path.exists(tmp):
             os.unlink(tmp)
     logger.info("wrote %d predictions (%d failed) to %s", rows, failed, path)
-    return RayPredictSummary(output=path, format="parquet" if suffix == ".parquet" else "jsonl", rows=rows, failed=failed)
+    kind = "parquet" if suffix == ".parquet" else "jsonl"
+    return RayPredictSummary(output=path, format=kind, rows=rows, failed=failed)

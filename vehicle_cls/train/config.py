@@ -282,7 +282,8 @@ def _describe(tp: Any) -> str:
     if origin in (Union, types.UnionType):
         return " or ".join("null" if a is type(None) else _describe(a) for a in args)
     if origin is tuple:
-        return f"a list of {len(args)} {_describe(args[0])}s"
+        plural = {float: "numbers", int: "integers", str: "strings", bool: "booleans"}.get(args[0], "values")
+        return f"a list of {len(args)} {plural}"
     if origin is list:
         return "a list"
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))

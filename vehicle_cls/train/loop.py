@@ -21,6 +21,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,12 +206,18 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 # --- the trainer -------------------------------------------------------------------------------------
 
 class Trainer:
-    """Train a classifier from a ``TrainConfig``; inject ``classifier``/``splits`` to skip building them."""
+    """Train a classifier from a ``TrainConfig``; inject ``classifier``/``splits`` to skip building them.
 
-    def __init__(self, cfg: TrainConfig, *, classifier: Any = None, splits: DataSplits | None = None):
+    ``on_batch(epoch, step, indices)`` (optional) is called for every training batch with the
+    dataset indices this rank trained on (for logging, auditing and tests).
+    """
+
+    def __init__(self, cfg: TrainConfig, *, classifier: Any = None, splits: DataSplits | None = None,
+                 on_batch: Callable[[int, int, torch.Tensor], None] | None = None):
         self.cfg = cfg
         self.classifier = classifier
         self.splits = splits
+        self.on_batch = on_batch
 
     # ---- setup ------------------------------------------------------------------------------------
     def _setup(self, resume: bool) -> None:
@@ -473,8 +480,10 @@ class Trainer:
             if r.max_steps is not None and step >= r.max_steps:
                 complete = False
                 break
-            images, labels, _, failed = batch
+            images, labels, indices, failed = batch
             skipped += len(failed)
+            if self.on_batch is not None:
+                self.on_batch(epoch, step, indices)
             batches += 1
             if len(labels):
                 images, labels = self._to_device(images), labels.to(self.device, non_blocking=True)
@@ -551,9 +560,10 @@ class Trainer:
         self.model.train(was_training)
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, classifier: Any = None, splits: DataSplits | None = None) -> TrainResult:
+def train(cfg: TrainConfig, *, resume: bool = False, classifier: Any = None, splits: DataSplits | None = None,
+          on_batch: Callable[[int, int, torch.Tensor], None] | None = None) -> TrainResult:
     """Train per ``cfg`` (continue from ``out_dir/last.pt`` with ``resume``); see ``Trainer``."""
-    return Trainer(cfg, classifier=classifier, splits=splits).fit(resume=resume)
+    return Trainer(cfg, classifier=classifier, splits=splits, on_batch=on_batch).fit(resume=resume)
 
 
 def _crop_arg(crop: str) -> Any:
