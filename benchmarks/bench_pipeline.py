@@ -5,9 +5,10 @@ for several settings in ONE process so the ratios are comparable.
     python benchmarks/bench_pipeline.py --device cuda --precisions fp32,fp16,bf16
 
 Prints images/s per setting and the ratio to the first one; "model_only" rows time the network
-alone on ready-made batches (the ceiling: the pipeline should come close, decoding runs beside it). Weights are random (weights=None):
-speed does not depend on their values. Inputs are the real 100x100 JPEGs in tests/data/predict,
-repeated (so decoding is included, as in real use).
+alone on ready-made batches (the ceiling: the pipeline should come close, decoding runs beside it).
+Settings are timed round robin, best of ``--repeats``. Weights are random (weights=None): speed does
+not depend on their values. Inputs are the real 100x100 JPEGs in tests/data/predict, repeated (so
+decoding is included, as in real use).
 """
 from __future__ import annotations
 
@@ -27,36 +28,27 @@ from vehicle_cls.classifier import Classifier, Preprocess  # noqa: E402
 from vehicle_cls.pipeline import Pipeline  # noqa: E402
 
 
-def bench(pipe: Pipeline, inputs: list[str], batch_size: int, repeats: int) -> float:
-    """Best images/s over ``repeats`` runs (after one warm-up batch)."""
-    pipe(inputs[:batch_size], batch_size=batch_size)
+def time_pipeline(pipe: Pipeline, inputs: list[str], batch_size: int) -> float:
+    """images/s of one pass of the pipeline over ``inputs`` (decode + preprocess + classify)."""
+    t0 = time.perf_counter()
+    preds = pipe(inputs, batch_size=batch_size)
     if pipe.device.type == "cuda":
         torch.cuda.synchronize()
-    best = 0.0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        preds = pipe(inputs, batch_size=batch_size)
-        if pipe.device.type == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        assert len(preds) == len(inputs) and all(p.ok for p in preds)
-        best = max(best, len(inputs) / dt)
-    return best
+    dt = time.perf_counter() - t0
+    assert len(preds) == len(inputs) and all(p.ok for p in preds)
+    return len(inputs) / dt
 
 
-def bench_model_only(clf: Classifier, n: int, batch_size: int, repeats: int, precision: str) -> float:
-    """Best images/s of the network alone on ready-made batches (the ceiling for the pipeline)."""
+def time_model_only(clf: Classifier, n: int, batch_size: int, precision: str) -> float:
+    """images/s of the network alone on ready-made batches (the ceiling for the pipeline)."""
     x = torch.randn(batch_size, 3, clf.preprocess.input_size, clf.preprocess.input_size, device=clf.device)
-    clf.predict_proba(x, precision)
-    best = 0.0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(0, n, batch_size):
-            clf.predict_proba(x, precision)
-        if clf.device.type == "cuda":
-            torch.cuda.synchronize()
-        best = max(best, (n // batch_size * batch_size) / (time.perf_counter() - t0))
-    return best
+    batches = max(1, n // batch_size)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        clf.predict_proba(x, precision)
+    if clf.device.type == "cuda":
+        torch.cuda.synchronize()
+    return batches * batch_size / (time.perf_counter() - t0)
 
 
 def main() -> None:
@@ -78,22 +70,28 @@ def main() -> None:
     inputs = (photos * (args.images // len(photos) + 1))[: args.images]
     clf = Classifier.create(args.arch, classes=[f"c{i}" for i in range(196)],
                             preprocess=Preprocess(args.size), device=args.device)
-    settings = [(p, True) for p in args.precisions.split(",")]
+    precisions = args.precisions.split(",")
+    settings = [{"precision": p, "channels_last": True, "model_only": False} for p in precisions]
     if not args.no_channels_last_variant:
-        settings.append(("fp32", False))
-    results = []
-    for precision, channels_last in settings:
-        if not channels_last:
-            clf.model.to(memory_format=torch.contiguous_format)
-        pipe = Pipeline(None, clf, device=args.device, batch_size=args.batch_size, precision=precision,
-                        channels_last=channels_last)
-        ips = bench(pipe, inputs, args.batch_size, args.repeats)
-        results.append({"precision": precision, "channels_last": channels_last, "images_per_s": round(ips, 2)})
-    clf.model.to(memory_format=torch.channels_last)
-    for precision in args.precisions.split(","):
-        ips = bench_model_only(clf, args.images, args.batch_size, args.repeats, precision)
-        results.append({"precision": precision, "channels_last": True, "model_only": True,
-                        "images_per_s": round(ips, 2)})
+        settings.append({"precision": "fp32", "channels_last": False, "model_only": False})
+    settings += [{"precision": p, "channels_last": True, "model_only": True} for p in precisions]
+
+    def run(setting: dict, n: int) -> float:
+        fmt = torch.channels_last if setting["channels_last"] else torch.contiguous_format
+        clf.model.to(memory_format=fmt)
+        if setting["model_only"]:
+            return time_model_only(clf, n, args.batch_size, setting["precision"])
+        pipe = Pipeline(None, clf, device=args.device, batch_size=args.batch_size,
+                        precision=setting["precision"], channels_last=setting["channels_last"])
+        return time_pipeline(pipe, inputs[:n], args.batch_size)
+
+    for setting in settings:  # warm-up: one batch each
+        run(setting, args.batch_size)
+    best = [0.0] * len(settings)
+    for _ in range(args.repeats):  # round robin, so a change in machine load hits every setting alike
+        for i, setting in enumerate(settings):
+            best[i] = max(best[i], run(setting, len(inputs)))
+    results = [{**setting, "images_per_s": round(ips, 2)} for setting, ips in zip(settings, best)]
     base = results[0]["images_per_s"]
     for r in results:
         r["ratio_to_first"] = round(r["images_per_s"] / base, 3)

@@ -178,3 +178,16 @@ def test_keras_bundle_dispatches_to_keras_backend(tmp_path, monkeypatch):
     preds = clf.predict([np.zeros((20, 30, 3), np.uint8), tmp_path / "missing.jpg"], topk=2)
     assert [p.label for p in preds] == ["bus", None]
     assert preds[0].topk == [("bus", 0.75), ("van", 0.25)] and "no such file" in preds[1].error
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v3_small", "efficientnet_b0"])
+def test_other_backbones_round_trip_and_head_check(arch, tmp_path):
+    torch.manual_seed(0)
+    clf = Classifier.create(arch, classes=["a", "b", "c"], preprocess=Preprocess(32))
+    clf.save(tmp_path / arch)
+    loaded = Classifier.load(tmp_path / arch)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(loaded.predict_proba(x), clf.predict_proba(x))
+    _edit_config(tmp_path / arch, classes=["a", "b"], num_classes=2)
+    with pytest.raises(BundleError, match="head has 3 outputs but config lists 2 classes"):
+        Classifier.load(tmp_path / arch)

@@ -142,3 +142,17 @@ def test_real_dispatcher_runs_predict(model_dir, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "vehicle_cls", "predict", "x.jpg", "--model", str(tmp_path)],
                          capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert bad.returncode == 1 and "config.json missing" in bad.stderr
+
+
+def test_unavailable_cropper_suggests_no_crop(model_dir, tmp_path, capsys):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(model_dir, bundle)
+    config = json.loads((bundle / "config.json").read_text())
+    config["cropper"] = {"config": "faster_rcnn_R_101_FPN_3x", "weights": str(tmp_path / "gone.pkl")}
+    (bundle / "config.json").write_text(json.dumps(config))
+    args = _args(paths=[str(PHOTOS / "car5.jpg")], **{"--model": str(bundle)})
+    with pytest.raises(RuntimeError, match=r"cannot build the bundle's cropper: .*gone\.pkl.*--no-crop"):
+        args.func(args)
+    args = _args(paths=[str(PHOTOS / "car5.jpg"), "--no-crop"], **{"--model": str(bundle)})
+    assert args.func(args) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["box"] is None

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vehicle_cls.cropper import CheckpointError, Cropper, CropPolicy, TestSettings
+from vehicle_cls.cropper import CheckpointError, Cropper, CropPolicy
+from vehicle_cls.cropper import TestSettings as Settings
 from vehicle_cls.cropper.checkpoint import load_into, load_state_dict, load_zoo_pkl
 from vehicle_cls.cropper.rcnn import GeneralizedRCNN
 from vehicle_cls.cropper.synthetic import synthetic_d2_state_dict, write_zoo_pkl
@@ -18,6 +19,15 @@ from vehicle_cls.results import Detections
 
 PHOTOS = os.path.join(os.path.dirname(__file__), "data", "photos")
 SMALL = dict(min_size_test=160, max_size_test=320)  # keeps the 101-layer forward pass quick
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine more threads only spin against each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +51,6 @@ def photos() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def cropper(zoo_pkl) -> Cropper:
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     return Cropper.from_checkpoint(zoo_pkl, config="faster_rcnn_R_101_FPN_3x", backend="torch", **SMALL)
 
 
@@ -115,7 +124,7 @@ def test_from_config_rebuilds_the_same_cropper(cropper, zoo_pkl, monkeypatch):
     (args, kwargs), = calls
     assert args == (zoo_pkl,) and kwargs["config"] == "faster_rcnn_R_101_FPN_3x" and kwargs["backend"] == "torch"
     assert kwargs["policy"] == CropPolicy(classes=("car",), margin=0.1) and kwargs["device"] == "cpu"
-    assert TestSettings(**{k: v for k, v in kwargs.items() if k in cfg["test_settings"]}) == cropper.settings
+    assert Settings(**{k: v for k, v in kwargs.items() if k in cfg["test_settings"]}) == cropper.settings
     Cropper.from_config({**cfg, "weights": "mask_rcnn_R_101_FPN_3x"}, cache_dir="/x")
     assert calls[1][0] == "zoo" and calls[1][1] == ("mask_rcnn_R_101_FPN_3x",) and calls[1][2]["cache_dir"] == "/x"
     with pytest.raises(ValueError, match="unknown cropper config key"):

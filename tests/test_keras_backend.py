@@ -1,20 +1,25 @@
 """KerasBackend: seed-B style Keras classifiers (.keras / .h5) give the model's own probabilities."""
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
-
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy-2 notices inside keras
+if importlib.util.find_spec("tensorflow") is None:
+    pytest.skip("tensorflow is not installed (pip install vehicle-cls[keras])", allow_module_level=True)
 
 from PIL import Image  # noqa: E402
 
-from vehicle_cls.classifier.keras_backend import KerasBackend  # noqa: E402
+from vehicle_cls.classifier.keras_backend import KerasBackend, import_keras  # noqa: E402
+
+keras = import_keras()  # TensorFlow after torchvision: the other order segfaults (triton), see import_keras
+tf = sys.modules["tensorflow"]
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy-2 notices inside keras
 
 PHOTOS = sorted((Path(__file__).parent / "data" / "integrations").glob("*.jpg"))
 CLASSES = ["bike", "car", "juggernaut"]

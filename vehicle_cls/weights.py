@@ -7,6 +7,7 @@ happen (offline, firewall) the error says which URL to fetch by hand and the exa
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import sys
@@ -136,7 +137,7 @@ def _download(url: str, dest: Path, sha256: str | None, sha256_prefix: str | Non
         with os.fdopen(fd, "wb") as out:
             try:
                 response = urllib.request.urlopen(url, timeout=60)
-            except (urllib.error.URLError, OSError, ValueError) as exc:
+            except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
                 raise WeightsError(_offline_message(url, dest, exc)) from exc
             with response:
                 total = int(response.headers.get("Content-Length") or 0) or None
@@ -152,7 +153,7 @@ def _download(url: str, dest: Path, sha256: str | None, sha256_prefix: str | Non
                         received += len(chunk)
                         if bar is not None:
                             bar.update(len(chunk))
-                except (urllib.error.URLError, OSError) as exc:
+                except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
                     raise WeightsError(_offline_message(url, dest, exc)) from exc
                 finally:
                     if bar is not None:

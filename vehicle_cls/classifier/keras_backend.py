@@ -3,8 +3,9 @@
 The course project this library grows from trained ``keras.applications.ResNet50(include_top=False,
 pooling="avg")`` + ``preprocess_input`` (caffe style) + Dropout + Dense(N, softmax). ``KerasBackend``
 loads such a model (or any Keras image classifier), applies the preprocessing it was trained with,
-and saves/loads it as a bundle directory (``model.keras`` + ``config.json`` with
-``"backend": "keras"``) that ``Classifier.load`` dispatches to. TensorFlow is imported lazily.
+and saves/loads it as a bundle directory (``model.keras`` + ``config.json`` in ``bundle.py``'s layout
+with ``"backend": "keras"`` and a ``"keras"`` section: model_file, preprocess, input_size, resize,
+interpolation, output) that ``Classifier.load`` dispatches to. TensorFlow is imported lazily.
 """
 from __future__ import annotations
 
@@ -43,10 +44,17 @@ INSTALL_HINT = "pip install vehicle-cls[keras]"
 
 
 def import_keras() -> Any:
-    """Import Keras (through TensorFlow) or fail with the extra to install."""
+    """Import Keras (through TensorFlow) or fail with the extra to install.
+
+    torchvision is imported first on purpose: it loads triton (where installed), and loading
+    triton *after* TensorFlow 2.21 crashes the process (segfault), e.g. when a Pipeline later
+    crops with torchvision.ops. Loading TensorFlow after triton is safe.
+    """
+    import torchvision  # noqa: F401  (order matters: before tensorflow)
+
     try:
-        import keras
         import tensorflow  # noqa: F401  (the keras extra is tensorflow; Keras 3 ships with it)
+        import keras  # isort: skip
     except ImportError as exc:
         raise ImportError(
             f"Keras models need TensorFlow, which is not installed ({exc}); run: {INSTALL_HINT}"
@@ -160,6 +168,7 @@ class KerasBackend:
         self.settings = settings or KerasSettings()
         self.device = device
         self.source = source
+        self.config: dict[str, Any] | None = None  # the bundle's config.json, when loaded from one
         self._check_model()
         activation = final_activation(model)
         if self.settings.output == "probabilities":

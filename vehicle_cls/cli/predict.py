@@ -67,12 +67,22 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from vehicle_cls.classifier import Classifier
     from vehicle_cls.pipeline import Pipeline
 
-    pipe = Pipeline.load(
-        args.model, device=resolve_device(args.device), cropper=not args.no_crop, batch_size=args.batch_size,
-        num_workers=args.num_workers, precision=args.precision, frame_stride=args.frame_stride,
-    )
+    device = resolve_device(args.device)
+    classifier = Classifier.load(args.model, device=device)
+    cropper = None
+    if classifier.cropper_config and not args.no_crop:
+        from vehicle_cls.cropper import Cropper
+
+        try:
+            cropper = Cropper.from_config(classifier.cropper_config, device=device)
+        except Exception as exc:
+            raise RuntimeError(f"cannot build the bundle's cropper: {exc} "
+                               "(or pass --no-crop to classify whole images)") from exc
+    pipe = Pipeline(cropper, classifier, device=device, batch_size=args.batch_size, num_workers=args.num_workers,
+                    precision=args.precision, frame_stride=args.frame_stride)
     tty = sys.stdout.isatty()
     out: TextIO | None = None
     if args.out:

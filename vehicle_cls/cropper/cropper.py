@@ -64,6 +64,11 @@ class Cropper:
         if policy.mask and not mask_on:
             raise ValueError(f"CropPolicy(mask=True) needs the mask model; {config} has no mask head "
                              "(use config='mask_rcnn_R_101_FPN_3x')")
+        if backend == "detectron2":
+            from vehicle_cls.cropper.detectron2_backend import INSTALL_HINT, detectron2_available
+
+            if not detectron2_available():
+                raise ImportError(INSTALL_HINT)
         state = load_state_dict(path)
         runner = _make_backend(backend, config, state, test_settings, device, precision, channels_last, str(path))
         return cls(runner, config, _weights_name or os.fspath(path), policy, batch_size)
