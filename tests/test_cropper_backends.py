@@ -8,13 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from vehicle_cls.cropper import Cropper
+from vehicle_cls.cropper import Cropper, detectron2_backend, torch_backend
 from vehicle_cls.cropper import cropper as cropper_module
-from vehicle_cls.cropper import detectron2_backend, torch_backend
 from vehicle_cls.cropper.synthetic import synthetic_d2_state_dict, write_zoo_pkl
 
 PHOTOS = os.path.join(os.path.dirname(__file__), "data", "photos")
-SMALL = dict(min_size_test=160, max_size_test=320)
+SMALL = {"min_size_test": 160, "max_size_test": 320}
 HAS_D2 = detectron2_backend.detectron2_available()
 HAS_CUDA = torch.cuda.is_available()
 

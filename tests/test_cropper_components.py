@@ -14,7 +14,12 @@ from vehicle_cls.cropper.postprocess import paste_masks, postprocess
 from vehicle_cls.cropper.resnet import BottleneckBlock
 from vehicle_cls.cropper.roi_heads import ROIPooler, assign_levels
 from vehicle_cls.cropper.rpn import AnchorGenerator, cell_anchors
-from vehicle_cls.cropper.transforms import PIXEL_MEAN_BGR, batch_images, preprocess_image, resized_shape
+from vehicle_cls.cropper.transforms import (
+    PIXEL_MEAN_BGR,
+    batch_images,
+    preprocess_image,
+    resized_shape,
+)
 
 
 @pytest.mark.parametrize(
@@ -70,7 +75,7 @@ def test_frozen_bn_matches_formula_and_batch_norm():
         getattr(bn, name).copy_(torch.randn(4, generator=g))
     bn.running_var.copy_(torch.rand(4, generator=g) + 0.5)
     x = torch.randn(2, 4, 3, 5, generator=g)
-    v = lambda t: t.view(1, -1, 1, 1)  # noqa: E731
+    v = lambda t: t.view(1, -1, 1, 1)
     expected = (x - v(bn.running_mean)) / torch.sqrt(v(bn.running_var) + 1e-5) * v(bn.weight) + v(bn.bias)
     torch.testing.assert_close(bn(x), expected, rtol=1e-5, atol=1e-5)
     ref = torch.nn.BatchNorm2d(4, eps=1e-5).eval()

@@ -8,7 +8,13 @@ import pickle
 import numpy as np
 import pytest
 
-from vehicle_cls.cropper.policy import CropChoice, CropPolicy, apply_crop, crop_bounds, expand_box
+from vehicle_cls.cropper.policy import (
+    CropChoice,
+    CropPolicy,
+    apply_crop,
+    crop_bounds,
+    expand_box,
+)
 from vehicle_cls.results import Detections
 
 CAR, BUS, TRUCK, PERSON, MOTORCYCLE = 2, 5, 7, 0, 3

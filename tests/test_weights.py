@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import http.server
-import os
 import socket
 import threading
 import urllib.request
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -20,9 +20,9 @@ SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    hits: list[str] = []
+    hits: ClassVar[list[str]] = []
 
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):
         type(self).hits.append(self.path)
         if self.path.startswith("/truncated/"):
             self.send_response(200)
@@ -175,6 +175,9 @@ def test_http_error_and_file_urls(server, tmp_path):
     got = fetch_weights(src.as_uri(), cache_dir=tmp_path / "cache", sha256=SHA)
     assert got.read_bytes() == PAYLOAD
     assert fetch_weights(str(src)) == src  # an existing local path is used as is
+    # a zoo file fetched by hand and kept under its URL name is found too
+    (tmp_path / "model_final_f6e8b1.pkl").write_bytes(b"weights")
+    assert fetch_weights("faster_rcnn_R_101_FPN_3x", cache_dir=tmp_path) == tmp_path / "model_final_f6e8b1.pkl"
     with pytest.raises(WeightsError, match="unknown weights 'nope'"):
         fetch_weights("nope", cache_dir=tmp_path)
 
@@ -193,4 +196,4 @@ def test_download_cli(server, tmp_path, capsys):
     assert "faster_rcnn_R_101_FPN_3x\tnot cached" in out and "mask_rcnn_R_101_FPN_3x" in out
     args = parser.parse_args(["download", f"{server}/missing/x.pkl", "--cache-dir", str(tmp_path)])
     assert args.func(args) == 1
-    assert "could not download" in capsys.readouterr().out
+    assert "could not download" in capsys.readouterr().err

@@ -108,6 +108,9 @@ def fetch_weights(name_or_url: str, cache_dir: str | os.PathLike | None = None, 
     dest = directory / info.filename
     if dest.is_file():
         return dest
+    as_named = directory / Path(urllib.parse.urlparse(info.url).path).name  # fetched by hand, URL's name kept
+    if as_named != dest and as_named.is_file() and expected is None and info.sha256_prefix is None:
+        return as_named
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -179,9 +182,10 @@ def _download(url: str, dest: Path, sha256: str | None, sha256_prefix: str | Non
 
 
 def _offline_message(url: str, dest: Path, reason: object) -> str:
+    url_name = Path(urllib.parse.urlparse(url).path).name
     return (
         f"could not download {url} ({reason}). Download that file yourself and put it at {dest} "
-        f"(or point {ENV_HOME} at a directory that holds {dest.name})"
+        f"(its own name {url_name} in that directory works too; {ENV_HOME} sets the cache directory)"
     )
 
 
@@ -205,5 +209,12 @@ def copy_into_cache(name: str, source: str | os.PathLike, cache_dir: str | os.Pa
     return dest
 
 
-__all__ = ["KNOWN_WEIGHTS", "WeightsInfo", "WeightsError", "cache_dir", "cached_path", "fetch_weights",
-           "copy_into_cache"]
+__all__ = [
+    "KNOWN_WEIGHTS",
+    "WeightsError",
+    "WeightsInfo",
+    "cache_dir",
+    "cached_path",
+    "copy_into_cache",
+    "fetch_weights",
+]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Download each name; print its path (or the list of known weights)."""
     from vehicle_cls.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE
-    from vehicle_cls.weights import KNOWN_WEIGHTS, WeightsError, cached_path, fetch_weights
+    from vehicle_cls.weights import (
+        KNOWN_WEIGHTS,
+        WeightsError,
+        cached_path,
+        fetch_weights,
+    )
 
     if args.list or not args.names:
         for name, info in KNOWN_WEIGHTS.items():
@@ -35,6 +41,6 @@ def run(args: argparse.Namespace) -> int:
         try:
             print(fetch_weights(name, cache_dir=args.cache_dir, sha256=args.sha256))
         except WeightsError as exc:
-            print(f"vehicle-cls download: error: {exc}")
+            print(f"vehicle-cls download: error: {exc}", file=sys.stderr)
             status = EXIT_ERROR
     return status

@@ -2,6 +2,7 @@
 
     vehicle-cls eval --model runs/x/best --split test --out reports/full          # the run's own test split
     vehicle-cls eval --model runs/x/best --data car_data --split test --crop gt --out reports/gt
+    vehicle-cls eval --model runs/x/best --data car_data --crop cache --cache crops/ --out reports/detector
     vehicle-cls eval --compare reports/full reports/detector reports/gt --out reports/compare
 """
 from __future__ import annotations
@@ -22,8 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", metavar="PATH|URI", help="dataset (folder, CSV, s3://...); default: the run's own splits")
     p.add_argument("--layout", default="auto", help="dataset layout (default: auto)")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    p.add_argument("--crop", default="none", metavar="none|gt|CACHE_DIR",
-                   help="whole images, ground-truth boxes, or a crop cache made by `vehicle-cls crop`")
+    p.add_argument("--crop", default="none", metavar="none|gt|cache",
+                   help="whole images, ground-truth boxes, or the detector crops of --cache DIR (a crop cache "
+                   "made by `vehicle-cls crop`; --crop DIR also works)")
+    p.add_argument("--cache", metavar="DIR", help="crop cache folder for --crop cache")
     p.add_argument("--out", required=True, metavar="DIR", help="report folder")
     p.add_argument("--name", help="name of this evaluation in reports (default: derived)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -49,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
     from vehicle_cls.train.evaluate import evaluate
     from vehicle_cls.train.report import write_report
 
+    if args.crop == "cache":
+        if not args.cache:
+            print("vehicle-cls eval: error: --crop cache needs --cache DIR (made by `vehicle-cls crop`)")
+            return EXIT_ERROR
+        args.crop = args.cache
     clf = Classifier.load(args.model, device=args.device)
     samples, classes, where = _samples(args, clf)
     name = args.name or f"{args.split} / crop={args.crop if args.crop in ('none', 'gt') else 'cache'}"

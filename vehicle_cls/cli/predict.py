@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from tqdm.auto import tqdm
+
     from vehicle_cls.classifier import Classifier
     from vehicle_cls.pipeline import Pipeline
 
@@ -105,9 +107,9 @@ def run(args: argparse.Namespace) -> int:
             if out is not None:
                 out.write(json.dumps(pred.to_dict()) + "\n")
                 out.flush()
-            if tty:
-                print(_table_row(pred))
-            if vis_dir is not None:
+            if tty:  # tqdm.write keeps the progress bar (on stderr) below the table
+                tqdm.write(_table_row(pred), file=sys.stdout)
+            if vis_dir is not None and pred.ok:  # a failed input has no pixels to draw on
                 _save_vis(pred, vis_dir, vis_names)
     finally:
         if out is not None and out is not sys.stdout:
@@ -148,5 +150,5 @@ def _save_vis(pred: Any, vis_dir: Any, used: set[str]) -> None:
     used.add(name)
     try:
         pred.plot(pred.image if pred.image is not None else None).save(vis_dir / f"{name}.jpg", quality=90)
-    except Exception as exc:  # a failed input has nothing to draw on; never stop the run for a picture
+    except Exception as exc:  # never stop the run for a picture
         logging.getLogger(__name__).warning("%s: no annotated image (%s)", pred.source, exc)

@@ -2,8 +2,17 @@
 from vehicle_cls.cropper.checkpoint import CheckpointError
 from vehicle_cls.cropper.cropper import Cropper
 from vehicle_cls.cropper.policy import CropChoice, CropPolicy, apply_crop
-from vehicle_cls.cropper.rcnn import MODEL_CONFIGS, TestSettings
+from vehicle_cls.cropper.rcnn import MODEL_CONFIGS, InferenceSettings
 from vehicle_cls.results import Detection, Detections
 
-__all__ = ["CheckpointError", "CropChoice", "CropPolicy", "Cropper", "Detection", "Detections", "MODEL_CONFIGS",
-           "TestSettings", "apply_crop"]
+__all__ = [
+           "MODEL_CONFIGS",
+           "CheckpointError",
+           "CropChoice",
+           "CropPolicy",
+           "Cropper",
+           "Detection",
+           "Detections",
+           "InferenceSettings",
+           "apply_crop",
+]

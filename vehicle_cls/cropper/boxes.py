@@ -34,7 +34,7 @@ def apply_deltas(deltas: torch.Tensor, boxes: torch.Tensor, weights=(1.0, 1.0, 1
     return torch.stack((x1, y1, x2, y2), dim=-1).reshape(deltas.shape)
 
 
-def clip_boxes(boxes: torch.Tensor, height: int | float, width: int | float) -> torch.Tensor:
+def clip_boxes(boxes: torch.Tensor, height: float, width: float) -> torch.Tensor:
     """Clamp (..., 4) xyxy boxes to [0, width] x [0, height] (Boxes.clip)."""
     x1 = boxes[..., 0].clamp(min=0, max=width)
     y1 = boxes[..., 1].clamp(min=0, max=height)

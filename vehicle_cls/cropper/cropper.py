@@ -13,7 +13,7 @@ import torch
 
 from vehicle_cls.cropper.checkpoint import load_state_dict, save_state_dict
 from vehicle_cls.cropper.policy import CropChoice, CropPolicy, apply_crop
-from vehicle_cls.cropper.rcnn import TestSettings, check_config
+from vehicle_cls.cropper.rcnn import InferenceSettings, check_config
 from vehicle_cls.images import load_image
 from vehicle_cls.results import Detections
 
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "detectron2", "auto")
 _POLICY_FIELDS = {f.name for f in fields(CropPolicy)}
-_SETTING_FIELDS = {f.name for f in fields(TestSettings)}
+_SETTING_FIELDS = {f.name for f in fields(InferenceSettings)}
 
 
 class Cropper:
@@ -65,7 +65,10 @@ class Cropper:
             raise ValueError(f"CropPolicy(mask=True) needs the mask model; {config} has no mask head "
                              "(use config='mask_rcnn_R_101_FPN_3x')")
         if backend == "detectron2":
-            from vehicle_cls.cropper.detectron2_backend import INSTALL_HINT, detectron2_available
+            from vehicle_cls.cropper.detectron2_backend import (
+                INSTALL_HINT,
+                detectron2_available,
+            )
 
             if not detectron2_available():
                 raise ImportError(INSTALL_HINT)
@@ -122,7 +125,7 @@ class Cropper:
         state = self.backend.state_dict()
 
         class _Holder(torch.nn.Module):
-            def state_dict(self, *a, **k):  # noqa: D102 - plain mapping for save_state_dict
+            def state_dict(self, *a, **k):
                 return state
 
         return save_state_dict(_Holder(), path)
@@ -133,7 +136,7 @@ class Cropper:
         return self.backend.device
 
     @property
-    def settings(self) -> TestSettings:
+    def settings(self) -> InferenceSettings:
         return self.backend.settings
 
     @property
@@ -171,12 +174,12 @@ class Cropper:
 
 
 def _split_settings(policy: CropPolicy | dict | str | None, settings: dict[str, Any]
-                    ) -> tuple[TestSettings, CropPolicy]:
+                    ) -> tuple[InferenceSettings, CropPolicy]:
     unknown = set(settings) - _POLICY_FIELDS - _SETTING_FIELDS
     if unknown:
         raise TypeError(f"unknown cropper option(s) {sorted(unknown)}; test settings: {sorted(_SETTING_FIELDS)}, "
                         f"policy fields: {sorted(_POLICY_FIELDS)}")
-    test = TestSettings(**{k: v for k, v in settings.items() if k in _SETTING_FIELDS})
+    test = InferenceSettings(**{k: v for k, v in settings.items() if k in _SETTING_FIELDS})
     if policy is None:
         base: dict[str, Any] = {}
     elif isinstance(policy, CropPolicy):
@@ -191,9 +194,12 @@ def _split_settings(policy: CropPolicy | dict | str | None, settings: dict[str, 
     return test, CropPolicy.from_dict(base)
 
 
-def _make_backend(backend: str, config: str, state: dict, settings: TestSettings, device: Any, precision: str,
+def _make_backend(backend: str, config: str, state: dict, settings: InferenceSettings, device: Any, precision: str,
                   channels_last: bool, source: str) -> Any:
-    from vehicle_cls.cropper.detectron2_backend import Detectron2Backend, detectron2_available
+    from vehicle_cls.cropper.detectron2_backend import (
+        Detectron2Backend,
+        detectron2_available,
+    )
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")

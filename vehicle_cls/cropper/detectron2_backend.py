@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from vehicle_cls.cropper.checkpoint import load_into
-from vehicle_cls.cropper.rcnn import MODEL_CONFIGS, TestSettings, check_config
+from vehicle_cls.cropper.rcnn import MODEL_CONFIGS, InferenceSettings, check_config
 from vehicle_cls.results import Detections
 
 INSTALL_HINT = (
@@ -29,7 +29,7 @@ class Detectron2Backend:
 
     name = "detectron2"
 
-    def __init__(self, config: str, state: dict[str, torch.Tensor], settings: TestSettings,
+    def __init__(self, config: str, state: dict[str, torch.Tensor], settings: InferenceSettings,
                  device: str | torch.device = "cpu", source: str = "<state dict>"):
         try:
             from detectron2 import model_zoo

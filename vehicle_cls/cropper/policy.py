@@ -171,10 +171,10 @@ def _fit_interval(start: float, length: float, limit: float) -> tuple[float, flo
 def crop_bounds(box: Box, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
     """Integer pixel bounds covering ``box``: floor of the start, ceil of the end, inside the image, >= 1 px."""
     h, w = image_size
-    x1 = min(max(int(math.floor(box[0])), 0), w - 1)
-    y1 = min(max(int(math.floor(box[1])), 0), h - 1)
-    x2 = max(min(int(math.ceil(box[2])), w), x1 + 1)
-    y2 = max(min(int(math.ceil(box[3])), h), y1 + 1)
+    x1 = min(max(math.floor(box[0]), 0), w - 1)
+    y1 = min(max(math.floor(box[1]), 0), h - 1)
+    x2 = max(min(math.ceil(box[2]), w), x1 + 1)
+    y2 = max(min(math.ceil(box[3]), h), y1 + 1)
     return x1, y1, x2, y2
 
 

@@ -1,6 +1,7 @@
 """detectron2's GeneralizedRCNN (R101-FPN Faster / Mask R-CNN) for inference, with detectron2's parameter names."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -21,7 +22,7 @@ MODEL_CONFIGS: dict[str, tuple[bool, str]] = {
 
 
 @dataclass
-class TestSettings:
+class InferenceSettings:
     """detectron2's test-time settings (defaults are the model-zoo configs' values)."""
 
     min_size_test: int = 800
@@ -42,7 +43,7 @@ class TestSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> TestSettings:
+    def from_dict(cls, d: dict) -> InferenceSettings:
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -60,9 +61,9 @@ def check_config(config: str) -> bool:
 class GeneralizedRCNN(nn.Module):
     """backbone (ResNet-101 + FPN) -> proposal_generator (RPN) -> roi_heads; state dict = detectron2's."""
 
-    def __init__(self, mask_on: bool = False, settings: TestSettings | None = None):
+    def __init__(self, mask_on: bool = False, settings: InferenceSettings | None = None):
         super().__init__()
-        s = settings or TestSettings()
+        s = settings or InferenceSettings()
         self.settings = s
         self.backbone = FPN(ResNet())
         self.proposal_generator = RPN(pre_nms_topk=s.rpn_pre_nms_topk_test, post_nms_topk=s.rpn_post_nms_topk_test,
@@ -83,8 +84,9 @@ class GeneralizedRCNN(nn.Module):
     def inference(self, batch: torch.Tensor, sizes: list[tuple[int, int]], original_sizes: list[tuple[int, int]],
                   autocast_dtype: torch.dtype | None = None) -> list[dict[str, torch.Tensor]]:
         """Run on an already normalized and padded batch (N, 3, H, W)."""
-        with torch.autocast(batch.device.type, dtype=autocast_dtype or torch.float32,
-                            enabled=autocast_dtype is not None):
+        amp = (torch.autocast(batch.device.type, dtype=autocast_dtype) if autocast_dtype is not None
+               else contextlib.nullcontext())
+        with amp:
             features = self.backbone(batch)
             proposals = self.proposal_generator(features, sizes)
             results = self.roi_heads(features, [p[0] for p in proposals], sizes)

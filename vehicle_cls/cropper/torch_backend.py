@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from vehicle_cls.cropper.checkpoint import load_into
-from vehicle_cls.cropper.rcnn import GeneralizedRCNN, TestSettings, check_config
+from vehicle_cls.cropper.rcnn import GeneralizedRCNN, InferenceSettings, check_config
 from vehicle_cls.cropper.transforms import batch_images, preprocess_image
 from vehicle_cls.results import Detections
 
@@ -17,7 +17,7 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, config: str, state: dict[str, torch.Tensor], settings: TestSettings,
+    def __init__(self, config: str, state: dict[str, torch.Tensor], settings: InferenceSettings,
                  device: str | torch.device = "cpu", precision: str = "fp32", channels_last: bool = False,
                  source: str = "<state dict>"):
         if precision not in PRECISIONS:
