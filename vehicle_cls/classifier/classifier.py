@@ -91,6 +91,8 @@ class Classifier:
         self.device = torch.device(device)
         if self.model is not None:
             self.model.to(self.device)
+        if self.keras is not None:
+            self.keras.to(str(self.device))
         return self
 
     # ---- bundle -----------------------------------------------------------------------------
