@@ -129,6 +129,10 @@ def test_from_config_rebuilds_the_same_cropper(cropper, zoo_pkl, monkeypatch):
     assert calls[1][0] == "zoo" and calls[1][1] == ("mask_rcnn_R_101_FPN_3x",) and calls[1][2]["cache_dir"] == "/x"
     with pytest.raises(ValueError, match="unknown cropper config key"):
         Cropper.from_config({**cfg, "colour": 1})
+    from vehicle_cls.cropper.detectron2_backend import detectron2_available
+
+    Cropper.from_config({**cfg, "backend": "detectron2"})  # a bundle made where detectron2 was installed
+    assert calls[-1][1]["backend"] == ("detectron2" if detectron2_available() else "torch")
 
 
 def test_detect_accepts_paths_and_batches(cropper, photos, detections, tmp_path):

@@ -4,9 +4,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-from pathlib import Path
-
-import pytest
 
 from vehicle_cls.train import demo
 

@@ -53,7 +53,7 @@ def test_gt_crop_is_the_box_and_cache_matches(setup):
 
 
 def test_missing_from_cache_is_skipped_and_reported(setup):
-    tmp, samples, clf, cache = setup
+    _, samples, clf, cache = setup
     extra = SampleList(list(samples) + [Sample(str(sorted((DEMO / "car").glob("*.jpg"))[5]), 1, BOX)],
                        CLASSES, "plus one", box_format="xyxy")
     r = evaluate(clf, extra, crop=cache)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from vehicle_cls.cli import EXIT_ERROR, EXIT_OK
 
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or f"{args.split} / crop={args.crop if args.crop in ('none', 'gt') else 'cache'}"
     info = {"model": str(args.model), "dataset": where, "split": args.split}
     result = evaluate(clf, samples, dataset_classes=classes, crop=args.crop, batch_size=args.batch_size,
-                      num_workers=args.workers, precision=args.precision, name=name, info=info, progress=True)
+                      num_workers=args.workers, precision=args.precision, name=name, info=info,
+                      progress=sys.stderr.isatty())
     history = (clf.training or {}).get("history")
     files = write_report(result, args.out, history=history)
     print_summary(result)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -109,14 +110,16 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_state_dict(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write the network's weights (detectron2 names) as ``.safetensors``, atomically."""
+def save_state_dict(state: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
+    """Write a network's weights (detectron2 names) as ``.safetensors``, atomically."""
     from safetensors.torch import save_file
 
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: the project's weights format is .safetensors")
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if isinstance(state, nn.Module):
+        state = state.state_dict()
+    state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file(state, str(tmp), metadata={"format": "detectron2-names"})
     os.replace(tmp, path)

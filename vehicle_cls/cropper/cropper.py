@@ -49,13 +49,15 @@ class Cropper:
     def from_checkpoint(cls, path: str | os.PathLike, config: str = "faster_rcnn_R_101_FPN_3x",
                         backend: str = "torch", device: str | torch.device = "cpu",
                         policy: CropPolicy | dict | str | None = None, *, precision: str = "fp32",
-                        channels_last: bool = False, batch_size: int = 1, _weights_name: str | None = None,
+                        channels_last: bool = False, batch_size: int = 1, weights_name: str | None = None,
                         **settings: Any) -> Cropper:
         """Load detectron2 weights (.pkl zoo file, .pth, or our .safetensors) into the chosen backend.
 
         ``settings``: test settings (``min_size_test=800, max_size_test=1333, score_thresh_test=0.05,
         nms_thresh_test=0.5, detections_per_image=100``, RPN top-k/NMS) and/or CropPolicy fields
-        (``classes``, ``min_score``, ``margin``, ...) that override ``policy``'s.
+        (``classes``, ``min_score``, ``margin``, ...) that override ``policy``'s. ``precision``:
+        "fp32" (default, detectron2's numbers), "bf16" (CPU/GPU autocast) or "fp16" (CUDA).
+        ``weights_name``: what :meth:`to_config` records as the weights (default: the absolute path).
         """
         mask_on = check_config(config)
         if backend not in BACKENDS:
@@ -74,7 +76,7 @@ class Cropper:
                 raise ImportError(INSTALL_HINT)
         state = load_state_dict(path)
         runner = _make_backend(backend, config, state, test_settings, device, precision, channels_last, str(path))
-        return cls(runner, config, _weights_name or os.fspath(path), policy, batch_size)
+        return cls(runner, config, weights_name or os.path.abspath(path), policy, batch_size)
 
     @classmethod
     def from_zoo(cls, name: str = "faster_rcnn_R_101_FPN_3x", *, cache_dir: str | os.PathLike | None = None,
@@ -85,7 +87,7 @@ class Cropper:
         check_config(name)
         kwargs.setdefault("config", name)
         path = fetch_weights(name, cache_dir=cache_dir)
-        return cls.from_checkpoint(path, _weights_name=name, **kwargs)
+        return cls.from_checkpoint(path, weights_name=name, **kwargs)
 
     @classmethod
     def from_config(cls, d: dict[str, Any], device: str | torch.device = "cpu", **overrides: Any) -> Cropper:
@@ -93,7 +95,8 @@ class Cropper:
         from vehicle_cls.weights import KNOWN_WEIGHTS
 
         d = dict(d)
-        unknown = set(d) - {"config", "weights", "backend", "test_settings", "policy", "precision", "batch_size"}
+        unknown = set(d) - {"config", "weights", "backend", "test_settings", "policy", "precision", "channels_last",
+                            "batch_size"}
         if unknown:
             raise ValueError(f"unknown cropper config key(s) {sorted(unknown)}")
         if "weights" not in d:
@@ -101,9 +104,16 @@ class Cropper:
         kwargs: dict[str, Any] = dict(
             config=d.get("config", "faster_rcnn_R_101_FPN_3x"), backend=d.get("backend", "torch"),
             device=device, policy=CropPolicy.from_dict(d.get("policy", {})),
-            precision=d.get("precision", "fp32"), batch_size=d.get("batch_size", 1), **d.get("test_settings", {}),
+            precision=d.get("precision", "fp32"), channels_last=d.get("channels_last", False),
+            batch_size=d.get("batch_size", 1), **d.get("test_settings", {}),
         )
         kwargs.update(overrides)
+        if kwargs["backend"] == "detectron2":
+            from vehicle_cls.cropper.detectron2_backend import detectron2_available
+
+            if not detectron2_available():  # same boxes from the torch backend
+                logger.warning("cropper config asks for the detectron2 backend, which is not installed; using torch")
+                kwargs["backend"] = "torch"
         if d["weights"] in KNOWN_WEIGHTS:
             return cls.from_zoo(d["weights"], **kwargs)
         return cls.from_checkpoint(d["weights"], **kwargs)
@@ -117,18 +127,13 @@ class Cropper:
             "test_settings": self.settings.to_dict(),
             "policy": self.policy.to_dict(),
             "precision": self.backend.precision,
+            "channels_last": self.backend.channels_last,
             "batch_size": self.batch_size,
         }
 
     def save_weights(self, path: str | os.PathLike) -> Path:
         """Write the weights in the project's own form (.safetensors, detectron2 names)."""
-        state = self.backend.state_dict()
-
-        class _Holder(torch.nn.Module):
-            def state_dict(self, *a, **k):
-                return state
-
-        return save_state_dict(_Holder(), path)
+        return save_state_dict(self.backend.state_dict(), path)
 
     # ---------------------------------------------------------------- properties
     @property

@@ -23,6 +23,7 @@ class CropChoice:
     mask: np.ndarray | None = None  # (H, W) bool over the full image, in mask mode
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready box, detection and fallback flag (the mask is left out)."""
         return {
             "box": None if self.box is None else [float(v) for v in self.box],
             "detection": None if self.detection is None else self.detection.to_dict(),
@@ -60,6 +61,7 @@ class CropPolicy:
         return coco_class_ids(self.classes)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (what a bundle or crop cache records)."""
         d = asdict(self)
         d["select"] = str(self.select)
         d["classes"] = list(self.classes)
@@ -68,6 +70,7 @@ class CropPolicy:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CropPolicy:
+        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:

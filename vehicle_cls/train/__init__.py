@@ -1,7 +1,7 @@
 """Training and evaluation: recipes (``config``), augmentation, the loop, metrics, reports, the demo.
 
 ``from vehicle_cls.train import load_config, train`` is the programmatic form of
-``vehicle-cls train --config recipe.yaml``; ``evaluate``/``write_report`` are ``vehicle-cls eval``.
+``vehicle-cls train --config recipe.yaml``; ``vehicle_cls.train.evaluate.evaluate`` + ``write_report`` are ``vehicle-cls eval``.
 """
 from __future__ import annotations
 
@@ -18,13 +18,15 @@ _PUBLIC = {
     "DataSplits": "vehicle_cls.train.splits",
     "prepare_splits": "vehicle_cls.train.splits",
     "compute_metrics": "vehicle_cls.train.metrics",
-    "evaluate": "vehicle_cls.train.evaluate",
     "EvalResult": "vehicle_cls.train.evaluate",
     "write_report": "vehicle_cls.train.report",
     "write_comparison": "vehicle_cls.train.report",
 }
 
-__all__ = sorted(_PUBLIC)
+__all__ = [
+    "ConfigError", "DataSplits", "EvalResult", "TrainConfig", "TrainResult", "Trainer",
+    "compute_metrics", "load_config", "prepare_splits", "train", "write_comparison", "write_report",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -59,8 +59,7 @@ class TrainTransform:
     """Random augmentation on uint8, then float conversion and normalization with the model's mean/std."""
 
     def __init__(self, cfg: AugmentConfig, preprocess: Any):
-        from torchvision.transforms import InterpolationMode
-        from torchvision.transforms import v2
+        from torchvision.transforms import InterpolationMode, v2
 
         interp = InterpolationMode.BICUBIC if preprocess.interpolation == "bicubic" else InterpolationMode.BILINEAR
         size = int(preprocess.input_size)

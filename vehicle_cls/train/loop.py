@@ -365,7 +365,7 @@ class Trainer:
         o, r = cfg.optim, cfg.run
         self.optimizer = build_optimizer(cfg, self.model, self.head)
         total = r.epochs * self.steps_per_epoch
-        warmup = int(round(o.warmup_epochs * self.steps_per_epoch))
+        warmup = round(o.warmup_epochs * self.steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda s: lr_factor(s, total, warmup, o.warmup_start_factor, o.schedule, o.min_lr_factor),
@@ -377,6 +377,8 @@ class Trainer:
         best, best_epoch, bad_epochs = None, None, 0
         history: list[dict[str, Any]] = []
         last = self.run_dir / LAST_NAME
+        if not resume and last.is_file() and self.dist.is_main:
+            logger.warning("%s exists; starting a new run over it (use --resume to continue it)", last)
         if resume:
             if not last.is_file():
                 raise FileNotFoundError(f"{last}: no checkpoint to resume from (train without --resume first)")

@@ -66,11 +66,9 @@ def write_report(
         if data["worst_mistakes"]:
             files["worst_mistakes"] = plot_mistakes(data["worst_mistakes"], out / "worst_mistakes.png")
     preds = result.preds
-    with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
-        for i, src in enumerate(result.sources):
-            f.write(json.dumps({"source": src, "true": result.classes[result.labels[i]],
-                                "predicted": result.classes[preds[i]],
-                                "probability": round(float(result.probs[i, preds[i]]), 6)}) + "\n")
+    rows = ({"source": src, "true": result.classes[result.labels[i]], "predicted": result.classes[preds[i]],
+             "probability": round(float(result.probs[i, preds[i]]), 6)} for i, src in enumerate(result.sources))
+    _atomic_text(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     files["predictions"] = out / "predictions.jsonl"
     data["files"] = {k: p.name for k, p in files.items()}
     files["json"] = out / REPORT_JSON
@@ -246,7 +244,7 @@ def plot_mistakes(mistakes: Sequence[dict[str, Any]], path: Path, cols: int = 4)
     for ax, m in zip(axes, mistakes):
         try:
             ax.imshow(load_image(m["source"], max_pixels=50_000_000))
-        except Exception as exc:  # an image gone since evaluation: keep the grid
+        except Exception as exc:  # noqa: BLE001 - an image gone since evaluation must not lose the grid
             ax.text(0.5, 0.5, f"unreadable:\n{exc}"[:80], ha="center", va="center", fontsize=7)
         ax.set_title(f"{m['true']}\n-> {m['predicted']} ({m['probability']:.2f})", fontsize=8)
     fig.tight_layout()
