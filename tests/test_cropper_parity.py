@@ -178,8 +178,8 @@ def test_synthetic_weights_are_a_full_zoo_checkpoint(tmp_path):
     again = synthetic_d2_state_dict("faster_rcnn_R_101_FPN_3x", seed=3)
     assert all(np.array_equal(v, again[k]) for k, v in small.items())
     assert all(np.isfinite(v).all() and v.dtype == np.float32 for v in small.values())
-    bias = small["roi_heads.box_predictor.cls_score.bias"]
-    assert bias[80] == bias.max(), "background (last row) must dominate"
+    cls_w = small["roi_heads.box_predictor.cls_score.weight"]
+    assert np.ptp(cls_w[80]) == 0 and cls_w[80, 0] > 0, "background (LAST row) is the constant row"
     path = tmp_path / "w.pkl"
     write_zoo_pkl(small, path)
     with open(path, "rb") as f:
