@@ -13,6 +13,7 @@ our timings are printed.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import platform
 import statistics
@@ -29,8 +30,8 @@ for p in (ROOT, ROOT / "tools"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from vehicle_cls import Cropper  # noqa: E402
-from vehicle_cls.cropper.synthetic import synthetic_d2_state_dict, write_zoo_pkl  # noqa: E402
+from vehicle_cls import Cropper
+from vehicle_cls.cropper.synthetic import synthetic_d2_state_dict, write_zoo_pkl
 
 logger = logging.getLogger("bench_cropper")
 
@@ -101,13 +102,13 @@ def main(argv: list[str] | None = None) -> int:
             min_size, max_size = (int(v) for v in spec.split(":"))
             ours = Cropper.from_checkpoint(weights, config=args.config, backend="torch", device="cpu",
                                            min_size_test=min_size, max_size_test=max_size)
-            fns = {"ours": lambda: ours.detect([rgb])}
+            fns = {"ours": functools.partial(ours.detect, [rgb])}
             if with_d2:
                 from record_detectron2 import build_predictor, set_test_size
 
                 predictor, _, _ = build_predictor(args.config, weights)
                 set_test_size(predictor, (min_size, max_size))
-                fns["detectron2"] = lambda: predictor(bgr)
+                fns["detectron2"] = functools.partial(predictor, bgr)
             logger.info("timing %s at %d/%d ...", args.config, min_size, max_size)
             times = time_calls(fns, args.repeats, args.warmup)
             ours_s = statistics.median(times["ours"])
@@ -116,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
             resized = f"{int(rgb.shape[0] * s + 0.5)}x{int(rgb.shape[1] * s + 0.5)}"
             rows.append((f"{min_size}/{max_size}", resized, ours_s, min(times["ours"]), d2_s,
                          min(times["detectron2"]) if with_d2 else None))
-            del fns, ours
 
     print(f"\n{args.config}, fp32, CPU, torch {torch.__version__}, {args.threads} threads, "
           f"{platform.processor() or platform.machine()}, image {args.image.name} {rgb.shape[0]}x{rgb.shape[1]}, "

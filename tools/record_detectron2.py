@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # allow `python tools/record_detectron2.py` from a checkout
     sys.path.insert(0, str(ROOT))
 
-from vehicle_cls.cropper.synthetic import synthetic_d2_state_dict, write_zoo_pkl  # noqa: E402
+from vehicle_cls.cropper.synthetic import synthetic_d2_state_dict, write_zoo_pkl
 
 logger = logging.getLogger("record_detectron2")
 
@@ -179,6 +179,7 @@ def to_arrays(instances, index: int, with_masks: bool) -> dict[str, np.ndarray]:
 
 def record(out_dir: Path, photos: Path, seed: int, only: set[str] | None = None) -> dict:
     import detectron2
+    import PIL
     import torch
     import torchvision
 
@@ -191,6 +192,7 @@ def record(out_dir: Path, photos: Path, seed: int, only: set[str] | None = None)
         "torch_version": torch.__version__,
         "torchvision_version": torchvision.__version__,
         "numpy_version": np.__version__,
+        "pillow_version": PIL.__version__,
         "torch_num_threads": torch.get_num_threads(),
         "seed": seed,
         "weights": "vehicle_cls.cropper.synthetic.synthetic_d2_state_dict(config, seed)",
@@ -198,7 +200,7 @@ def record(out_dir: Path, photos: Path, seed: int, only: set[str] | None = None)
         "recorded_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "cases": [],
     }
-    for config in ZOO_CONFIGS:
+    for config, zoo_config in ZOO_CONFIGS.items():
         cases = [c for c in CASES if c.config == config and (only is None or c.name in only)]
         if not cases:
             continue
@@ -231,7 +233,7 @@ def record(out_dir: Path, photos: Path, seed: int, only: set[str] | None = None)
                         "size": list(size),
                         "resample": "bicubic",
                         "rgb_sha256": hashlib.sha256(rgb.tobytes()).hexdigest(),
-                        "num_detections": int(len(classes)),
+                        "num_detections": len(classes),
                         "classes": sorted({int(c) for c in classes}),
                     }
                 )
@@ -246,7 +248,7 @@ def record(out_dir: Path, photos: Path, seed: int, only: set[str] | None = None)
                 {
                     "name": case.name,
                     "config": config,
-                    "zoo_config": ZOO_CONFIGS[config],
+                    "zoo_config": zoo_config,
                     "min_size_test": case.test_size[0],
                     "max_size_test": case.test_size[1],
                     "batched": case.batched,

@@ -34,7 +34,7 @@ import logging
 import os
 import pickle
 import zlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

@@ -28,7 +28,10 @@ def to_uint8_chw(image: Any) -> torch.Tensor:
     array = np.asarray(image)
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 HxWx3 array, got {array.dtype} {array.shape}")
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # torch refuses to wrap read-only memory silently
+        array = array.copy()
+    return torch.from_numpy(array).permute(2, 0, 1)
 
 
 def to_numpy_hwc(image: Any) -> np.ndarray:

@@ -32,7 +32,9 @@ DEMO_RECIPE: dict[str, Any] = {
     "model": {"arch": "resnet18", "weights": None, "dropout": 0.1, "input_size": 48, "resize": "squash"},
     "optim": {"name": "adamw", "lr": 0.003, "weight_decay": 0.05, "warmup_epochs": 1,
               "label_smoothing": 0.1, "schedule": "cosine"},
-    "augment": {"enabled": True, "scale": [0.5, 1.0], "hflip": 0.5, "rotation": 10, "color_jitter": 0.2},
+    # light augmentation: with stronger settings (scale 0.5-1, rotation 10, jitter 0.2) the model was
+    # still underfitting after 10 epochs (train top-1 72 %, val 77 %)
+    "augment": {"enabled": True, "scale": [0.6, 1.0], "hflip": 0.5, "rotation": 5, "color_jitter": 0.1},
     # fp32: on the 2-core AMD EPYC (AVX512-BF16) it was measured here, bf16 autocast was not faster for
     # ResNet-18 at this size (CPUs with AMX are another story: try run.precision=bf16 there)
     "run": {"epochs": 10, "batch_size": 32, "eval_batch_size": 128, "precision": "fp32", "channels_last": True,
