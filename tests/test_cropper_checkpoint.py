@@ -249,3 +249,17 @@ def test_mask_model_end_to_end(tmp_path, photos):
     x1, y1 = int(np.floor(choice.box[0])), int(np.floor(choice.box[1]))
     blanked = ~choice.mask[y1 : y1 + crop.shape[0], x1 : x1 + crop.shape[1]]
     assert np.all(crop[blanked] == np.array(c.policy.mask_fill, dtype=np.uint8))
+
+
+def test_a_bad_input_does_not_lose_the_rest_of_the_batch(cropper, photos, detections, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg at all")
+    out = cropper.detect([photos[0], str(broken), photos[1]])
+    assert len(out) == 3
+    assert out[1].error is not None and str(broken) in out[1].error and len(out[1]) == 0
+    for got, want in zip((out[0], out[2]), detections):
+        assert got.error is None
+        np.testing.assert_array_equal(got.boxes, want.boxes)
+        np.testing.assert_array_equal(got.classes, want.classes)
+    choices = cropper.choose([str(broken)])
+    assert choices == [[]]  # a failed input is not silently replaced by the whole-image fallback

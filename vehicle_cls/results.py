@@ -52,6 +52,7 @@ class Detections:
     classes: np.ndarray  # (N,) int64 contiguous COCO ids
     masks: np.ndarray | None = None  # (N, H, W) bool, or None for a box-only model
     image_size: tuple[int, int] | None = None  # (height, width) of the original image
+    error: str | None = None  # one-line reason when the image could not be decoded (then no rows)
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -74,7 +75,13 @@ class Detections:
             self.classes[index],
             None if self.masks is None else self.masks[index],
             self.image_size,
+            self.error,
         )
+
+    @classmethod
+    def failed(cls, error: str) -> Detections:
+        """No detections because the input failed; ``error`` says why (one line)."""
+        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64), error=" ".join(str(error).split()))
 
     @classmethod
     def empty(cls, image_size: tuple[int, int] | None = None, with_masks: bool = False) -> Detections:
@@ -93,7 +100,7 @@ class Detections:
         ]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"detections": [d.to_dict() for d in self.to_list()]}
+        return {"detections": [d.to_dict() for d in self.to_list()], "error": self.error}
 
 
 @dataclass

@@ -14,7 +14,7 @@ import torch
 from vehicle_cls.cropper.checkpoint import load_state_dict, save_state_dict
 from vehicle_cls.cropper.policy import CropChoice, CropPolicy, apply_crop
 from vehicle_cls.cropper.rcnn import InferenceSettings, check_config
-from vehicle_cls.images import load_image
+from vehicle_cls.images import ImageError, load_image
 from vehicle_cls.results import Detections
 
 logger = logging.getLogger(__name__)
@@ -158,24 +158,29 @@ class Cropper:
 
         ``images``: a list of RGB uint8 HxWx3 arrays or anything ``load_image`` accepts (a single
         image is accepted too). Images are run ``batch_size`` at a time (default ``self.batch_size``,
-        1: each image's result then does not depend on its batch mates' sizes).
+        1: each image's result then does not depend on its batch mates' sizes). An input that
+        fails to decode gets ``Detections.failed(reason)`` and the others still run.
         """
-        arrays = [_as_rgb(im) for im in _as_list(images)]
+        decoded = [_decode(im) for im in _as_list(images)]
+        good = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
         bs = batch_size or self.batch_size
-        out: list[Detections] = []
-        for start in range(0, len(arrays), bs):
-            out.extend(self.backend(arrays[start : start + bs]))
+        out: list[Any] = list(decoded)
+        for start in range(0, len(good), bs):
+            chunk = good[start : start + bs]
+            for i, det in zip(chunk, self.backend([decoded[i] for i in chunk])):
+                out[i] = det
         return out
 
     def choose(self, images: Any, batch_size: int | None = None) -> list[list[CropChoice]]:
-        """Detect, then apply the policy: per image the list of crop choices."""
-        return [self.policy.choose(d) for d in self.detect(images, batch_size)]
+        """Detect, then apply the policy: per image the list of crop choices (none for a failed input)."""
+        return [[] if d.error else self.policy.choose(d) for d in self.detect(images, batch_size)]
 
     def crop(self, images: Any, batch_size: int | None = None) -> list[list[np.ndarray]]:
         """Detect, choose and cut the crops on the CPU: per image a list of RGB uint8 arrays."""
-        arrays = [_as_rgb(im) for im in _as_list(images)]
-        return [[apply_crop(im, c, self.policy) for c in choices]
-                for im, choices in zip(arrays, self.choose(arrays, batch_size))]
+        decoded = [_decode(im) for im in _as_list(images)]
+        choices = self.choose(decoded, batch_size)
+        return [[apply_crop(im, c, self.policy) for c in chosen] if isinstance(im, np.ndarray) else []
+                for im, chosen in zip(decoded, choices)]
 
 
 def _split_settings(policy: CropPolicy | dict | str | None, settings: dict[str, Any]
@@ -232,7 +237,14 @@ def _as_list(images: Any) -> list[Any]:
     return [images]
 
 
-def _as_rgb(image: Any) -> np.ndarray:
+def _decode(image: Any) -> np.ndarray | Detections:
+    """The RGB array of one input, or failed ``Detections`` naming it (so the batch goes on)."""
+    if isinstance(image, Detections):  # already failed upstream
+        return image
     if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
         return image
-    return load_image(image)
+    try:
+        return load_image(image)
+    except ImageError as exc:
+        logger.warning("%s", exc)
+        return Detections.failed(str(exc))

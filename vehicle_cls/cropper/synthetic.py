@@ -20,9 +20,10 @@ classes (car, truck, bus among them):
   a small perturbation and the 33 blocks do not blow up the activations;
 * ``cls_score`` (background LAST, row 80): centred random foreground rows, eight classes (car,
   truck, bus, person, ...) with larger gains than the rest, and a constant background row, so a
-  box passes 0.05 only where a foreground pattern in its features beats their mean; this holds
-  whatever the image's contrast (a bias-based threshold gave 2 boxes on one photo and 100 on
-  another). A loader that keeps background first instead of last scores everything wrongly;
+  box passes 0.05 only where a foreground pattern in its features beats their mean; the logits
+  are large enough that this depends little on the image's contrast (a bias-based threshold
+  gave 2 boxes on one photo and 100 on another). A loader that keeps background first instead
+  of last scores everything wrongly;
 * ``bbox_pred`` and ``anchor_deltas`` are small, so boxes stay near their anchors/proposals.
 
 Each tensor is drawn from its own generator seeded by ``(seed, crc32(name))``: the values of a
@@ -80,7 +81,7 @@ _CLS_LIFTED_GAIN = {
 }
 _CLS_OTHER_GAIN = 0.4
 #: background row = constant _CLS_BG_RATIO * _CLS_WEIGHT_STD / 1024: the background logit is
-#: proportional to the mean box feature, so which boxes pass does not depend on image contrast.
+#: proportional to the mean box feature, so which boxes pass depends little on image contrast.
 _CLS_BG_RATIO = 90.0
 _BBOX_WEIGHT_STD = 0.01
 _RPN_DELTA_STD = 0.003
