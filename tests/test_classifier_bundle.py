@@ -170,6 +170,9 @@ def test_keras_bundle_dispatches_to_keras_backend(tmp_path, monkeypatch):
         def predict_proba(self, images):
             return np.tile(np.array([[0.25, 0.75]], dtype=np.float32), (len(images), 1))
 
+        def to(self, device):
+            return self
+
     monkeypatch.setattr(kb, "KerasBackend", FakeKeras)
     (tmp_path / "k").mkdir()
     (tmp_path / "k" / "config.json").write_text(json.dumps({"backend": "keras", "classes": ["van", "bus"]}))
