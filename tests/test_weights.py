@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import pickle
 import hashlib
 import http.server
 import socket
@@ -10,6 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import pytest
 
 from vehicle_cls import weights
@@ -17,6 +19,7 @@ from vehicle_cls.weights import KNOWN_WEIGHTS, WeightsError, cache_dir, fetch_we
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
+ZOO_PKL = pickle.dumps({"model": {"w": np.arange(6, dtype=np.float32)}, "__author__": "Detectron2 Model Zoo"}, 2)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -31,6 +34,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(PAYLOAD[: len(PAYLOAD) // 2])  # the server dies mid-stream
             self.wfile.flush()
             self.close_connection = True
+            return
+        if self.path.startswith("/zoo/"):
+            body = ZOO_PKL if self.path.endswith("good.pkl") else PAYLOAD
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
             return
         if self.path.startswith("/missing/"):
             self.send_error(404)
@@ -197,3 +207,11 @@ def test_download_cli(server, tmp_path, capsys):
     args = parser.parse_args(["download", f"{server}/missing/x.pkl", "--cache-dir", str(tmp_path)])
     assert args.func(args) == 1
     assert "could not download" in capsys.readouterr().err
+
+
+def test_zoo_pickle_without_checksum_is_validated_before_caching(server, tmp_path):
+    good = fetch_weights(f"{server}/zoo/good.pkl", cache_dir=tmp_path)
+    assert good.read_bytes() == ZOO_PKL
+    with pytest.raises(WeightsError, match=r"bad\.pkl is not a detectron2 checkpoint.*file discarded"):
+        fetch_weights(f"{server}/zoo/bad.pkl", cache_dir=tmp_path)
+    assert leftovers(tmp_path) == ["good.pkl"]  # nothing of the bad download stays, not even a .part

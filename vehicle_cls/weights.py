@@ -174,11 +174,23 @@ def _download(url: str, dest: Path, sha256: str | None, sha256_prefix: str | Non
             raise WeightsError(
                 f"checksum mismatch for {url}: expected sha256 starting {sha256_prefix}, got {got}; file discarded"
             )
+        if dest.suffix == ".pkl" and sha256 is None and sha256_prefix is None:  # no checksum: check the format
+            _check_zoo_pickle(tmp, url)
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     logger.info("saved %s (sha256 %s)", dest, got)
+
+
+def _check_zoo_pickle(path: Path, url: str) -> None:
+    """A downloaded ``.pkl`` must read as a detectron2 checkpoint (numpy arrays only) before it is cached."""
+    from vehicle_cls.cropper.checkpoint import CheckpointError, load_zoo_pkl
+
+    try:
+        load_zoo_pkl(path)
+    except CheckpointError as exc:
+        raise WeightsError(f"downloaded {url} is not a detectron2 checkpoint ({exc}); file discarded") from exc
 
 
 def _offline_message(url: str, dest: Path, reason: object) -> str:
