@@ -45,14 +45,12 @@ def test_largest_vs_highest_score():
     assert best[0].box == (10.0, 10.0, 30.0, 30.0) and best[0].detection.class_id == CAR
 
 
-def test_select_is_both_mode_and_method():
+def test_select_mode_round_trips_and_is_validated():
     policy = CropPolicy(select="score")
     assert policy.select == "score" and json.loads(json.dumps(policy.to_dict()))["select"] == "score"
-    assert policy.select(SCENE)[0].box == (10.0, 10.0, 30.0, 30.0)
-    policy.select = "largest"  # re-assigning keeps it callable
-    assert policy.select(SCENE)[0].box == (50.0, 20.0, 150.0, 80.0)
+    assert policy.choose(SCENE)[0].box == (10.0, 10.0, 30.0, 30.0)
     for clone in (copy.deepcopy(policy), pickle.loads(pickle.dumps(policy)), CropPolicy.from_dict(policy.to_dict())):
-        assert clone == policy and clone.select(SCENE)[0].box == (50.0, 20.0, 150.0, 80.0)
+        assert clone == policy and clone.choose(SCENE)[0].box == (10.0, 10.0, 30.0, 30.0)
     with pytest.raises(ValueError, match="select"):
         CropPolicy(select="biggest")
 

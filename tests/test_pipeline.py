@@ -232,7 +232,7 @@ def test_masked_crop_blanks_outside_the_mask(clf, files):
     class MaskPolicy:
         mask_fill = (124, 116, 104)
 
-        def select(self, det):
+        def choose(self, det):
             return [CropChoice((0.0, 0.0, 80.0, 80.0), None, False, mask)]
 
     cropper = FakeCropper({}, MaskPolicy())

@@ -22,6 +22,7 @@ import torch
 
 from vehicle_cls.classifier import Classifier, crop_resize_on_device
 from vehicle_cls.classifier.classifier import AUTOCAST_DTYPES
+from vehicle_cls.cropper.policy import apply_crop
 from vehicle_cls.images import ImageError, load_image
 from vehicle_cls.inputs import InputItem, expand_inputs, expands, is_single_source
 from vehicle_cls.results import Detection, Prediction
@@ -289,7 +290,7 @@ class Pipeline:
                     results[pos] = [self._prediction(dec, _Choice(None), None, topk, keep_images)]
                     continue
                 if keras:
-                    crops.extend(_crop_numpy(dec.image, c, self._mask_fill()) for c in choices[pos])
+                    crops.extend(apply_crop(dec.image, c, getattr(self.cropper, "policy", None)) for c in choices[pos])
                 else:
                     crops.append(self._crops_on_device(dec.tensor, choices[pos]))
                 jobs.extend((pos, c) for c in choices[pos])
@@ -308,7 +309,7 @@ class Pipeline:
             return []
         try:
             detections = self.cropper.detect(images, batch_size=len(images))
-            return [(list(self.cropper.policy.select(d)), None) for d in detections]
+            return [(list(self.cropper.policy.choose(d)), None) for d in detections]
         except Exception as exc:
             if len(images) == 1:
                 logger.debug("cropper failed", exc_info=True)
@@ -407,17 +408,3 @@ def _choices_from_boxes(box_list: list[Any], index: int, hw: tuple[int, int]) ->
             raise ValueError(f"box {[float(v) for v in (x1, y1, x2, y2)]} is empty or outside the {w}x{h} image")
         chosen.append(_Choice(box))
     return chosen
-
-
-def _crop_numpy(image: np.ndarray, choice: Any, fill: tuple[int, int, int]) -> np.ndarray:
-    """CPU crop (whole pixels) for backends that preprocess on their own (Keras)."""
-    mask = getattr(choice, "mask", None)
-    if mask is not None:
-        image = np.where(np.asarray(mask, dtype=bool)[:, :, None], image, np.asarray(fill, dtype=np.uint8))
-    if choice.box is None:
-        return image
-    h, w = image.shape[:2]
-    x1, y1, x2, y2 = choice.box
-    x1, y1 = int(np.clip(np.floor(x1), 0, w - 1)), int(np.clip(np.floor(y1), 0, h - 1))
-    x2, y2 = int(np.clip(np.ceil(x2), x1 + 1, w)), int(np.clip(np.ceil(y2), y1 + 1, h))
-    return np.ascontiguousarray(image[y1:y2, x1:x2])

@@ -52,6 +52,8 @@ class CropPolicy:
         self.mask_fill = tuple(int(v) for v in self.mask_fill)  # type: ignore[assignment]
         if self.margin < 0 or not math.isfinite(self.margin):
             raise ValueError(f"CropPolicy.margin must be a finite fraction >= 0, not {self.margin!r}")
+        if self.select not in SELECT_MODES:
+            raise ValueError(f"CropPolicy.select must be one of {SELECT_MODES}, not {self.select!r}")
         if len(self.mask_fill) != 3:
             raise ValueError(f"CropPolicy.mask_fill must be an RGB triple, not {self.mask_fill!r}")
 
@@ -63,7 +65,6 @@ class CropPolicy:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (what a bundle or crop cache records)."""
         d = asdict(self)
-        d["select"] = str(self.select)
         d["classes"] = list(self.classes)
         d["mask_fill"] = list(self.mask_fill)
         return d
@@ -109,38 +110,6 @@ class CropPolicy:
             for i in order
         ]
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "select":  # keep ``policy.select`` both the mode string and callable
-            if value not in SELECT_MODES:
-                raise ValueError(f"CropPolicy.select must be one of {SELECT_MODES}, not {value!r}")
-            value = _SelectMode(value, self)
-        super().__setattr__(name, value)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.select = str(state["select"])
-
-
-class _SelectMode(str):
-    """The ``select`` mode string ("largest", ...), also callable: ``policy.select(det)`` == ``policy.choose(det)``."""
-
-    def __new__(cls, value: str, policy: CropPolicy):
-        obj = super().__new__(cls, value)
-        obj._policy = policy
-        return obj
-
-    def __call__(self, det: Detections) -> list[CropChoice]:
-        return self._policy.choose(det)
-
-    def __reduce__(self):
-        return (str, (str(self),))
-
-    def __copy__(self) -> str:
-        return str(self)
-
-    def __deepcopy__(self, memo: dict) -> str:
-        return str(self)
-
 
 def _areas(boxes: np.ndarray) -> np.ndarray:
     return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
@@ -182,10 +151,11 @@ def crop_bounds(box: Box, image_size: tuple[int, int]) -> tuple[int, int, int, i
 
 
 def apply_crop(image: np.ndarray, choice: CropChoice, policy: CropPolicy | None = None) -> np.ndarray:
-    """Cut ``choice`` out of an HxWx3 uint8 image on the CPU (blanking outside the mask in mask mode)."""
+    """Cut ``choice`` out of an HxWx3 uint8 image on the CPU, blanking outside its mask (mask mode only
+    attaches one) with ``policy.mask_fill``."""
     policy = policy or CropPolicy()
     out = image
-    if choice.mask is not None and policy.mask:
+    if choice.mask is not None:
         if choice.mask.shape != image.shape[:2]:
             raise ValueError(f"mask shape {choice.mask.shape} does not match image {image.shape[:2]}")
         out = image.copy()

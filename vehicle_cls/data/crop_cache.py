@@ -146,7 +146,7 @@ class CropCache:
     ) -> CropStats:
         """Crop every sample not yet in the manifest; return counts. Cropper exceptions propagate (resume later).
 
-        ``mode="detector"`` runs ``cropper.detect`` on batches and crops ``policy.select`` (default
+        ``mode="detector"`` runs ``cropper.detect`` on batches and crops ``policy.choose`` (default
         ``cropper.policy``); ``mode="gt"`` crops each sample's own box (whole image, ``fallback``,
         when it has none).
         """
@@ -229,15 +229,16 @@ class CropCache:
         _atomic_write(self.config_path, (json.dumps(config, indent=2) + "\n").encode("utf-8"))
 
     def _crop_detected(self, writer, stats, sample, image, det, policy, split, image_format, quality) -> None:
+        from vehicle_cls.cropper.policy import apply_crop  # the cropper package imports torch: only when used
+
         try:
-            choices = list(policy.select(det))
+            choices = list(policy.choose(det))
             if not choices:
                 self._record(writer, stats, sample, split, "detector", error="no vehicle found (policy has no fallback)")
                 return
-            apply = _apply_crop_fn()
             crops = []
             for k, choice in enumerate(choices):
-                pixels = apply(image, choice, policy)
+                pixels = apply_crop(image, choice, policy)
                 file = self._save(sample.path, k, pixels, image_format, quality)
                 d = getattr(choice, "detection", None)
                 crops.append({
@@ -364,27 +365,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _apply_crop_fn():
-    """``vehicle_cls.cropper.policy.apply_crop`` when the cropper package is present, else a local equivalent."""
-    try:
-        from vehicle_cls.cropper.policy import apply_crop
-    except ImportError:
-        return _apply_crop_local
-    return apply_crop
-
-
-def _apply_crop_local(image: np.ndarray, choice: Any, policy: Any) -> np.ndarray:
-    """Crop ``choice.box`` (0-based pixel edges, None = whole image), blanking outside the mask if asked."""
-    out = image
-    if getattr(policy, "mask", False) and getattr(choice, "mask", None) is not None:
-        out = image.copy()
-        out[~choice.mask] = np.asarray(getattr(policy, "mask_fill", (124, 116, 104)), dtype=np.uint8)
-    if choice.box is None:
-        return np.ascontiguousarray(out)
-    x1, y1, x2, y2 = pixel_box(choice.box, image.shape[:2], "xyxy")
-    return np.ascontiguousarray(out[y1:y2, x1:x2])
 
 
 def _one_line(exc: BaseException) -> str:

@@ -57,20 +57,10 @@ def is_s3_uri(value: Any) -> bool:
 
 
 def default_cache_dir() -> Path:
-    """``<vehicle_cls cache>/datasets``: ``weights.cache_dir()`` when available, else ``VEHICLE_CLS_HOME``."""
-    try:
-        from vehicle_cls.weights import cache_dir  # owned by the weights module; may not exist yet
-    except ImportError:
-        home = os.environ.get("VEHICLE_CLS_HOME")
-        if home:
-            base = Path(home)
-        else:
-            import platformdirs
+    """``<vehicle_cls cache>/datasets`` (``VEHICLE_CLS_HOME`` or the user cache dir, as for weights)."""
+    from vehicle_cls.weights import cache_dir
 
-            base = Path(platformdirs.user_cache_dir("vehicle_cls"))
-    else:
-        base = Path(cache_dir())
-    return base / "datasets"
+    return cache_dir() / "datasets"
 
 
 def resolve_endpoint(endpoint_url: str | None) -> str | None:
