@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from vehicle_cls.fileio import atomic_write_bytes
 
 BUNDLE_FORMAT = "vehicle_cls.classifier"
 FORMAT_VERSION = 1
@@ -27,21 +28,6 @@ TORCH_REQUIRED_KEYS = ("format_version", "arch", "preprocess")
 
 class BundleError(ValueError):
     """A bundle directory is missing, malformed, or its weights do not fit its config."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file + ``os.replace`` (never half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def make_config(

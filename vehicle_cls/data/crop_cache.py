@@ -20,7 +20,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from vehicle_cls.data.sample import (
     continuous_box,
     pixel_box,
 )
+from vehicle_cls.fileio import atomic_write_bytes
 from vehicle_cls.images import load_image
 
 logger = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ class CropCache:
             return
         self.root.mkdir(parents=True, exist_ok=True)
         config = {"version": 1, **settings, "classes": classes, "dataset": getattr(dataset, "name", "dataset")}
-        _atomic_write(self.config_path, (json.dumps(config, indent=2) + "\n").encode("utf-8"))
+        atomic_write_bytes(self.config_path, (json.dumps(config, indent=2) + "\n").encode("utf-8"))
 
     def _crop_detected(self, writer, stats, sample, image, det, policy, split, image_format, quality) -> None:
         from vehicle_cls.cropper.policy import apply_crop  # the cropper package imports torch: only when used
@@ -305,7 +305,7 @@ class CropCache:
         buffer = io.BytesIO()
         options = {"quality": quality} if image_format == "jpg" else {}
         Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, FORMATS[image_format], **options)
-        _atomic_write(self.root / rel, buffer.getvalue())
+        atomic_write_bytes(self.root / rel, buffer.getvalue())
         return rel
 
 
@@ -353,18 +353,6 @@ def _repair_tail(path: Path) -> None:
         cut = data.rfind(b"\n") + 1
         logger.warning("%s: dropping a torn last line (%d bytes)", path, len(data) - cut)
         f.truncate(cut)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _one_line(exc: BaseException) -> str:

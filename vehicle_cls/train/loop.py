@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
+from vehicle_cls.fileio import atomic_write_text
 from vehicle_cls.train.augment import build_batch_mix, build_eval_transform, build_train_transform
 from vehicle_cls.train.config import TrainConfig
 from vehicle_cls.train.splits import DataSplits, prepare_splits
@@ -444,7 +445,7 @@ class Trainer:
                         "best_metric": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
                         "history": history, "config": cfg.to_dict(), "classes": self.splits.classes,
                     }, last)
-                    _write_json(self.run_dir / "history.json", history)
+                    atomic_write_text(self.run_dir / "history.json", json.dumps(history, indent=1) + "\n")
                 self._barrier()
                 if r.early_stopping_patience and bad_epochs >= r.early_stopping_patience:
                     stopped_early = True
@@ -592,9 +593,3 @@ def _warn_config_changes(old: dict, new: dict) -> None:
             before = (old.get(section) or {}).get(key, value)
             if (section, key) not in ignore and before != value:
                 logger.warning("resume: %s.%s changed from %r to %r", section, key, before, value)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

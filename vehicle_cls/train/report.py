@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from vehicle_cls.fileio import atomic_write_text
 from vehicle_cls.train.evaluate import EvalResult
 
 logger = logging.getLogger(__name__)
@@ -68,13 +69,13 @@ def write_report(
     preds = result.preds
     rows = ({"source": src, "true": result.classes[result.labels[i]], "predicted": result.classes[preds[i]],
              "probability": round(float(result.probs[i, preds[i]]), 6)} for i, src in enumerate(result.sources))
-    _atomic_text(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     files["predictions"] = out / "predictions.jsonl"
     data["files"] = {k: p.name for k, p in files.items()}
     files["json"] = out / REPORT_JSON
     files["markdown"] = out / REPORT_MD
-    _atomic_text(files["json"], json.dumps(data, indent=1) + "\n")
-    _atomic_text(files["markdown"], render_markdown(data, history))
+    atomic_write_text(files["json"], json.dumps(data, indent=1) + "\n")
+    atomic_write_text(files["markdown"], render_markdown(data, history))
     return files
 
 
@@ -172,8 +173,8 @@ def write_comparison(report_paths: Sequence[str | os.PathLike], out_dir: str | o
                                       "mean_class_accuracy")} | {"report": str(p)} for r, p in zip(reports, report_paths)]
     md = "# Comparison\n\n" + comparison_table(reports)
     paths = {"markdown": out / "comparison.md", "json": out / "comparison.json"}
-    _atomic_text(paths["markdown"], md)
-    _atomic_text(paths["json"], json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(paths["markdown"], md)
+    atomic_write_text(paths["json"], json.dumps(summary, indent=1) + "\n")
     return paths
 
 
@@ -250,9 +251,3 @@ def plot_mistakes(mistakes: Sequence[dict[str, Any]], path: Path, cols: int = 4)
     fig.tight_layout()
     fig.savefig(path)
     return path
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from vehicle_cls.data import Sample, SampleList, open_dataset, stratified_split
+from vehicle_cls.fileio import atomic_write_text
 from vehicle_cls.train.config import DataConfig
 
 logger = logging.getLogger(__name__)
@@ -55,10 +56,7 @@ class DataSplits:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write JSON atomically (the run's record of exactly which images were used where)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict()) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(self.to_dict()) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> DataSplits:
