@@ -222,3 +222,9 @@ def test_iter_image_files_sorted_by_extension(tmp_path):
     names = [p.relative_to(tmp_path).as_posix() for p in iter_image_files(tmp_path)]
     assert names == ["a.png", "b.JPG", "sub/c.jpeg"]
     assert [p.name for p in iter_image_files(tmp_path, recursive=False)] == ["a.png", "b.JPG"]
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    (tmp_path / ".ipynb_checkpoints" / "a.png").write_bytes(b"x")
+    (tmp_path / "._b.jpg").write_bytes(b"x")
+    assert len(list(iter_image_files(tmp_path))) == 5
+    visible = [p.relative_to(tmp_path).as_posix() for p in iter_image_files(tmp_path, skip_hidden=True)]
+    assert visible == ["a.png", "b.JPG", "sub/c.jpeg"]

@@ -195,10 +195,15 @@ def _to_uint8(array: np.ndarray, source: Any) -> np.ndarray:
     raise ImageError(source, f"unsupported pixel type {array.dtype}")
 
 
-def iter_image_files(root: str | os.PathLike, recursive: bool = True) -> Iterator[Path]:
-    """Image files under a folder in sorted order (by extension; the decoder has the last word)."""
+def iter_image_files(root: str | os.PathLike, recursive: bool = True, skip_hidden: bool = False) -> Iterator[Path]:
+    """Image files under a folder in sorted order (by extension; the decoder has the last word).
+
+    ``skip_hidden`` leaves out paths with a part starting with "." below ``root`` (.ipynb_checkpoints, ._x.jpg).
+    """
     root = Path(root)
     pattern = "**/*" if recursive else "*"
     for path in sorted(root.glob(pattern)):
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+        if skip_hidden and any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
             yield path

@@ -21,7 +21,7 @@ from vehicle_cls.data.sample import (
     check_on_error,
     settle_problems,
 )
-from vehicle_cls.images import IMAGE_EXTENSIONS
+from vehicle_cls.images import iter_image_files
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +33,7 @@ def _class_dirs(root: Path) -> list[Path]:
 
 
 def _images_in(folder: Path, recursive: bool) -> list[Path]:
-    pattern = "**/*" if recursive else "*"
-    return sorted(
-        p for p in folder.glob(pattern)
-        if p.suffix.lower() in IMAGE_EXTENSIONS
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)  # .ipynb_checkpoints, ._x.jpg
-        and p.is_file()
-    )
+    return list(iter_image_files(folder, recursive=recursive, skip_hidden=True))
 
 
 def folder_name(class_name: str) -> str:
