@@ -205,7 +205,7 @@ def test_matches_detectron2(case, cropper_for):
     cropper = cropper_for(case["config"], case["min_size_test"], case["max_size_test"])
     images = [load_rgb(im["photo"], im["size"], im["resample"]) for im in case["images"]]
     if case["batched"]:
-        dets = cropper.detect(images, batch_size=len(images))  # one padded batch, like model([...])
+        dets = cropper.detect(images, batch_size=len(images), grouping="padded")  # like model([...])
     else:
         dets = [cropper.detect([im])[0] for im in images]
     assert len(dets) == len(images)

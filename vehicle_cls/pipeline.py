@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from vehicle_cls.classifier import Classifier, crop_resize_on_device
-from vehicle_cls.classifier.classifier import AUTOCAST_DTYPES
 from vehicle_cls.cropper.policy import apply_crop
 from vehicle_cls.images import ImageError, load_image
 from vehicle_cls.inputs import InputItem, expand_inputs, expands, is_single_source
 from vehicle_cls.results import Detection, Prediction
+from vehicle_cls.runtime import resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +71,12 @@ class Pipeline:
         device: str | torch.device | None = None,
         batch_size: int = 16,
         num_workers: int = 2,
-        precision: str = "fp32",
+        precision: str = "auto",
         channels_last: bool = True,
         frame_stride: int = 1,
     ):
         if classifier is None:
             raise ValueError("Pipeline needs a classifier (Classifier.create(...) or Classifier.load(dir))")
-        if precision not in AUTOCAST_DTYPES:
-            raise ValueError(f"precision must be one of {sorted(AUTOCAST_DTYPES)}, not {precision!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
         self.cropper = cropper
@@ -86,7 +84,15 @@ class Pipeline:
         self.device = torch.device(device) if device is not None else classifier.device
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
-        self.precision = precision
+        # one precision for both models; "auto": bf16/fp16 where runtime says it pays (fastpath keeps
+        # fp32 wherever low precision would change the detections), else fp32, the exact reference
+        self.precision = resolve_precision(precision, self.device)
+        if cropper is not None and hasattr(cropper, "set_precision"):
+            try:
+                cropper.set_precision(self.precision)
+            except ValueError:  # e.g. the detectron2 backend: fp32 only
+                if precision != "auto":
+                    raise
         self.frame_stride = int(frame_stride)
         classifier.to(self.device)
         if channels_last and classifier.model is not None:

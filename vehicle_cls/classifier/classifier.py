@@ -5,7 +5,6 @@ bundles (``"backend": "keras"``) through ``keras_backend`` so that ``predict`` w
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from torch import nn
 from vehicle_cls.classifier import bundle
 from vehicle_cls.classifier.factory import create_model, get_head, head_path
 from vehicle_cls.classifier.preprocess import Preprocess, preprocess_images
+from vehicle_cls.fastpath import InferenceCopies, classify_logits
 from vehicle_cls.results import Prediction
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class Classifier:
         self.cropper_config = cropper_config  # cropper settings stored in the bundle (or None)
         self.keras = keras
         self.model = model
+        self._fast = InferenceCopies()  # bf16/fp16 inference copies of ``model`` (vehicle_cls.fastpath)
         self.device = torch.device(device)
         if model is not None:
             n_out = get_head(model, arch).out_features
@@ -160,16 +161,7 @@ class Classifier:
             raise TypeError("predict_proba(tensor) needs the torch backend; use predict_proba_images")
         if precision not in AUTOCAST_DTYPES:
             raise ValueError(f"precision must be one of {sorted(AUTOCAST_DTYPES)}, not {precision!r}")
-        dtype = AUTOCAST_DTYPES[precision]
-        self.model.eval()
-        batch = batch.to(self.device, non_blocking=True)
-        if batch.dim() == 4 and _is_channels_last(self.model):
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        autocast = (torch.autocast(self.device.type, dtype=dtype) if dtype is not None
-                    else contextlib.nullcontext())
-        with torch.inference_mode(), autocast:
-            logits = self.model(batch)
-        return logits.float().softmax(dim=1)
+        return classify_logits(self._fast, self.model, batch, precision, self.device).softmax(dim=1)
 
     def predict_proba_images(self, images: Sequence[np.ndarray], precision: str = "fp32") -> np.ndarray:
         """Softmax probabilities (N, C) for RGB uint8 HxWx3 images (either backend)."""
@@ -193,9 +185,3 @@ def _head_weight_key(model: nn.Module, arch: str) -> str:
     head = model.get_submodule(path)
     return f"{path}.{len(head) - 1}.weight" if isinstance(head, nn.Sequential) else f"{path}.weight"
 
-
-def _is_channels_last(model: nn.Module) -> bool:
-    for p in model.parameters():
-        if p.dim() == 4:
-            return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-    return False

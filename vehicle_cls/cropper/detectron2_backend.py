@@ -66,6 +66,11 @@ class Detectron2Backend:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
 
+    def set_precision(self, precision: str) -> None:
+        """detectron2 runs fp32 only ("auto" resolves to it here)."""
+        if precision not in ("fp32", "auto"):
+            raise ValueError(f"the detectron2 backend runs in fp32 only, not {precision!r}")
+
     @torch.inference_mode()
     def __call__(self, images: list[np.ndarray]) -> list[Detections]:
         inputs = []

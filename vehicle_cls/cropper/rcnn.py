@@ -1,7 +1,6 @@
 """detectron2's GeneralizedRCNN (R101-FPN Faster / Mask R-CNN) for inference, with detectron2's parameter names."""
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -81,15 +80,12 @@ class GeneralizedRCNN(nn.Module):
         batch, sizes = batch_images(images, self.pixel_mean, self.backbone.size_divisibility)
         return self.inference(batch, sizes, original_sizes)
 
-    def inference(self, batch: torch.Tensor, sizes: list[tuple[int, int]], original_sizes: list[tuple[int, int]],
-                  autocast_dtype: torch.dtype | None = None) -> list[dict[str, torch.Tensor]]:
-        """Run on an already normalized and padded batch (N, 3, H, W)."""
-        amp = (torch.autocast(batch.device.type, dtype=autocast_dtype) if autocast_dtype is not None
-               else contextlib.nullcontext())
-        with amp:
-            features = self.backbone(batch)
-            proposals = self.proposal_generator(features, sizes)
-            results = self.roi_heads(features, [p[0] for p in proposals], sizes)
+    def inference(self, batch: torch.Tensor, sizes: list[tuple[int, int]], original_sizes: list[tuple[int, int]]
+                  ) -> list[dict[str, torch.Tensor]]:
+        """Run on an already normalized and padded batch (N, 3, H, W), in the batch's dtype."""
+        features = self.backbone(batch)
+        proposals = self.proposal_generator(features, sizes)
+        results = self.roi_heads(features, [p[0] for p in proposals], sizes)
         return [
             postprocess({k: (v.float() if v.is_floating_point() else v) for k, v in r.items()}, size, orig,
                         self.settings.mask_threshold)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -33,21 +34,49 @@ class ROIPooler(nn.Module):
         self.aligned = aligned
 
     def forward(self, features: list[torch.Tensor], boxes: list[torch.Tensor]) -> torch.Tensor:
-        """Pool (R, C, S, S) for the boxes of every image, R = total boxes, in input order."""
-        all_boxes = torch.cat(boxes, dim=0)
+        """Pool (R, C, S, S) for the boxes of every image, R = total boxes, in input order.
+
+        Boxes stay fp32 and pooling runs in fp32 (bf16/fp16 features are widened first: box
+        coordinates in bf16 would be off by pixels). On the CPU, where torchvision's roi_align is
+        single-threaded, the boxes are split over ``torch.get_num_threads()`` threads; every box is
+        pooled independently, so the result is the same bits as one call.
+        """
+        all_boxes = torch.cat(boxes, dim=0).float()
         sizes = torch.tensor([len(b) for b in boxes], device=all_boxes.device)
         index = torch.repeat_interleave(torch.arange(len(boxes), dtype=all_boxes.dtype, device=all_boxes.device), sizes)
         rois = torch.cat([index[:, None], all_boxes], dim=1)
         levels = assign_levels(all_boxes, self.min_level, self.max_level)
         c, s = features[0].shape[1], self.output_size
         output = torch.zeros((len(rois), c, s, s), dtype=features[0].dtype, device=features[0].device)
+        jobs = []
         for level, (feat, scale) in enumerate(zip(features, self.scales)):
             inds = torch.nonzero(levels == level, as_tuple=True)[0]
             if len(inds) == 0:
                 continue
-            pooled = roi_align(feat, rois[inds].to(feat.dtype), (s, s), scale, self.sampling_ratio, self.aligned)
-            output.index_put_((inds,), pooled.to(output.dtype))
+            feat32 = feat if feat.dtype == torch.float32 else feat.float()
+            jobs.extend((feat32, inds_part, scale) for inds_part in _split(inds, feat.device))
+        threads = min(len(jobs), torch.get_num_threads()) if output.device.type == "cpu" else 1
+
+        def pool(job: tuple[torch.Tensor, torch.Tensor, float]) -> tuple[torch.Tensor, torch.Tensor]:
+            feat32, inds, scale = job
+            return inds, roi_align(feat32, rois[inds], (s, s), scale, self.sampling_ratio, self.aligned)
+
+        if threads > 1:
+            with ThreadPoolExecutor(threads, thread_name_prefix="vehicle_cls-roi_align") as ex:
+                pooled = list(ex.map(pool, jobs))
+        else:
+            pooled = [pool(job) for job in jobs]
+        for inds, part in pooled:
+            output.index_put_((inds,), part.to(output.dtype))
         return output
+
+
+def _split(inds: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
+    """Chunks of ``inds`` for the roi_align threads (one chunk off the CPU)."""
+    if device.type != "cpu":
+        return [inds]
+    parts = max(1, min(torch.get_num_threads(), len(inds) // 32))
+    return list(inds.tensor_split(parts))
 
 
 class FastRCNNConvFCHead(nn.Module):
@@ -59,7 +88,7 @@ class FastRCNNConvFCHead(nn.Module):
         self.fc2 = nn.Linear(fc_dim, fc_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.fc1(torch.flatten(x, start_dim=1)))
+        x = F.relu(self.fc1(torch.flatten(x, start_dim=1).to(self.fc1.weight.dtype)))
         return F.relu(self.fc2(x))
 
 
@@ -72,6 +101,7 @@ class FastRCNNOutputLayers(nn.Module):
         self.bbox_pred = nn.Linear(in_dim, num_classes * 4)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.to(self.cls_score.weight.dtype)  # a bf16 box head feeds the fp32 predictor of the fast path
         return self.cls_score(x), self.bbox_pred(x)
 
 
@@ -87,6 +117,7 @@ class MaskRCNNConvUpsampleHead(nn.Module):
         self.predictor = nn.Conv2d(channels, num_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.mask_fcn1.weight.dtype)
         for k in range(1, self.num_conv + 1):
             x = getattr(self, f"mask_fcn{k}")(x)
         return self.predictor(F.relu(self.deconv(x)))

@@ -74,7 +74,7 @@ class StandardRPNHead(nn.Module):
     def forward(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         logits, deltas = [], []
         for x in features:
-            t = self.conv(x)
+            t = self.conv(x.to(self.conv.weight.dtype))  # the fast path may run this head in another dtype
             logits.append(self.objectness_logits(t))
             deltas.append(self.anchor_deltas(t))
         return logits, deltas

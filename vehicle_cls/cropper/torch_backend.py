@@ -6,34 +6,37 @@ import torch
 
 from vehicle_cls.cropper.checkpoint import load_into
 from vehicle_cls.cropper.rcnn import GeneralizedRCNN, InferenceSettings, check_config
-from vehicle_cls.cropper.transforms import batch_images, preprocess_image
+from vehicle_cls.cropper.transforms import batch_images, preprocess_image, preprocess_on_device
 from vehicle_cls.results import Detections
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+from vehicle_cls.runtime import resolve_precision
 
 
 class TorchBackend:
-    """Runs R101-FPN Faster/Mask R-CNN on a device; images in, ``Detections`` (original pixels) out."""
+    """Runs R101-FPN Faster/Mask R-CNN on a device; images in, ``Detections`` (original pixels) out.
+
+    ``precision="fp32"`` runs the reference model (detectron2's numbers, CPU preprocessing with
+    PIL as detectron2 does). "bf16"/"fp16" run a prepared copy (:func:`vehicle_cls.fastpath.prepare_detector`:
+    norms folded, bf16/fp16 weights, channels_last). On CUDA the resize, BGR flip, mean subtraction
+    and padding run on the device (not bit-equal to PIL's resize, hence only there).
+    """
 
     name = "torch"
 
     def __init__(self, config: str, state: dict[str, torch.Tensor], settings: InferenceSettings,
                  device: str | torch.device = "cpu", precision: str = "fp32", channels_last: bool = False,
                  source: str = "<state dict>"):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
         self.device = torch.device(device)
-        if precision == "fp16" and self.device.type == "cpu":
-            raise ValueError("precision='fp16' needs a CUDA device; use 'bf16' on the CPU")
         self.config = config
         self.settings = settings
-        self.precision = precision
         self.channels_last = channels_last
         self.model = GeneralizedRCNN(check_config(config), settings).eval()
         load_into(self.model, state, source)
         self.model.to(self.device)
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.precision = "fp32"
+        self._fast: torch.nn.Module | None = None
+        self.set_precision(precision)
 
     @property
     def mask_on(self) -> bool:
@@ -42,16 +45,31 @@ class TorchBackend:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
 
+    def set_precision(self, precision: str) -> None:
+        """Switch to ``precision`` ("fp32", "bf16", "fp16" on CUDA, or "auto"); builds the fast copy once."""
+        precision = resolve_precision(precision, self.device)
+        if precision == self.precision and (precision == "fp32" or self._fast is not None):
+            return
+        from vehicle_cls.fastpath import prepare_detector
+
+        self._fast = None if precision == "fp32" else prepare_detector(self.model, self.device, precision)
+        self.precision = precision
+
     @torch.inference_mode()
     def __call__(self, images: list[np.ndarray]) -> list[Detections]:
         """One forward pass over ``images`` (RGB uint8 HxWx3), padded together into one batch."""
         s = self.settings
-        tensors = [preprocess_image(im, s.min_size_test, s.max_size_test).to(self.device) for im in images]
-        batch, sizes = batch_images(tensors, self.model.pixel_mean, self.model.backbone.size_divisibility)
-        if self.channels_last:
+        model = self._fast if self._fast is not None else self.model
+        if self.device.type == "cuda":
+            tensors = [preprocess_on_device(im, s.min_size_test, s.max_size_test, self.device) for im in images]
+        else:
+            tensors = [preprocess_image(im, s.min_size_test, s.max_size_test) for im in images]
+        batch, sizes = batch_images(tensors, model.pixel_mean, model.backbone.size_divisibility)
+        batch = batch.to(next(model.backbone.parameters()).dtype)
+        if self.channels_last or self._fast is not None:
             batch = batch.contiguous(memory_format=torch.channels_last)
         originals = [im.shape[:2] for im in images]
-        outputs = self.model.inference(batch, sizes, originals, PRECISIONS[self.precision])
+        outputs = model.inference(batch, sizes, originals)
         return [_to_detections(o, size) for o, size in zip(outputs, originals)]
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 #: detectron2's MODEL.PIXEL_MEAN for the MSRA-initialised R101 models (BGR order, 0-255 scale).
@@ -51,3 +52,23 @@ def batch_images(images: list[torch.Tensor], pixel_mean: torch.Tensor, size_divi
     for im, pad in zip(images, batch):
         pad[:, : im.shape[-2], : im.shape[-1]].copy_(im - pixel_mean)
     return batch, sizes
+
+
+def preprocess_on_device(image_rgb: np.ndarray | torch.Tensor, short_edge: int, max_size: int,
+                         device: torch.device | str) -> torch.Tensor:
+    """``preprocess_image`` on ``device`` (the CUDA path): RGB uint8 HxWx3 -> resized BGR float32 CHW.
+
+    The upload is pinned and non-blocking; the resize is torch's bilinear (antialiased when
+    shrinking) rounded to whole 0..255 levels like PIL's uint8 output: within a level or two of
+    PIL, not bit-equal, so the exact fp32 CPU reference keeps using PIL.
+    """
+    device = torch.device(device)
+    h, w = image_rgb.shape[:2]
+    new_h, new_w = resized_shape(h, w, short_edge, max_size)
+    tensor = image_rgb if isinstance(image_rgb, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(image_rgb))
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        tensor = tensor.pin_memory()
+    tensor = tensor.to(device, non_blocking=True).permute(2, 0, 1).flip(0).float()[None]
+    shrink = new_h < h or new_w < w
+    out = F.interpolate(tensor, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=shrink)
+    return out[0].round_().clamp_(0, 255)
