@@ -71,7 +71,7 @@ class Pipeline:
         device: str | torch.device | None = None,
         batch_size: int = 16,
         num_workers: int = 2,
-        precision: str = "auto",
+        precision: str = "fp32",
         channels_last: bool = True,
         frame_stride: int = 1,
     ):
