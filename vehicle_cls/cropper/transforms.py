@@ -65,7 +65,11 @@ def preprocess_on_device(image_rgb: np.ndarray | torch.Tensor, short_edge: int, 
     device = torch.device(device)
     h, w = image_rgb.shape[:2]
     new_h, new_w = resized_shape(h, w, short_edge, max_size)
-    tensor = image_rgb if isinstance(image_rgb, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(image_rgb))
+    if isinstance(image_rgb, torch.Tensor):
+        tensor = image_rgb
+    else:
+        array = np.ascontiguousarray(image_rgb)
+        tensor = torch.from_numpy(array if array.flags.writeable else array.copy())
     if device.type == "cuda" and tensor.device.type == "cpu":
         tensor = tensor.pin_memory()
     tensor = tensor.to(device, non_blocking=True).permute(2, 0, 1).flip(0).float()[None]
