@@ -5,6 +5,8 @@ it: measured at the same speed, see bench_cropper.py), the largest car/truck/bus
 the ResNet50 classifier in fp32 one crop at a time. Against it: ``Pipeline(cropper, classifier,
 precision="fp32")`` and ``Pipeline(..., precision="auto")`` (the fast path where the machine has
 one). Variants run round robin, ``--repeats`` times, best run kept; peak RSS is sampled per run.
+``bf16-all`` also runs the detector's backbone and heads in bf16: faster, but it does not keep
+agreement with fp32 (see fastpath.DETECTOR_LOW_PRECISION_PARTS); it shows what that costs and buys.
 Also measured in the same run: the fast classifier's achieved FLOP/s on ready batches as a fraction
 of a plain bf16 (CUDA: fp16) matmul's rate.
 
@@ -37,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from vehicle_cls.classifier import Classifier  # noqa: E402
 from vehicle_cls.cropper import Cropper, CropPolicy, apply_crop  # noqa: E402
+from vehicle_cls.fastpath import DETECTOR_PARTS  # noqa: E402
 from vehicle_cls.images import load_image  # noqa: E402
 from vehicle_cls.pipeline import Pipeline  # noqa: E402
 from vehicle_cls.runtime import resolve_precision  # noqa: E402
@@ -141,7 +144,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
-    ap.add_argument("--variants", default="seed,fp32,auto", help="comma list of seed, fp32, auto, bf16, fp16")
+    ap.add_argument("--variants", default="seed,fp32,auto,bf16-all",
+                    help="comma list of seed, fp32, auto, bf16, fp16, bf16-all (the whole detector in bf16: "
+                         "faster, but does NOT keep agreement with fp32)")
     ap.add_argument("--matmul-seconds", type=float, default=3.0)
     args = ap.parse_args()
     if args.threads:
@@ -158,34 +163,41 @@ def main() -> None:
         cropper = Cropper.from_checkpoint(weights, device=device)
     clf = Classifier.create("resnet50", classes=[f"c{i}" for i in range(6)], weights=None, device=device)
 
-    def run(variant: str) -> int:
+    def run(variant: str, photos: list[str]) -> tuple[float, float]:
+        """(images/s, peak RSS MiB) of one pass; switching the cropper's precision is not timed."""
         if variant == "seed":
             cropper.set_precision("fp32")
-            return seed_loop(cropper, clf, paths)
-        pipe = Pipeline(cropper, clf, device=device, batch_size=args.batch_size, precision=variant,
-                        channels_last=variant != "fp32")
-        preds = pipe(paths)
-        assert all(p.ok for p in preds), [p.error for p in preds if not p.ok]
-        return len(paths)
+            clf.model.to(memory_format=torch.contiguous_format)
+            work = lambda: seed_loop(cropper, clf, photos)  # noqa: E731
+        else:
+            precision = variant.removesuffix("-all")
+            pipe = Pipeline(cropper, clf, device=device, batch_size=args.batch_size, precision=precision,
+                            channels_last=variant != "fp32")
+            if variant.endswith("-all"):
+                cropper.set_precision(precision, parts=DETECTOR_PARTS)
+
+            def work() -> int:
+                preds = pipe(photos)
+                assert all(p.ok for p in preds), [p.error for p in preds if not p.ok]
+                return len(preds)
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            n = work()
+            _sync(device)
+            dt = time.perf_counter() - t0
+        return n / dt, mem.peak
 
     variants = args.variants.split(",")
-    resolved = {v: v if v == "seed" else resolve_precision(v, device) for v in variants}
-    for v in variants:  # warm-up: builds the fast copies, first-call allocations
-        saved = paths
-        paths = paths[:2]
-        run(v)
-        paths = saved
+    resolved = {v: "fp32" if v == "seed" else resolve_precision(v.removesuffix("-all"), device) for v in variants}
+    for v in variants:  # warm-up: first-call allocations
+        run(v, paths[:2])
     best = {v: 0.0 for v in variants}
     peak = {v: 0.0 for v in variants}
     for _ in range(args.repeats):  # round robin: load from other processes hits every variant alike
         for v in variants:
-            with PeakRSS() as mem:
-                t0 = time.perf_counter()
-                n = run(v)
-                _sync(device)
-                dt = time.perf_counter() - t0
-            best[v] = max(best[v], n / dt)
-            peak[v] = max(peak[v], mem.peak)
+            ips, mib = run(v, paths)
+            best[v] = max(best[v], ips)
+            peak[v] = max(peak[v], mib)
     base = best.get("seed") or next(iter(best.values()))
     rows = [{"variant": v, "precision": resolved[v], "images_per_s": round(best[v], 3),
              "ratio_to_seed": round(best[v] / base, 2), "peak_rss_mib": round(peak[v])} for v in variants]

@@ -102,10 +102,10 @@ def test_fold_frozen_norms_gives_the_same_outputs():
     assert conv.norm is norm  # the original is left alone
 
 
-def test_prepare_detector_casts_only_the_agreed_parts():
+def test_prepare_detector_casts_only_the_given_parts():
     model = GeneralizedRCNN(False, InferenceSettings())
     before = {k: v.clone() for k, v in model.state_dict().items() if "res4" not in k}
-    fast = prepare_detector(model, "cpu", "bf16")
+    fast = prepare_detector(model, "cpu", "bf16", ("box_head",))
     w = fast.backbone.bottom_up.res2[0].conv1.weight
     assert w.dtype == torch.float32 and w.is_contiguous(memory_format=torch.channels_last)
     assert fast.backbone.bottom_up.res2[0].conv1.norm is None
@@ -133,13 +133,12 @@ def test_fast_detector_agrees_with_fp32(detections):
 def test_agreement_check_catches_a_drifting_detector(detections):
     """The same check fails for the all-bf16 detector (backbone and RPN head too): it can fail."""
     cropper, images, ref, _ = detections
-    backend = cropper.backend
-    saved = backend._fast
     try:
-        backend._fast = prepare_detector(backend.model, "cpu", "bf16", DETECTOR_PARTS)
+        cropper.set_precision("bf16", parts=DETECTOR_PARTS)  # the explicit opt-in: speed over agreement
+        assert cropper.backend._fast.backbone.bottom_up.stem.conv1.weight.dtype == torch.bfloat16
         drifting = cropper.detect(images)
     finally:
-        backend._fast = saved
+        cropper.set_precision("bf16")
     problems, same_crop = agreement(ref, drifting, CropPolicy())
     assert problems or same_crop < 0.98
 

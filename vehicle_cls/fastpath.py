@@ -59,11 +59,14 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
         return model
 
 
-#: detector parts that run in bf16/fp16 on the fast path. Measured on real photos with calibrated
-#: R101-FPN weights (benchmarks/README.md): the box/mask heads in bf16 keep every score >= 0.5
-#: detection (IoU >= 0.99, score within 0.02); the backbone or the RPN head in bf16 does not
-#: (0.3 % rounding per layer grows to 11-14 % at the FPN outputs; changed proposals move boxes).
-DETECTOR_LOW_PRECISION_PARTS = ("box_head", "mask_head")
+#: detector parts that run in bf16/fp16 by default on the fast path: none. Measured on real photos
+#: with calibrated R101-FPN weights (benchmarks/README.md): the backbone or the RPN head in bf16 moves
+#: detections (0.3 % rounding per layer grows to 11-14 % at the FPN outputs; changed proposals move
+#: boxes, IoU down to 0); even the box head alone in bf16 changed the chosen crop on 1 of 24 photos
+#: (scores move by up to 0.02 around the 0.5 threshold) for ~4 % of the time. So the default fast
+#: detector keeps fp32 arithmetic (folded norms, channels_last, parallel ROIAlign); low-precision
+#: parts are an explicit opt-in (``Cropper.set_precision("bf16", parts=DETECTOR_PARTS)``).
+DETECTOR_LOW_PRECISION_PARTS: tuple[str, ...] = ()
 DETECTOR_PARTS = ("backbone", "rpn_head", "box_head", "mask_head")
 
 

@@ -188,10 +188,14 @@ class Cropper:
     def precision(self) -> str:
         return self.backend.precision
 
-    def set_precision(self, precision: str) -> None:
+    def set_precision(self, precision: str, parts: tuple[str, ...] | None = None) -> None:
         """Run the detector in ``precision`` from now on ("fp32": detectron2's exact numbers; "bf16"/"fp16":
-        the fast path, see :mod:`vehicle_cls.fastpath`; "auto": runtime.resolve_precision)."""
-        self.backend.set_precision(precision)
+        the fast path, see :mod:`vehicle_cls.fastpath`; "auto": runtime.resolve_precision). ``parts``
+        (torch backend): detector parts run in low precision, default the ones that keep agreement."""
+        if parts is None:
+            self.backend.set_precision(precision)
+        else:
+            self.backend.set_precision(precision, parts)
 
     def choose(self, images: Any, batch_size: int | None = None) -> list[list[CropChoice]]:
         """Detect, then apply the policy: per image the list of crop choices (none for a failed input)."""

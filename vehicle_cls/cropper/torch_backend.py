@@ -1,6 +1,9 @@
 """The pure torch/torchvision backend: our GeneralizedRCNN with detectron2's preprocessing."""
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -35,6 +38,7 @@ class TorchBackend:
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.precision = "fp32"
+        self.parts: tuple[str, ...] = ()
         self._fast: torch.nn.Module | None = None
         self.set_precision(precision)
 
@@ -45,15 +49,18 @@ class TorchBackend:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
 
-    def set_precision(self, precision: str) -> None:
-        """Switch to ``precision`` ("fp32", "bf16", "fp16" on CUDA, or "auto"); builds the fast copy once."""
-        precision = resolve_precision(precision, self.device)
-        if precision == self.precision and (precision == "fp32" or self._fast is not None):
-            return
-        from vehicle_cls.fastpath import prepare_detector
+    def set_precision(self, precision: str, parts: tuple[str, ...] | None = None) -> None:
+        """Switch to ``precision`` ("fp32", "bf16", "fp16" on CUDA, or "auto"); ``parts``: the detector
+        parts run in that dtype (default ``fastpath.DETECTOR_LOW_PRECISION_PARTS``, chosen to keep
+        agreement with fp32). Builds the fast copy once per setting."""
+        from vehicle_cls.fastpath import DETECTOR_LOW_PRECISION_PARTS, prepare_detector
 
-        self._fast = None if precision == "fp32" else prepare_detector(self.model, self.device, precision)
-        self.precision = precision
+        precision = resolve_precision(precision, self.device)
+        parts = tuple(DETECTOR_LOW_PRECISION_PARTS if parts is None else parts)
+        if precision == self.precision and parts == self.parts and (precision == "fp32" or self._fast is not None):
+            return
+        self._fast = None if precision == "fp32" else prepare_detector(self.model, self.device, precision, parts)
+        self.precision, self.parts = precision, parts
 
     @torch.inference_mode()
     def __call__(self, images: list[np.ndarray]) -> list[Detections]:
@@ -69,8 +76,19 @@ class TorchBackend:
         if self.channels_last or self._fast is not None:
             batch = batch.contiguous(memory_format=torch.channels_last)
         originals = [im.shape[:2] for im in images]
-        outputs = model.inference(batch, sizes, originals)
+        with _no_tf32(self.device):
+            outputs = model.inference(batch, sizes, originals)
         return [_to_detections(o, size) for o, size in zip(outputs, originals)]
+
+
+def _no_tf32(device: torch.device) -> Any:
+    """On CUDA, convolutions in true fp32 (cuDNN would use TF32, ~fp16 precision, which moves
+    detections as much as fp16 does); a no-op elsewhere."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    cudnn = torch.backends.cudnn
+    return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                       allow_tf32=False)
 
 
 def _to_detections(out: dict[str, torch.Tensor], image_size: tuple[int, int]) -> Detections:
