@@ -53,7 +53,7 @@ class ROIPooler(nn.Module):
             inds = torch.nonzero(levels == level, as_tuple=True)[0]
             if len(inds) == 0:
                 continue
-            feat32 = feat if feat.dtype == torch.float32 else feat.float()
+            feat32 = feat.float().contiguous()  # once per level: roi_align would convert channels_last per call
             jobs.extend((feat32, inds_part, scale) for inds_part in _split(inds, feat.device))
         threads = min(len(jobs), torch.get_num_threads()) if output.device.type == "cpu" else 1
 
