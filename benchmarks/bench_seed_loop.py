@@ -123,8 +123,10 @@ def classifier_flops_fraction(clf: Classifier, precision: str, batch: int, secon
     side = 4096 if dev.type == "cuda" else 2048
     a = torch.randn(side, side, device=dev, dtype=mm_dtype)
     b = torch.randn(side, side, device=dev, dtype=mm_dtype)
-    matmul = rate(lambda: torch.mm(a, b), 2.0 * side**3)
-    model = rate(lambda: clf.predict_proba(x, precision), flops_per_image * batch)
+    matmul = model = 0.0
+    for _ in range(3):  # alternate, best of three: load from other processes hits both alike
+        matmul = max(matmul, rate(lambda: torch.mm(a, b), 2.0 * side**3))
+        model = max(model, rate(lambda: clf.predict_proba(x, precision), flops_per_image * batch))
     return {"precision": precision, "batch": batch, "gflop_per_image": round(flops_per_image / 1e9, 2),
             "classifier_gflops": round(model / 1e9, 1), f"{mm_dtype}_matmul_gflops".replace("torch.", ""):
             round(matmul / 1e9, 1), "fraction": round(model / matmul, 3)}
@@ -147,7 +149,7 @@ def main() -> None:
     ap.add_argument("--variants", default="seed,fp32,auto,bf16-all",
                     help="comma list of seed, fp32, auto, bf16, fp16, bf16-all (the whole detector in bf16: "
                          "faster, but does NOT keep agreement with fp32)")
-    ap.add_argument("--matmul-seconds", type=float, default=3.0)
+    ap.add_argument("--matmul-seconds", type=float, default=2.0, help="per timing burst (3 bursts each)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
