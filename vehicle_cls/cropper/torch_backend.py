@@ -19,8 +19,8 @@ class TorchBackend:
 
     ``precision="fp32"`` runs the reference model (detectron2's numbers, CPU preprocessing with
     PIL as detectron2 does). "bf16"/"fp16" run a prepared copy (:func:`vehicle_cls.fastpath.prepare_detector`:
-    norms folded, bf16/fp16 weights, channels_last). On CUDA the resize, BGR flip, mean subtraction
-    and padding run on the device (not bit-equal to PIL's resize, hence only there).
+    norms folded, channels_last, ROIAlign on all cores, ``parts`` in bf16/fp16). On CUDA the fast path
+    resizes on the device (within one level of PIL's resize, not bit-equal, hence not for fp32).
     """
 
     name = "torch"
@@ -67,10 +67,10 @@ class TorchBackend:
         """One forward pass over ``images`` (RGB uint8 HxWx3), padded together into one batch."""
         s = self.settings
         model = self._fast if self._fast is not None else self.model
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and self._fast is not None:
             tensors = [preprocess_on_device(im, s.min_size_test, s.max_size_test, self.device) for im in images]
         else:
-            tensors = [preprocess_image(im, s.min_size_test, s.max_size_test) for im in images]
+            tensors = [_to_device(preprocess_image(im, s.min_size_test, s.max_size_test), self.device) for im in images]
         batch, sizes = batch_images(tensors, model.pixel_mean, model.backbone.size_divisibility)
         batch = batch.to(next(model.backbone.parameters()).dtype)
         if self.channels_last or self._fast is not None:
@@ -79,6 +79,13 @@ class TorchBackend:
         with _no_tf32(self.device):
             outputs = model.inference(batch, sizes, originals)
         return [_to_detections(o, size) for o, size in zip(outputs, originals)]
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``; to CUDA through pinned memory without blocking the host."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def _no_tf32(device: torch.device) -> Any:
