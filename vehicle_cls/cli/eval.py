@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"comparison: {paths['markdown']} and {paths['json']}")
         return EXIT_OK
     if not args.model:
-        print("vehicle-cls eval: error: --model DIR is required (or --compare REPORT_DIR ...)")
+        print("vehicle-cls eval: error: --model DIR is required (or --compare REPORT_DIR ...)", file=sys.stderr)
         return EXIT_ERROR
     from vehicle_cls.classifier import Classifier
     from vehicle_cls.train.evaluate import evaluate
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.crop == "cache":
         if not args.cache:
-            print("vehicle-cls eval: error: --crop cache needs --cache DIR (made by `vehicle-cls crop`)")
+            print("vehicle-cls eval: error: --crop cache needs --cache DIR (made by `vehicle-cls crop`)", file=sys.stderr)
             return EXIT_ERROR
         args.crop = args.cache
     clf = Classifier.load(args.model, device=args.device)
