@@ -191,3 +191,13 @@ def test_max_side_on_non_jpeg_and_arrays_is_full_size(tmp_path):
     assert images.load_image_reduced(array, 10)[1] == (30, 20)
     with pytest.raises(ValueError, match="max_side"):
         load_image(io.BytesIO(png.read_bytes()), max_side=0)
+
+
+@needs_fifo
+def test_stanford_header_probe_skips_a_fifo(tmp_path):
+    from vehicle_cls.data.stanford import _image_size
+
+    fifo = tmp_path / "00001.jpg"
+    os.mkfifo(fifo)
+    box = _call_with_deadline(lambda: _image_size(fifo), fifo)
+    assert box == {"value": None}

@@ -208,3 +208,12 @@ def test_cli_errors_go_to_stderr(tmp_path, capsys):
     assert _cli("eval", "--out", str(tmp_path / "r")) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and "--model DIR is required" in captured.err
+
+
+def test_damaged_splits_json_names_the_file_on_resume(tmp_path):
+    data = _photos(tmp_path / "d", {"bike": 2, "car": 2})
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "splits.json").write_text('{"classes": ["bike", "car"], "train": [[')  # a torn write from old code
+    with pytest.raises(ValueError, match=rf"{run / 'splits.json'}: not a readable splits file"):
+        train(_cfg(data, run, batch_size=2), resume=True)
