@@ -16,7 +16,6 @@ import pytest
 import torch
 from safetensors.torch import save as safetensors_bytes
 
-from vehicle_cls import weights
 from vehicle_cls.cropper.checkpoint import CheckpointError, load_state_dict
 from vehicle_cls.weights import WeightsError, fetch_weights
 

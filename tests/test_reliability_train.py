@@ -217,3 +217,37 @@ def test_damaged_splits_json_names_the_file_on_resume(tmp_path):
     (run / "splits.json").write_text('{"classes": ["bike", "car"], "train": [[')  # a torn write from old code
     with pytest.raises(ValueError, match=rf"{run / 'splits.json'}: not a readable splits file"):
         train(_cfg(data, run, batch_size=2), resume=True)
+
+
+def test_eval_out_that_is_a_file(tmp_path):
+    data = _photos(tmp_path / "d", {"bike": 1, "car": 1})
+    torch.manual_seed(0)
+    model = Classifier.create("resnet18", classes=["bike", "car"], preprocess=Preprocess(32, "squash")).save(tmp_path / "m")
+    blocker = tmp_path / "report"
+    blocker.write_text("not a folder")
+    with pytest.raises(ValueError, match=rf"report folder {blocker} is a file, not a directory"):
+        _cli("eval", "--model", str(model), "--data", str(data), "--layout", "folders", "--workers", "0",
+             "--out", str(blocker))
+
+
+def test_leftovers_of_a_killed_run_are_removed_when_training_starts(tmp_path):
+    import subprocess
+    import sys
+
+    from vehicle_cls import fileio
+
+    data = _photos(tmp_path / "d", {"bike": 2, "car": 2})
+    run = tmp_path / "run"
+    run.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    stale = [run / f".last.pt.{fileio._host_tag()}-{dead}-0badc0de.tmp",
+             run / f".history.json.{fileio._host_tag()}-{dead}-0badc0de.tmp",
+             run / f".best.{fileio._host_tag()}-{dead}-0badc0de.tmpdir"]
+    stale[0].write_bytes(b"half a checkpoint")
+    stale[1].write_bytes(b"[")
+    stale[2].mkdir()
+    (stale[2] / "model.safetensors").write_bytes(b"half")
+    train(_cfg(data, run, batch_size=2))
+    assert not any(p.exists() for p in stale)
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from vehicle_cls.classifier import Classifier, Preprocess
-from vehicle_cls.train.config import TrainConfig
 from vehicle_cls.runtime import resolve_precision
 from vehicle_cls.train.checkpoint import LAST_NAME
+from vehicle_cls.train.config import TrainConfig
 from vehicle_cls.train.optim import lr_factor, param_groups
 from vehicle_cls.train.trainer import train
 

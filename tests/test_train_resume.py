@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from vehicle_cls.classifier import Classifier, Preprocess
-from vehicle_cls.train.config import TrainConfig
 from vehicle_cls.train.checkpoint import LAST_NAME
+from vehicle_cls.train.config import TrainConfig
 from vehicle_cls.train.trainer import train
 
 DEMO = Path(__file__).resolve().parents[1] / "vehicle_cls" / "assets" / "demo_vehicle_types"

@@ -41,6 +41,18 @@ def temp_name(name: str, kind: str = "tmp") -> str:
     return f".{name}.{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}.{kind}"
 
 
+def ensure_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create ``path`` (and parents) as a folder; a file in the way is a one-line ``ValueError`` naming it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path} is a file, not a directory; choose another {what}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{what} {path}: cannot create it ({exc.strerror or exc})") from None
+    return path
+
+
 def open_new_file(path: str | os.PathLike) -> int:
     """Create ``path`` exclusively for writing, with ``0666`` less the umask (``mkstemp`` would give 0600)."""
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)

@@ -23,7 +23,7 @@ def load_torch_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - unpickling, zip and I/O errors all become one line
         raise TorchFileError(describe_load_error(path, exc)) from None
 
 

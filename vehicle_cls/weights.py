@@ -210,7 +210,7 @@ def _verify_format(path: Path, suffix: str, url: str, *, length_known: bool) -> 
         try:
             with safe_open(str(path), "pt") as f:
                 list(f.keys())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
             first = (str(exc).splitlines() or [""])[0]
             raise WeightsError(f"downloaded {url} is not a complete safetensors file ({first}); file discarded") from None
     elif not length_known:

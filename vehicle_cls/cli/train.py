@@ -5,7 +5,6 @@ Multi-GPU / multi-node: ``torchrun --nproc_per_node N -m vehicle_cls train --con
 from __future__ import annotations
 
 import argparse
-
 import sys
 
 from vehicle_cls.cli import EXIT_ERROR, EXIT_OK

@@ -66,7 +66,7 @@ def load_zoo_pkl(path: str | os.PathLike) -> dict[str, np.ndarray]:
             data = _ZooUnpickler(f, path).load()
     except CheckpointError:
         raise
-    except Exception as exc:  # truncated or corrupt pickle
+    except Exception as exc:  # noqa: BLE001 - truncated or corrupt pickle
         first = (str(exc).splitlines() or [""])[0]
         raise CheckpointError(f"{path}: not a readable detectron2 .pkl ({type(exc).__name__}: {first})") from None
     model = data.get("model", data) if isinstance(data, dict) else None
@@ -106,7 +106,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
         try:
             state = load_file(str(path))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
             first = (str(exc).splitlines() or [""])[0]
             raise CheckpointError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {first})") from None
     else:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Literal
 
 from vehicle_cls.data.sample import (
-    open_text,
     BoxFormat,
     DatasetError,
     Problem,
@@ -27,6 +26,7 @@ from vehicle_cls.data.sample import (
     SampleList,
     check_box,
     check_on_error,
+    open_text,
     settle_problems,
 )
 

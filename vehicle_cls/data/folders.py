@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Literal
 
 from vehicle_cls.data.sample import (
-    open_text,
     DatasetError,
     Problem,
     Sample,
     SampleList,
     check_box,
     check_on_error,
+    open_text,
     settle_problems,
 )
 from vehicle_cls.images import iter_image_files

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from vehicle_cls import runtime
-from vehicle_cls.fileio import atomic_write_text, clean_stale_temps
+from vehicle_cls.fileio import atomic_write_text, clean_stale_temps, ensure_dir
 from vehicle_cls.train.augment import build_batch_mix
 from vehicle_cls.train.checkpoint import LAST_NAME, load_last, rng_states, save_last, seed_everything, set_rng_states
 from vehicle_cls.train.config import TrainConfig
@@ -83,13 +83,10 @@ class Trainer:
         if cfg.run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.run_dir = Path(cfg.run.out_dir)
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise ValueError(f"run.out_dir {self.run_dir} is a file, not a directory; choose another run.out_dir")
+        if self.run_dir.exists() and not self.run_dir.is_dir():  # every rank: all fail alike, none waits
+            ensure_dir(self.run_dir, "run.out_dir")
         if self.dist.is_main:
-            try:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ValueError(f"run.out_dir {self.run_dir}: cannot create it ({exc.strerror or exc})") from None
+            ensure_dir(self.run_dir, "run.out_dir")
             clean_stale_temps(self.run_dir)
         seed_everything(cfg.run.seed)
         self._setup_splits(resume)
