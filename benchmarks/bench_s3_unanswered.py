@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vehicle_cls.data import s3  # noqa: E402
+from vehicle_cls.data import s3
 
 
 def main() -> None:
