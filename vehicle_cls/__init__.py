@@ -15,7 +15,8 @@ _PUBLIC = {
     "Cropper": "vehicle_cls.cropper",
     "CropPolicy": "vehicle_cls.cropper",
     "Classifier": "vehicle_cls.classifier",
-    "Prediction": "vehicle_cls.results",
+    "Result": "vehicle_cls.results",
+    "Vehicle": "vehicle_cls.results",
     "Detection": "vehicle_cls.results",
     "Detections": "vehicle_cls.results",
     "ImageError": "vehicle_cls.images",
@@ -29,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from vehicle_cls.cropper import Cropper, CropPolicy
     from vehicle_cls.images import ImageError, load_image
     from vehicle_cls.pipeline import Pipeline
-    from vehicle_cls.results import Detection, Detections, Prediction
+    from vehicle_cls.results import Detection, Detections, Result, Vehicle
 
 
 def __getattr__(name: str) -> Any:
