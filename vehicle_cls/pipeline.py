@@ -281,12 +281,10 @@ class Pipeline:
         def produce() -> None:
             try:
                 for item in items:
-                    if not budget.wait_below(stop):
-                        return
-                    while not undecoded.acquire(timeout=0.05):
-                        if stop.is_set():
+                    while not undecoded.acquire(timeout=0.05):  # first a free decode thread, then the budget:
+                        if stop.is_set():  # held pixels stay below budget + num_workers images
                             return
-                    if not put(pool.submit(decode, item)):
+                    if not budget.wait_below(stop) or not put(pool.submit(decode, item)):
                         return
                 put(_END)
             except BaseException as exc:  # e.g. the user's generator raised: re-raised below

@@ -105,7 +105,9 @@ class TorchBackend:
         """(K, 3, S, S) model inputs for the chosen crops of one RGB image, computed on the device
         (``tensor``: the image as CHW uint8, e.g. pinned memory, when the caller has it)."""
         if tensor is None:
-            tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+            if not image.flags.writeable or not image.flags.c_contiguous:  # torch wants writable memory
+                image = np.array(image, order="C")
+            tensor = torch.from_numpy(image).permute(2, 0, 1)
         cfg = self.preprocess
         img = tensor.to(self.device, non_blocking=True)
         out: list[torch.Tensor | None] = [None] * len(choices)
