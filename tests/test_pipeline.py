@@ -416,3 +416,24 @@ def test_cuda_path_matches_cpu(files):
             for va, vb in zip(a, b):
                 np.testing.assert_allclose(_probs(va), _probs(vb), atol=atol)
     clf.to("cpu")
+
+
+def test_cropper_crop_shares_detect_and_choose(files):
+    """Cropper.crop: the same detect -> choose as the pipeline, crops cut on the CPU, failures per image."""
+    from vehicle_cls.cropper import Cropper, CropPolicy
+
+    class Backend:  # the detector network stand-in behind a real Cropper
+        mask_on = False
+
+        def __call__(self, images):
+            if any(im.shape[:2] == (90, 100) for im in images):
+                raise RuntimeError("out of memory in the detector")
+            return FakeCropper(DETECTIONS, None).detect(images)
+
+    cropper = Cropper(Backend(), "faster_rcnn_R_101_FPN_3x", "fake", CropPolicy(select="all"), batch_size=4)
+    crops = cropper.crop([files["car5.jpg"], files["text"], files["truck5.jpg"], files["minibus5.jpg"]])
+    image = _load(files["car5.jpg"])
+    assert [len(c) for c in crops] == [2, 0, 0, 1]  # text: not an image; truck5: its detector call failed
+    np.testing.assert_array_equal(crops[0][0], image[10:70, 5:60])
+    np.testing.assert_array_equal(crops[0][1], image[30:95, 40:95])
+    np.testing.assert_array_equal(crops[3][0], _load(files["minibus5.jpg"])[12:88, 8:71])
