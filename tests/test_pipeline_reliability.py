@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import vehicle_cls.pipeline as pipeline_mod
 from vehicle_cls.classifier import Classifier, Preprocess

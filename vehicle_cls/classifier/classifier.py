@@ -164,16 +164,24 @@ class Classifier:
         prepared = [self.engine.prepare_crops(im, [WHOLE_IMAGE]) for im in images]
         return self.engine.classify(prepared, precision)
 
-    def predict(self, images: Any, topk: int = 5, precision: str = "fp32") -> list[Result]:
+    def predict(self, images: Any, topk: int = 5, batch_size: int = 32, precision: str = "fp32") -> list[Result]:
         """One ``Result`` per image (anything ``load_image`` accepts, or a list of them), the whole
-        image classified (no cropper; ``Pipeline`` adds one); bad inputs get ``error`` set."""
-        from vehicle_cls.images import ImageError, describe_source, load_image
+        image classified (no cropper; ``Pipeline`` adds one), ``batch_size`` images at a time;
+        bad inputs get ``error`` set."""
         from vehicle_cls.inputs import is_single_source
 
         sources = [images] if is_single_source(images) else list(images)
         results: list[Result] = []
+        for start in range(0, len(sources), max(1, int(batch_size))):
+            results += self._predict_chunk(sources[start : start + batch_size], start, topk, precision)
+        return results
+
+    def _predict_chunk(self, sources: list[Any], offset: int, topk: int, precision: str) -> list[Result]:
+        from vehicle_cls.images import ImageError, describe_source, load_image
+
+        results: list[Result] = []
         decoded: list[np.ndarray] = []
-        for i, source in enumerate(sources):
+        for i, source in enumerate(sources, start=offset):
             try:
                 image = load_image(source)
             except ImageError as exc:
@@ -182,8 +190,7 @@ class Classifier:
             decoded.append(image)
             results.append(Result(describe_source(source), i, image_size=(int(image.shape[0]), int(image.shape[1]))))
         probs = self.predict_proba_images(decoded, precision) if decoded else None
-        good = [r for r in results if r.ok]
-        for row, result in enumerate(good):
+        for row, result in enumerate(r for r in results if r.ok):
             try:
                 result.vehicles = [label_vehicle(probs[row], self.classes, topk)]  # type: ignore[index]
             except ValueError as exc:
