@@ -91,7 +91,7 @@ def test_train_interrupt_resume_eval_predict(tmp_path, photos, capsys):
     pipe = Pipeline.load(run / "best")
     preds = pipe([p for p, _, _ in splits["test"]][:2] + [str(tmp_path / "missing.jpg")])
     assert [p.ok for p in preds] == [True, True, False]
-    assert preds[0].label in CLASSES and preds[0].score == pytest.approx(float(probs[0].max()), abs=1e-5)
+    assert preds[0].best.label in CLASSES and preds[0].best.score == pytest.approx(float(probs[0].max()), abs=1e-5)
 
 
 def test_bad_recipe_is_one_line(tmp_path, capsys):

@@ -59,7 +59,7 @@ class DecodeOptions:
 
 
 def describe_source(source: Any) -> str:
-    """A short human name for an image source, used in errors and in ``Prediction.source``."""
+    """A short human name for an image source, used in errors and in ``Result.source``."""
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
     if isinstance(source, (bytes, bytearray, memoryview)):

@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="name of this evaluation in reports (default: derived)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, ... (default: auto)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--compare", nargs="+", metavar="REPORT_DIR", help="write a comparison of these reports instead")
     p.set_defaults(func=run)
