@@ -68,3 +68,16 @@ def test_export_command_writes_and_checks(bundle, tmp_path, capsys):
 def test_export_refuses_unknown_format(bundle, tmp_path):
     with pytest.raises(ValueError, match="format must be one of"):
         export_classifier(Classifier.load(bundle), tmp_path / "m.x", "tflite")
+
+
+def test_cli_parser_imports_no_serving_or_onnx_libraries():
+    """`vehicle-cls --help` builds every subparser (serve, export included) without fastapi/uvicorn/onnx."""
+    import subprocess
+    import sys
+
+    code = ("import sys, vehicle_cls.cli as c; c.build_parser(); import vehicle_cls.export, vehicle_cls.serve.batcher; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('fastapi', 'starlette', 'uvicorn', 'onnx', 'onnxruntime', 'onnxscript', 'httpx')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip().splitlines()[-1] == "[]"
