@@ -129,8 +129,15 @@ def _execute(name: str, workdir: Path, monkeypatch, **env: str):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    # a kernel spec of its own, so the kernel is this interpreter even where a "python3" spec points elsewhere
+    spec = workdir.parent / f"{workdir.name}-jupyter" / "kernels" / "vehicle-cls-test"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "vehicle-cls tests", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(spec.parents[1]))
     book = _read(name)
-    client = nbclient.NotebookClient(book, timeout=600, kernel_name="python3",
+    client = nbclient.NotebookClient(book, timeout=600, kernel_name="vehicle-cls-test",
                                      resources={"metadata": {"path": str(workdir)}})
     client.execute()
     return book
