@@ -196,7 +196,8 @@ def test_notebook_02_trains_evaluates_and_compares(tmp_path, monkeypatch):
     photos = len(list((tmp_path / "small_data").glob("*/*.jpg")))
     assert photos == 6 * 12
     for report in reports:  # both scored on the same held-out photos (about 27 % of the small set)
-        assert report["num_samples"] == reports[0]["num_samples"] and 0.2 * photos < report["num_samples"] < 0.35 * photos
+        assert report["num_samples"] == reports[0]["num_samples"]
+        assert 0.2 * photos < report["num_samples"] < 0.35 * photos
         assert 0.0 <= report["top1"] <= 1.0
     assert "difference" in text and "the noise" in text and "small-data mode" in text
     assert (tmp_path / "runs/notebook-demo/compare").is_dir()

@@ -50,7 +50,9 @@ def test_export_matches_pytorch_on_real_photos(bundle, tmp_path, fmt, suffix):
     preds = Pipeline(None, clf, device="cpu")(PHOTOS, topk=6)
     for p, row in zip(preds, probs):
         got = {sidecar["classes"][i]: float(v) for i, v in enumerate(row)}
-        for label, prob in p.to_dict()["topk"]:
+        d = p.to_dict()
+        topk = d["vehicles"][0]["topk"] if "vehicles" in d else d["topk"]  # Result (one whole-image vehicle) or Prediction
+        for label, prob in topk:
             assert abs(got[label] - prob) < 2e-3, (p.source, label, got[label], prob)
     assert len({int(np.argmax(r)) for r in probs}) > 1  # the photos are told apart, not one constant answer
 
@@ -81,3 +83,17 @@ def test_cli_parser_imports_no_serving_or_onnx_libraries():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_missing_serve_and_export_extras_are_named(monkeypatch):
+    import sys
+
+    from vehicle_cls import export
+    from vehicle_cls.cli import serve
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ImportError, match=r"pip install vehicle-cls\[serve\]"):
+        serve.import_serving()
+    with pytest.raises(ImportError, match=r"pip install vehicle-cls\[export\]"):
+        export.import_onnx()

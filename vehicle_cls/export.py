@@ -11,7 +11,6 @@ and reports the largest absolute probability difference. onnx/onnxruntime are im
 from __future__ import annotations
 
 import json
-import logging
 import os
 import warnings
 from collections.abc import Sequence
@@ -26,8 +25,6 @@ from torch import nn
 from vehicle_cls.classifier import Classifier
 from vehicle_cls.classifier.preprocess import preprocess_images
 from vehicle_cls.images import load_image
-
-logger = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 18

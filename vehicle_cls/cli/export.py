@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 HELP = "export the classifier to ONNX or TorchScript (and check it against PyTorch)"
@@ -31,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from vehicle_cls.export import check_export, export_classifier
 
     classifier = Classifier.load(args.model, device="cpu")
-    if classifier.cropper_config:
+    config = json.loads((Path(args.model) / "config.json").read_text())
+    if config.get("cropper"):
         print("note: only the classifier is exported; the bundle's cropper (detector) stays in PyTorch")
     out = export_classifier(classifier, args.out, args.format)
     print(f"wrote {out} and {out}.json")

@@ -49,7 +49,8 @@ def import_serving() -> Any:
         import fastapi  # noqa: F401
         import uvicorn
     except ImportError as exc:
-        raise ImportError(f"vehicle-cls serve needs FastAPI and uvicorn: pip install vehicle-cls[serve] ({exc})") from exc
+        raise ImportError("vehicle-cls serve needs FastAPI and uvicorn: "
+                          f"pip install vehicle-cls[serve] ({exc})") from exc
     return uvicorn
 
 

@@ -2,7 +2,8 @@
 
 ``create_app(pipeline, ServeConfig(...))`` builds the app around one model instance. /predict takes
 multipart file parts or JSON base64 (see ``uploads``) and answers a JSON list with one object per
-image, exactly what ``vehicle-cls predict`` writes per line. A request with one image that cannot
+image, what ``vehicle-cls predict`` writes per line (``index``, where results carry one, is the
+image's position in the request). A request with one image that cannot
 be decoded gets 422; in a request with several, a bad image only sets its own entry's ``error``.
 Refused requests (too large, too many images, wrong content type) get a 4xx with a one-line
 ``detail``.
@@ -128,6 +129,9 @@ def create_app(pipeline: Any, config: ServeConfig | None = None) -> FastAPI:
         except RuntimeError as exc:
             stats.failed += 1
             return JSONResponse({"detail": " ".join(str(exc).split())}, status_code=503)
+        for position, result in enumerate(results):  # the position in this request, not in the shared batch
+            if "index" in result:
+                result["index"] = position
         if len(results) == 1 and results[0].get("error"):
             return refuse(422, results[0]["error"])
         stats.ok += 1
