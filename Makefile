@@ -20,7 +20,7 @@ $(VENV)/.installed-core: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-core
-	$(BIN)/pip install --quiet -e ".[test,train,keras-cpu,ray]" $(TORCH_SPEC)
+	$(BIN)/pip install --quiet -e ".[test,train,keras-cpu,ray,serve,export]" $(TORCH_SPEC)
 	touch $@
 
 install: $(VENV)/.installed-core

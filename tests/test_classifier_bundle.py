@@ -75,7 +75,7 @@ def test_loaded_bundle_keeps_classes_preprocess_and_summaries(bundle):
                                     "crop_fraction": 0.875}
     loaded = Classifier.load(directory)
     assert loaded.classes == CLASSES and loaded.preprocess == Preprocess(48, "center_crop")
-    assert loaded.training == {"epochs": 3, "val_accuracy": 0.5} and loaded.cropper_config == {"config": "fake"}
+    assert loaded.training == {"epochs": 3, "val_accuracy": 0.5} and config["cropper"] == {"config": "fake"}
     assert isinstance(loaded.model.fc[0], torch.nn.Dropout) and loaded.model.fc[0].p == 0.3
     for (k, a), b in zip(clf.model.state_dict().items(), loaded.model.state_dict().values()):
         assert torch.equal(a, b), k
@@ -159,19 +159,37 @@ def test_keras_bundle_dispatches_to_keras_backend(tmp_path, monkeypatch):
     """A config with backend "keras" is opened by keras_backend.KerasBackend.load (stubbed here)."""
     import vehicle_cls.classifier.keras_backend as kb
 
-    class FakeKeras:
+    class FakeKeras:  # the backend interface (ClassifierBackend), answering 0.25 / 0.75 for any image
+        name, fork_safe, device = "keras", False, "cpu"
+
         def __init__(self, directory):
-            self.directory = directory
+            self.directory, self.classes = directory, ["van", "bus"]
 
         @classmethod
         def load(cls, directory, device="cpu"):
             return cls(directory)
 
-        def predict_proba(self, images):
-            return np.tile(np.array([[0.25, 0.75]], dtype=np.float32), (len(images), 1))
-
         def to(self, device):
             return self
+
+        def use_channels_last(self):
+            pass
+
+        def save(self, directory, training=None, cropper=None):
+            raise NotImplementedError
+
+        def transform(self, image):
+            return image
+
+        def predict_batch(self, batch, precision="fp32"):
+            return torch.tensor([[0.25, 0.75]]).repeat(len(batch), 1)
+
+        def prepare_crops(self, image, choices, mask_fill=(0, 0, 0), tensor=None):
+            return [image for _ in choices]
+
+        def classify(self, prepared, precision="fp32", batch_size=32):
+            n = sum(len(p) for p in prepared)
+            return np.tile(np.array([[0.25, 0.75]], dtype=np.float32), (n, 1))
 
     monkeypatch.setattr(kb, "KerasBackend", FakeKeras)
     (tmp_path / "k").mkdir()
@@ -179,8 +197,8 @@ def test_keras_bundle_dispatches_to_keras_backend(tmp_path, monkeypatch):
     clf = Classifier.load(tmp_path / "k")
     assert clf.backend == "keras" and clf.classes == ["van", "bus"]
     preds = clf.predict([np.zeros((20, 30, 3), np.uint8), tmp_path / "missing.jpg"], topk=2)
-    assert [p.label for p in preds] == ["bus", None]
-    assert preds[0].topk == [("bus", 0.75), ("van", 0.25)] and "no such file" in preds[1].error
+    assert [len(p) for p in preds] == [1, 0] and preds[0].best.label == "bus"
+    assert preds[0].best.topk == [("bus", 0.75), ("van", 0.25)] and "no such file" in preds[1].error
 
 
 @pytest.mark.parametrize("arch", ["mobilenet_v3_small", "efficientnet_b0"])

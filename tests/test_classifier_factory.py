@@ -3,6 +3,7 @@ clear offline message."""
 from __future__ import annotations
 
 import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -42,17 +43,17 @@ def test_unknown_and_unsupported_arch_named():
 
 @pytest.fixture()
 def hub_dir(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(torch.hub, "_hub_dir", None)
-    return tmp_path / "torch" / "hub"
+    """The vehicle_cls weights cache (ImageNet weights live there too, not in torch.hub's)."""
+    monkeypatch.setenv("VEHICLE_CLS_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
 
 
-def test_imagenet_weights_loaded_from_torch_hub_cache(hub_dir):
+def test_imagenet_weights_loaded_from_the_weights_cache(hub_dir):
     from torchvision.models import ResNet18_Weights, resnet18
 
     url = ResNet18_Weights.DEFAULT.url
     path = weights_cache_path(url)
-    assert path == hub_dir / "checkpoints" / "resnet18-f37072fd.pth"
+    assert path == hub_dir / "resnet18-f37072fd.pth"
     reference = resnet18(weights=None)  # a full 1000-class checkpoint in the real file format
     with torch.no_grad():
         reference.conv1.weight.fill_(0.125)
@@ -69,13 +70,35 @@ def test_offline_error_says_which_file_to_fetch_and_where(hub_dir, monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("Temporary failure in name resolution")
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(WeightsUnavailableError) as info:
         Classifier.create("resnet50", classes=["a"], weights="imagenet", progress=False)
     msg = str(info.value)
     assert "https://download.pytorch.org/models/resnet50-11ad3fa6.pth" in msg
-    assert str(hub_dir / "checkpoints" / "resnet50-11ad3fa6.pth") in msg and "weights=None" in msg
-    assert not (hub_dir / "checkpoints" / "resnet50-11ad3fa6.pth").exists()
+    assert str(hub_dir / "resnet50-11ad3fa6.pth") in msg and "weights=None" in msg
+    assert not (hub_dir / "resnet50-11ad3fa6.pth").exists()
+
+
+def test_download_list_and_classifier_create_agree(hub_dir, capsys):
+    import argparse
+
+    from torchvision.models import ResNet50_Weights
+
+    from vehicle_cls.cli import download
+
+    def listed() -> dict[str, tuple[str, str]]:
+        parser = argparse.ArgumentParser()
+        download.register(parser.add_subparsers())
+        args = parser.parse_args(["download", "--list"])
+        assert args.func(args) == 0
+        rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    assert listed()["resnet50_imagenet_v2"] == ("not cached", str(hub_dir / "resnet50-11ad3fa6.pth"))
+    path = weights_cache_path(ResNet50_Weights.DEFAULT.url)  # where Classifier.create(weights="imagenet") reads
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"weights")
+    assert listed()["resnet50_imagenet_v2"] == ("cached", str(path))
 
 
 def test_unknown_weights_name():

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -30,7 +31,7 @@ PREDICT_ONLY = (
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     torch.manual_seed(3)
-    clf = Classifier.create("resnet18", classes=CLASSES, preprocess=Preprocess(40, "letterbox"))
+    clf = Classifier.create("resnet18", classes=CLASSES, preprocess=Preprocess(40, "letterbox"), device="cpu")
     directory = tmp_path_factory.mktemp("model")
     clf.save(directory)
     return directory
@@ -66,13 +67,14 @@ def test_cli_end_to_end_jsonl_exit_code_and_same_as_python(model_dir, mixed_fold
     by_name = {Path(d["source"]).name: d for d in lines}
     for bad, reason in (("aa_empty.jpg", "empty file"), ("zz_truncated.jpg", "truncated"),
                         ("notes.jpg", "not a recognised image format"), ("missing.png", "no such file")):
-        assert reason in by_name[bad]["error"] and by_name[bad]["label"] is None
+        assert reason in by_name[bad]["error"] and by_name[bad]["vehicles"] == []
     good = [d for d in lines if d["error"] is None]
     assert len(good) == 4
     for d in good:
-        assert d["label"] in CLASSES and len(d["topk"]) == 3 and d["topk"][0] == [d["label"], d["score"]]
-        assert d["image_size"] == [100, 100] and d["box"] is None
-    assert "8 predictions, 4 failed" in run.stderr
+        (v,) = d["vehicles"]
+        assert v["label"] in CLASSES and len(v["topk"]) == 3 and v["topk"][0] == [v["label"], v["score"]]
+        assert d["image_size"] == [100, 100] and v["box"] is None
+    assert "8 inputs, 4 failed, 4 vehicles" in run.stderr
     # the same predictions from Python, in this process
     from vehicle_cls.pipeline import Pipeline
 
@@ -80,10 +82,11 @@ def test_cli_end_to_end_jsonl_exit_code_and_same_as_python(model_dir, mixed_fold
     assert len(preds) == len(lines)
     for pred, d in zip(preds, lines):
         py = pred.to_dict()
-        assert (py["source"], py["label"], py["error"]) == (d["source"], d["label"], d["error"])
-        assert [name for name, _ in py["topk"]] == [name for name, _ in d["topk"]]
-        for (_, a), (_, b) in zip(py["topk"], d["topk"]):
-            assert a == pytest.approx(b, abs=2e-6)
+        assert (py["source"], py["error"], len(py["vehicles"])) == (d["source"], d["error"], len(d["vehicles"]))
+        for pv, dv in zip(py["vehicles"], d["vehicles"]):
+            assert pv["label"] == dv["label"] and [n for n, _ in pv["topk"]] == [n for n, _ in dv["topk"]]
+            for (_, a), (_, b) in zip(pv["topk"], dv["topk"]):
+                assert a == pytest.approx(b, abs=2e-6)
     # one annotated image per good input
     saved = sorted(p.name for p in vis.iterdir())
     assert saved == ["car5.jpg", "minibus5.jpg", "pickup5.jpg", "truck5.jpg"]
@@ -95,7 +98,8 @@ def test_cli_all_good_exits_zero_and_writes_jsonl_to_stdout(model_dir, capsys):
     args = _args(paths=photos, **{"--model": str(model_dir), "--topk": "2"})
     assert args.func(args) == EXIT_OK
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # not a terminal: JSON Lines
-    assert [d["source"] for d in lines] == photos and all(d["error"] is None and len(d["topk"]) == 2 for d in lines)
+    assert [d["source"] for d in lines] == photos
+    assert all(d["error"] is None and len(d["vehicles"][0]["topk"]) == 2 for d in lines)
 
 
 def _args(**kw) -> argparse.Namespace:
@@ -138,7 +142,7 @@ def test_real_dispatcher_runs_predict(model_dir, tmp_path):
     run = subprocess.run([sys.executable, "-m", "vehicle_cls", "predict", str(PHOTOS / "car5.jpg"),
                           "--model", str(model_dir)], capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert run.returncode == EXIT_OK, run.stderr
-    assert json.loads(run.stdout.splitlines()[0])["label"] in CLASSES
+    assert json.loads(run.stdout.splitlines()[0])["vehicles"][0]["label"] in CLASSES
     bad = subprocess.run([sys.executable, "-m", "vehicle_cls", "predict", "x.jpg", "--model", str(tmp_path)],
                          capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert bad.returncode == 1 and "config.json missing" in bad.stderr
@@ -155,4 +159,77 @@ def test_unavailable_cropper_suggests_no_crop(model_dir, tmp_path, capsys):
         args.func(args)
     args = _args(paths=[str(PHOTOS / "car5.jpg"), "--no-crop"], **{"--model": str(bundle)})
     assert args.func(args) == EXIT_OK
-    assert json.loads(capsys.readouterr().out)["box"] is None
+    assert json.loads(capsys.readouterr().out)["vehicles"][0]["box"] is None
+
+
+class StreetCropper:
+    """Stands in for the bundle's detector: three vehicles in every image."""
+
+    def __init__(self):
+        from vehicle_cls.cropper import CropPolicy
+
+        self.policy = CropPolicy(select="all")
+
+    def detect(self, images, batch_size=None):
+        from vehicle_cls.results import Detections
+
+        boxes = [[2, 2, 40, 30], [50, 10, 90, 60], [10, 55, 60, 95]]
+        return [Detections(boxes, [0.9, 0.8, 0.7], [2, 7, 5], image_size=im.shape[:2]) for im in images]
+
+
+@pytest.fixture()
+def street_bundle(model_dir, tmp_path, monkeypatch):
+    from vehicle_cls import cropper as cropper_pkg
+
+    bundle = tmp_path / "street_bundle"
+    shutil.copytree(model_dir, bundle)
+    config = json.loads((bundle / "config.json").read_text())
+    config["cropper"] = {"config": "faster_rcnn_R_101_FPN_3x", "weights": "faster_rcnn_R_101_FPN_3x"}
+    (bundle / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(cropper_pkg.Cropper, "from_config", staticmethod(lambda d, device="cpu", **kw: StreetCropper()))
+    return bundle
+
+
+def test_street_frame_one_line_with_every_vehicle_and_one_annotated_image(street_bundle, tmp_path, capsys):
+    out, vis = tmp_path / "preds.jsonl", tmp_path / "vis"
+    args = _args(paths=[str(PHOTOS / "car5.jpg")], **{"--model": str(street_bundle), "--out": str(out),
+                                                      "--save-vis": str(vis)})
+    assert args.func(args) == EXIT_OK
+    (line,) = out.read_text().splitlines()
+    d = json.loads(line)
+    assert [v["detection"]["class_name"] for v in d["vehicles"]] == ["car", "truck", "bus"]
+    assert [v["box"] for v in d["vehicles"]] == [[2, 2, 40, 30], [50, 10, 90, 60], [10, 55, 60, 95]]
+    assert [p.name for p in vis.iterdir()] == ["car5.jpg"]  # one annotated image for the one input
+    drawn = np.asarray(Image.open(vis / "car5.jpg"), dtype=np.int16)
+    original = np.asarray(Image.open(PHOTOS / "car5.jpg").convert("RGB"), dtype=np.int16)
+    for x1, y1, x2, y2 in ([2, 2, 40, 30], [50, 10, 90, 60], [10, 55, 60, 95]):  # every box outline is drawn
+        assert np.abs(drawn[(y1 + y2) // 2, x2] - original[(y1 + y2) // 2, x2]).sum() > 60
+
+
+def test_video_in_gives_an_annotated_video_out(street_bundle, tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    frames = [np.asarray(Image.open(PHOTOS / name).convert("RGB")) for name in ("car5.jpg", "truck5.jpg")] * 3
+    video = tmp_path / "clips" / "street.mp4"
+    video.parent.mkdir()
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 6, (100, 100))
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    out, vis = tmp_path / "preds.jsonl", tmp_path / "vis"
+    args = _args(paths=[str(video.parent), "--frame-stride", "2"],
+                 **{"--model": str(street_bundle), "--out": str(out), "--save-vis": str(vis)})
+    assert args.func(args) == EXIT_OK
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(d["frame"], d["timestamp"], len(d["vehicles"])) for d in lines] == [(0, 0.0, 3), (2, 0.333333, 3),
+                                                                                  (4, 0.666667, 3)]
+    assert [p.name for p in vis.iterdir()] == ["street.mp4"]
+    cap = cv2.VideoCapture(str(vis / "street.mp4"))
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(3.0)  # the source rate over the frame stride
+    written = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        written.append(f)
+    cap.release()
+    assert len(written) == 3 and written[0].shape == (100, 100, 3)

@@ -174,11 +174,14 @@ def test_h5_round_trip_keeps_other_config_fields(model_files, tmp_path):
 
 def test_predict_keeps_order_and_reports_bad_inputs(model_files, tiny_model):
     photos = _photos()[:2]
-    backend = KerasBackend.from_file(model_files["tiny.keras"], CLASSES)
-    preds = backend.predict([PHOTOS[0], b"not an image", photos[1]], topk=2)
+    from vehicle_cls.classifier import Classifier
+
+    clf = Classifier(KerasBackend.from_file(model_files["tiny.keras"], CLASSES))
+    results = clf.predict([PHOTOS[0], b"not an image", photos[1]], topk=2)
+    preds = [r.best if r.ok else r for r in results]
     expected = tiny_model.predict(_reference_input(photos, 32), verbose=0)
-    assert [p.ok for p in preds] == [True, False, True]
-    assert preds[0].source == str(PHOTOS[0]) and "bytes" in preds[1].source and preds[1].error
+    assert [r.ok for r in results] == [True, False, True] and [len(r) for r in results] == [1, 0, 1]
+    assert results[0].source == str(PHOTOS[0]) and "bytes" in results[1].source and results[1].error
     for pred, row in zip([preds[0], preds[2]], expected):
         assert pred.class_index == int(np.argmax(row)) and pred.label == CLASSES[pred.class_index]
         assert pred.score == pytest.approx(float(row.max()), rel=1e-5)
@@ -219,6 +222,7 @@ def test_classifier_and_pipeline_open_a_keras_bundle(model_files, tiny_model, tm
     assert clf.backend == "keras" and clf.classes == CLASSES
     preds = pipeline_mod.Pipeline.load(tmp_path / "bundle", num_workers=0)([str(p) for p in PHOTOS[:3]], topk=3)
     expected = tiny_model.predict(_reference_input(_photos()[:3], 32), verbose=0)
-    for pred, row in zip(preds, expected):
-        assert pred.ok and pred.class_index == int(np.argmax(row))
+    for result, row in zip(preds, expected):
+        pred = result.best
+        assert result.ok and len(result) == 1 and pred.class_index == int(np.argmax(row))
         assert [p for _, p in pred.topk] == pytest.approx(sorted(row.tolist(), reverse=True), rel=1e-5)

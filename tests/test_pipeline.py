@@ -1,5 +1,5 @@
-"""Pipeline: input order, per-item errors, folders / globs / generators / video, crops chosen by a
-cropper (every-vehicle mode), boxes from annotations, save / load."""
+"""Pipeline: one Result per input in input order, per-item errors, folders / globs / generators /
+video, every vehicle of an image in its one Result, boxes from annotations, save / load."""
 from __future__ import annotations
 
 import itertools
@@ -24,7 +24,7 @@ CLASSES = ["bike", "car", "juggernaut", "minibus", "pickup", "truck"]
 @pytest.fixture(scope="module")
 def clf() -> Classifier:
     torch.manual_seed(0)
-    return Classifier.create("resnet18", classes=CLASSES, preprocess=Preprocess(32, "squash"))
+    return Classifier.create("resnet18", classes=CLASSES, preprocess=Preprocess(32, "squash"), device="cpu")
 
 
 def _rgb(name: str) -> np.ndarray:
@@ -43,7 +43,10 @@ def _reference_probs(clf: Classifier, image: np.ndarray, box=None) -> np.ndarray
 
 
 def _probs(pred) -> np.ndarray:
-    """Full probability vector from a prediction made with topk >= number of classes."""
+    """Full probability vector of a vehicle (or a one-vehicle Result) classified with topk >= classes."""
+    if hasattr(pred, "vehicles"):
+        assert len(pred) == 1
+        pred = pred[0]
     out = np.zeros(len(CLASSES))
     for name, p in pred.topk:
         out[CLASSES.index(name)] = p
@@ -80,37 +83,41 @@ def test_order_and_per_item_errors_nothing_lost(clf, files):
     array = _rgb("pickup5.jpg")[:70]
     inputs = [files["car5.jpg"], files["empty"], str(files["truck5.jpg"]), files["truncated"], files["text"],
               files["missing"], files["emptydir"], array, files["folder"], files["minibus5.jpg"]]
-    preds = Pipeline(None, clf, batch_size=3, num_workers=2)(inputs, topk=6)
+    preds = Pipeline(None, clf, "cpu", batch_size=3, num_workers=2)(inputs, topk=6)
     expected_sources = [str(files["car5.jpg"]), str(files["empty"]), str(files["truck5.jpg"]),
                         str(files["truncated"]), str(files["text"]), str(files["missing"]), str(files["emptydir"]),
                         "<ndarray shape=(70, 100, 3) dtype=uint8>", str(files["folder"] / "a.jpg"),
                         str(files["folder"] / "b.jpg"), str(files["minibus5.jpg"])]
     assert [p.source for p in preds] == expected_sources
+    assert [p.index for p in preds] == list(range(len(expected_sources)))
     errors = {p.source: p.error for p in preds if p.error}
     assert set(errors) == {expected_sources[i] for i in (1, 3, 4, 5, 6)}
     assert "empty file" in errors[str(files["empty"])]
     assert "truncated" in errors[str(files["truncated"])]
     assert "not a recognised image format" in errors[str(files["text"])]
     assert "no such file" in errors[str(files["missing"])]
-    assert "no image files" in errors[str(files["emptydir"])]
+    assert "no image or video files" in errors[str(files["emptydir"])]
     for source, error in errors.items():
         assert error.startswith(source) and "\n" not in error  # one line naming the input
+    assert all(len(p) == 0 for p in preds if not p.ok)
     good = [p for p in preds if p.ok]
     images = [_load(files["car5.jpg"]), _load(files["truck5.jpg"]), array, _rgb("pickup5.jpg"),
               _rgb("truck5.jpg"), _load(files["minibus5.jpg"])]
     for pred, image in zip(good, images):
         ref = _reference_probs(clf, image)
         np.testing.assert_allclose(_probs(pred), ref, atol=1e-5)
-        assert pred.label == CLASSES[int(ref.argmax())] and pred.class_index == int(ref.argmax())
-        assert pred.image_size == image.shape[:2] and pred.box is None and not pred.fallback
-        assert pred.score == pytest.approx(float(ref.max()), abs=1e-5)
+        v = pred.best
+        assert len(pred) == 1 and v is pred[0]
+        assert v.label == CLASSES[int(ref.argmax())] and v.class_index == int(ref.argmax())
+        assert pred.image_size == image.shape[:2] and v.box is None and not v.fallback and v.detection is None
+        assert v.score == pytest.approx(float(ref.max()), abs=1e-5)
 
 
 def test_one_image_and_topk(clf, files):
     preds = Pipeline(None, clf)(files["car5.jpg"], topk=2)
-    assert len(preds) == 1 and len(preds[0].topk) == 2
+    assert len(preds) == 1 and len(preds[0].best.topk) == 2
     ref = _reference_probs(clf, _load(files["car5.jpg"]))
-    assert [name for name, _ in preds[0].topk] == [CLASSES[i] for i in np.argsort(-ref)[:2]]
+    assert [name for name, _ in preds[0].best.topk] == [CLASSES[i] for i in np.argsort(-ref)[:2]]
 
 
 def test_generator_folder_and_glob_inputs(clf, files, tmp_path):
@@ -151,6 +158,7 @@ class FakeCropper:
 
     def __init__(self, by_size: dict[tuple[int, int], list[tuple]], policy, fail_on=None):
         self.by_size, self.policy, self.fail_on, self.calls = by_size, policy, fail_on, []
+        self.weights = "faster_rcnn_R_101_FPN_3x"
         self.device = torch.device("cpu")
 
     def detect(self, images, batch_size=None):
@@ -166,7 +174,7 @@ class FakeCropper:
         return out
 
     def to_config(self):
-        return {"config": "faster_rcnn_R_101_FPN_3x", "weights": "fake", "policy": self.policy.to_dict()}
+        return {"config": "faster_rcnn_R_101_FPN_3x", "weights": self.weights, "policy": self.policy.to_dict()}
 
 
 CAR, BUS, TRUCK, PERSON = 2, 5, 7, 0
@@ -178,37 +186,51 @@ DETECTIONS = {
 }
 
 
-def test_every_vehicle_mode_one_prediction_per_vehicle(clf, files):
+def test_every_vehicle_mode_one_result_per_image_with_all_vehicles(clf, files):
     from vehicle_cls.cropper import CropPolicy
 
     cropper = FakeCropper(DETECTIONS, CropPolicy(select="all", min_score=0.5))
     inputs = [files["car5.jpg"], files["text"], files["truck5.jpg"], files["minibus5.jpg"]]
-    preds = Pipeline(cropper, clf, batch_size=4)(inputs, topk=6)
-    assert [Path(p.source).name for p in preds] == ["good_car5.png", "good_car5.png", "text.jpg",
-                                                     "good_truck5.png", "good_minibus5.png"]
+    results = Pipeline(cropper, clf, batch_size=4)(inputs, topk=6)
+    assert [Path(r.source).name for r in results] == ["good_car5.png", "text.jpg", "good_truck5.png",
+                                                       "good_minibus5.png"]
+    assert [len(r) for r in results] == [2, 0, 1, 1]
     assert cropper.calls == [3]  # one batched detector call for the three decodable images
-    car_a, car_b, bad, nothing, bus = preds
+    street, bad, nothing, bus_image = results
+    car_a, car_b = street
     assert (car_a.box, car_a.detection.class_name) == ((5, 10, 60, 70), "car")
     assert car_a.detection.score == pytest.approx(0.9)
     assert (car_b.box, car_b.detection.class_name) == ((40, 30, 95, 95), "truck")
-    assert bad.error and "not a recognised image format" in bad.error
-    assert nothing.ok and nothing.fallback and nothing.box is None and nothing.detection is None
+    assert street.best is max((car_a, car_b), key=lambda v: v.score)
+    assert bad.error and "not a recognised image format" in bad.error and bad.best is None
+    (whole,) = nothing
+    assert nothing.ok and whole.fallback and whole.box is None and whole.detection is None
+    (bus,) = bus_image
     assert bus.box == (8.5, 12.25, 70.5, 88.0) and bus.detection.class_name == "bus"
     img_a, img_c = _load(files["car5.jpg"]), _load(files["minibus5.jpg"])
     np.testing.assert_allclose(_probs(car_a), _reference_probs(clf, img_a, (5, 10, 60, 70)), atol=1e-5)
     np.testing.assert_allclose(_probs(car_b), _reference_probs(clf, img_a, (40, 30, 95, 95)), atol=1e-5)
     np.testing.assert_allclose(_probs(bus), _reference_probs(clf, img_c, (8.5, 12.25, 70.5, 88.0)), atol=1e-5)
-    np.testing.assert_allclose(_probs(nothing), _reference_probs(clf, _load(files["truck5.jpg"])), atol=1e-5)
+    np.testing.assert_allclose(_probs(whole), _reference_probs(clf, _load(files["truck5.jpg"])), atol=1e-5)
+    # one JSON line per input, with every vehicle in it; a flat row per vehicle for tables
+    data = json.loads(street.to_json())
+    assert [v["detection"]["class_name"] for v in data["vehicles"]] == ["car", "truck"]
+    assert data["image_size"] == [100, 100] and data["index"] == 0 and data["error"] is None
+    rows = [row for r in results for row in r.to_rows()]
+    assert [(Path(r["source"]).name, r["vehicle"]) for r in rows] == [
+        ("good_car5.png", 0), ("good_car5.png", 1), ("text.jpg", None), ("good_truck5.png", 0),
+        ("good_minibus5.png", 0)]
+    assert (rows[1]["x1"], rows[1]["detector_class"]) == (40.0, "truck")
 
 
-def test_no_fallback_still_one_prediction_without_label(clf, files):
+def test_no_fallback_gives_an_ok_result_without_vehicles(clf, files):
     from vehicle_cls.cropper import CropPolicy
 
     cropper = FakeCropper(DETECTIONS, CropPolicy(select="largest", fallback=False))
-    preds = Pipeline(cropper, clf)([files["truck5.jpg"], files["car5.jpg"]])
-    assert len(preds) == 2
-    assert preds[0].ok and preds[0].label is None and preds[0].topk == [] and preds[0].image_size == (90, 100)
-    assert preds[1].box == (40, 30, 95, 95)  # the largest vehicle (55x65 > 55x60)
+    results = Pipeline(cropper, clf)([files["truck5.jpg"], files["car5.jpg"]])
+    assert len(results) == 2
+    assert results[0].ok and len(results[0]) == 0 and results[0].best is None and results[0].image_size == (90, 100)
+    assert [v.box for v in results[1]] == [(40, 30, 95, 95)]  # the largest vehicle (55x65 > 55x60)
 
 
 def test_detector_failure_is_isolated_to_its_image(clf, files):
@@ -216,7 +238,7 @@ def test_detector_failure_is_isolated_to_its_image(clf, files):
 
     cropper = FakeCropper(DETECTIONS, CropPolicy(), fail_on=(90, 100))
     preds = Pipeline(cropper, clf, batch_size=3)([files["car5.jpg"], files["truck5.jpg"], files["minibus5.jpg"]])
-    assert [p.ok for p in preds] == [True, False, True]
+    assert [p.ok for p in preds] == [True, False, True] and [len(p) for p in preds] == [1, 0, 1]
     assert "detector failed" in preds[1].error and "out of memory" in preds[1].error
     assert preds[1].error.startswith(str(files["truck5.jpg"]))
     assert cropper.calls == [3, 1, 1, 1]
@@ -237,6 +259,7 @@ def test_masked_crop_blanks_outside_the_mask(clf, files):
 
     cropper = FakeCropper({}, MaskPolicy())
     pred = Pipeline(cropper, clf)([files["car5.jpg"]], topk=6)[0]
+    assert pred[0].mask is mask and pred.to_dict()["vehicles"][0]["has_mask"] is True
     blanked = np.where(mask[:, :, None], img, np.array([124, 116, 104], np.uint8))
     np.testing.assert_allclose(_probs(pred), _reference_probs(clf, blanked, (0, 0, 80, 80)), atol=1e-5)
     assert np.abs(_probs(pred) - _reference_probs(clf, img, (0, 0, 80, 80))).max() > 1e-4
@@ -248,12 +271,12 @@ def test_given_boxes_classify_those_regions(clf, files):
     boxes = [(5, 10, 60, 70), None, [(0, 0, 50, 50), (-20, 40, 120, 95)], (200, 200, 300, 300)]
     inputs = [files["car5.jpg"], files["truck5.jpg"], files["car5.jpg"], files["truck5.jpg"]]
     preds = Pipeline(None, clf)(inputs, boxes=boxes, topk=6)
-    assert len(preds) == 5
+    assert [len(p) for p in preds] == [1, 1, 2, 0]
     np.testing.assert_allclose(_probs(preds[0]), _reference_probs(clf, img_a, (5, 10, 60, 70)), atol=1e-5)
     np.testing.assert_allclose(_probs(preds[1]), _reference_probs(clf, img_b), atol=1e-5)
-    assert preds[3].box == (0.0, 40.0, 100.0, 95.0)  # clamped to the 100x100 image
-    np.testing.assert_allclose(_probs(preds[3]), _reference_probs(clf, img_a, (0, 40, 100, 95)), atol=1e-5)
-    assert preds[4].error and "outside the 100x90 image" in preds[4].error
+    assert preds[2][1].box == (0.0, 40.0, 100.0, 95.0)  # clamped to the 100x100 image
+    np.testing.assert_allclose(_probs(preds[2][1]), _reference_probs(clf, img_a, (0, 40, 100, 95)), atol=1e-5)
+    assert preds[3].error and "outside the 100x90 image" in preds[3].error
     with pytest.raises(ValueError, match="boxes has 1 entries but there are 2 inputs"):
         Pipeline(None, clf)([files["car5.jpg"], files["truck5.jpg"]], boxes=[None])
 
@@ -293,12 +316,25 @@ def test_video_frames_with_stride(clf, tmp_path, files):
     preds = Pipeline(None, clf, batch_size=2).stream([video, files["car5.jpg"], tmp_path / "broken.mp4"],
                                                      frame_stride=3, topk=6)
     preds = list(preds)
-    assert [(Path(p.source).name, p.frame) for p in preds] == [
-        ("clip.mp4", 0), ("clip.mp4", 3), ("clip.mp4", 6), ("good_car5.png", None), ("broken.mp4", None)]
+    assert [(Path(p.source).name, p.frame, p.timestamp) for p in preds] == [
+        ("clip.mp4", 0, 0.0), ("clip.mp4", 3, 0.3), ("clip.mp4", 6, 0.6), ("good_car5.png", None, None),
+        ("broken.mp4", None, None)]  # written at 10 frames per second
     for pred, index in zip(preds[:3], (0, 3, 6)):
         np.testing.assert_allclose(_probs(pred), _reference_probs(clf, decoded[index]), atol=1e-5)
         assert pred.image_size == (48, 64)
     assert preds[4].error and "video" in preds[4].error
+    assert json.loads(preds[1].to_json())["timestamp"] == 0.3
+
+
+def test_videos_inside_folders_are_read(clf, tmp_path):
+    base = _rgb("car5.jpg")[:48, :64]
+    folder = tmp_path / "clips"
+    (folder / "sub").mkdir(parents=True)
+    _write_video(folder / "sub" / "b.mp4", [base] * 2)
+    shutil.copy(PHOTOS / "truck5.jpg", folder / "a.jpg")
+    results = Pipeline(None, clf)(folder)
+    assert [(Path(r.source).name, r.frame) for r in results] == [("a.jpg", None), ("b.mp4", 0), ("b.mp4", 1)]
+    assert all(r.ok for r in results)
 
 
 # ---- misc ------------------------------------------------------------------------------------
@@ -306,6 +342,7 @@ def test_keep_images_and_plot(clf, files):
     pred = Pipeline(None, clf)([files["car5.jpg"]], keep_images=True)[0]
     assert np.array_equal(pred.image, _load(files["car5.jpg"]))
     assert pred.plot().size == (100, 100)
+    assert np.abs(np.asarray(pred.plot(), np.int16) - pred.image).max() > 0  # the label is drawn
 
 
 def test_bf16_autocast_close_to_fp32(clf, files):
@@ -318,8 +355,9 @@ def test_save_and_load_rebuilds_the_cropper(clf, files, tmp_path, monkeypatch):
     from vehicle_cls import cropper as cropper_pkg
     from vehicle_cls.cropper import CropPolicy
 
-    fake = FakeCropper(DETECTIONS, CropPolicy(select="all"))
+    fake = FakeCropper(DETECTIONS, CropPolicy(select="all"))  # zoo weights: recorded by name
     Pipeline(fake, clf).save(tmp_path / "bundle")
+    assert json.loads((tmp_path / "bundle" / "config.json").read_text())["cropper"] == fake.to_config()
     seen = {}
 
     def from_config(d, device="cpu", **kw):
@@ -329,26 +367,73 @@ def test_save_and_load_rebuilds_the_cropper(clf, files, tmp_path, monkeypatch):
     monkeypatch.setattr(cropper_pkg.Cropper, "from_config", staticmethod(from_config))
     pipe = Pipeline.load(tmp_path / "bundle")
     assert pipe.cropper is fake and seen == {"d": fake.to_config(), "device": "cpu"}
-    assert len(pipe([files["car5.jpg"]])) == 2
+    assert [len(r) for r in pipe([files["car5.jpg"]])] == [2]
     whole = Pipeline.load(tmp_path / "bundle", cropper=False)
-    assert whole.cropper is None and len(whole([files["car5.jpg"]])) == 1
+    assert whole.cropper is None and [len(r) for r in whole([files["car5.jpg"]])] == [1]
     whole.save(tmp_path / "whole")  # a pipeline without cropper saves null
     assert json.loads((tmp_path / "whole" / "config.json").read_text())["cropper"] is None
     assert Pipeline.load(tmp_path / "whole").cropper is None
+
+
+def test_custom_detector_weights_are_copied_into_the_bundle(clf, files, tmp_path, monkeypatch):
+    from vehicle_cls import cropper as cropper_pkg
+    from vehicle_cls.cropper import CropPolicy
+
+    weights = tmp_path / "elsewhere" / "my_detector.pth"
+    weights.parent.mkdir()
+    weights.write_bytes(b"detector weights")
+    fake = FakeCropper(DETECTIONS, CropPolicy())
+    fake.weights = str(weights)  # an absolute path, as Cropper.from_checkpoint records it
+    Pipeline(fake, clf).save(tmp_path / "bundle")
+    section = json.loads((tmp_path / "bundle" / "config.json").read_text())["cropper"]
+    assert section["weights"] == "cropper/my_detector.pth"  # relative: the bundle can move
+    assert (tmp_path / "bundle" / "cropper" / "my_detector.pth").read_bytes() == b"detector weights"
+    shutil.rmtree(weights.parent)
+    shutil.move(tmp_path / "bundle", tmp_path / "moved")
+    seen = {}
+
+    def from_config(d, device="cpu", **kw):
+        seen.update(d)
+        return fake
+
+    monkeypatch.setattr(cropper_pkg.Cropper, "from_config", staticmethod(from_config))
+    Pipeline.load(tmp_path / "moved")
+    assert Path(seen["weights"]) == (tmp_path / "moved" / "cropper" / "my_detector.pth").resolve()
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_path_matches_cpu(files):
     torch.manual_seed(0)
-    clf = Classifier.create("resnet18", classes=CLASSES, preprocess=Preprocess(64, "letterbox"))
+    clf = Classifier.create("resnet18", classes=CLASSES, preprocess=Preprocess(64, "letterbox"), device="cpu")
     inputs = [files["car5.jpg"], files["empty"], files["minibus5.jpg"], files["truck5.jpg"]]
     boxes = [(5, 10, 60, 70), None, None, [(0, 0, 50, 50), (20, 20, 90, 80)]]
     cpu = Pipeline(None, clf, device="cpu", batch_size=2)(inputs, boxes=boxes, topk=6)
     for precision, atol in (("fp32", 1e-4), ("fp16", 2e-2), ("bf16", 5e-2)):
         gpu = Pipeline(None, clf, device="cuda", batch_size=2, precision=precision)(inputs, boxes=boxes, topk=6)
-        assert [(p.source, p.box, p.ok) for p in gpu] == [(p.source, p.box, p.ok) for p in cpu]
+        assert [(p.source, [v.box for v in p], p.ok) for p in gpu] == [(p.source, [v.box for v in p], p.ok) for p in cpu]
         for a, b in zip(gpu, cpu):
-            if a.ok:
-                np.testing.assert_allclose(_probs(a), _probs(b), atol=atol)
+            for va, vb in zip(a, b):
+                np.testing.assert_allclose(_probs(va), _probs(vb), atol=atol)
     clf.to("cpu")
+
+
+def test_cropper_crop_shares_detect_and_choose(files):
+    """Cropper.crop: the same detect -> choose as the pipeline, crops cut on the CPU, failures per image."""
+    from vehicle_cls.cropper import Cropper, CropPolicy
+
+    class Backend:  # the detector network stand-in behind a real Cropper
+        mask_on = False
+
+        def __call__(self, images):
+            if any(im.shape[:2] == (90, 100) for im in images):
+                raise RuntimeError("out of memory in the detector")
+            return FakeCropper(DETECTIONS, None).detect(images)
+
+    cropper = Cropper(Backend(), "faster_rcnn_R_101_FPN_3x", "fake", CropPolicy(select="all"), batch_size=4)
+    crops = cropper.crop([files["car5.jpg"], files["text"], files["truck5.jpg"], files["minibus5.jpg"]])
+    image = _load(files["car5.jpg"])
+    assert [len(c) for c in crops] == [2, 0, 0, 1]  # text: not an image; truck5: its detector call failed
+    np.testing.assert_array_equal(crops[0][0], image[10:70, 5:60])
+    np.testing.assert_array_equal(crops[0][1], image[30:95, 40:95])
+    np.testing.assert_array_equal(crops[3][0], _load(files["minibus5.jpg"])[12:88, 8:71])

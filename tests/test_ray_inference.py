@@ -14,12 +14,12 @@ pq = pytest.importorskip("pyarrow.parquet")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray's own context notices
 
 from vehicle_cls.distributed.ray_inference import (  # noqa: E402
-    align_predictions,
+    align_results,
     dicts_to_table,
     predict_with_ray,
     table_to_dicts,
 )
-from vehicle_cls.results import Detection, Prediction  # noqa: E402
+from vehicle_cls.results import Detection, Result, Vehicle  # noqa: E402
 
 PHOTOS = sorted((Path(__file__).parent / "data" / "integrations").glob("*.jpg"))
 CLASSES = ["bike", "car", "juggernaut", "minibus", "pickup", "truck"]
@@ -73,15 +73,15 @@ def _assert_same(rows: list[dict], reference: dict[str, dict]) -> None:
         want = reference[row["source"]]
         assert set(row) == set(want)
         if want["error"] is not None:
-            assert row["error"] and row["label"] is None and row["topk"] == []
+            assert row["error"] and row["vehicles"] == []
             continue
-        assert row["error"] is None
-        assert (row["label"], row["class_index"], row["box"], row["image_size"]) == (
-            want["label"], want["class_index"], want["box"], want["image_size"],
-        )
-        assert row["score"] == pytest.approx(want["score"], abs=1e-5)
-        assert [name for name, _ in row["topk"]] == [name for name, _ in want["topk"]]
-        assert [p for _, p in row["topk"]] == pytest.approx([p for _, p in want["topk"]], abs=1e-5)
+        assert row["error"] is None and row["image_size"] == want["image_size"]
+        assert len(row["vehicles"]) == len(want["vehicles"]) == 1
+        for got, exp in zip(row["vehicles"], want["vehicles"]):
+            assert (got["label"], got["class_index"], got["box"]) == (exp["label"], exp["class_index"], exp["box"])
+            assert got["score"] == pytest.approx(exp["score"], abs=1e-5)
+            assert [name for name, _ in got["topk"]] == [name for name, _ in exp["topk"]]
+            assert [p for _, p in got["topk"]] == pytest.approx([p for _, p in exp["topk"]], abs=1e-5)
 
 
 def test_paths_to_jsonl_match_pipeline(local_ray, bundle_dir, images_dir, reference, tmp_path):
@@ -91,6 +91,7 @@ def test_paths_to_jsonl_match_pipeline(local_ray, bundle_dir, images_dir, refere
     )
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["source"] for r in rows] == paths  # preserve_order=True: input order
+    assert [r["index"] for r in rows] == list(range(len(paths)))
     assert (summary.rows, summary.failed, summary.format) == (8, 2, "jsonl")
     assert sum(r["error"] is not None for r in rows) == 2
     _assert_same(rows, reference)
@@ -106,22 +107,24 @@ def test_uri_bytes_to_parquet_match_pipeline(local_ray, bundle_dir, images_dir, 
     _assert_same(rows, reference)
 
 
-def test_arrow_rows_round_trip_prediction_dicts():
+def test_arrow_rows_round_trip_result_dicts():
     det = Detection((1.0, 2.0, 30.5, 40.25), 0.9, 2)
-    preds = [
-        Prediction("a.jpg", "car", 0.75, 1, [("car", 0.75), ("bus", 0.25)], (1.0, 2.0, 30.5, 40.25), det,
-                   image_size=(100, 120)),
-        Prediction("b.jpg", "bus", 0.5, 0, [("bus", 0.5)], None, None, fallback=True, image_size=(10, 10), frame=3),
-        Prediction.failed("c.jpg", "cannot identify image file"),
+    results = [
+        Result("a.jpg", 0, image_size=(100, 120), vehicles=[
+            Vehicle((1.0, 2.0, 30.5, 40.25), det, None, "car", 0.75, 1, [("car", 0.75), ("bus", 0.25)]),
+            Vehicle((3.0, 4.0, 50.0, 60.0), det, None, "bus", 0.5, 0, [("bus", 0.5)])]),
+        Result("b.mp4", 1, frame=3, timestamp=0.125, image_size=(10, 10),
+               vehicles=[Vehicle(None, None, None, "bus", 0.5, 0, [("bus", 0.5)], fallback=True)]),
+        Result.failed("c.jpg", 2, "cannot identify image file"),
     ]
-    dicts = [p.to_dict() for p in preds]
+    dicts = [r.to_dict() for r in results]
     assert table_to_dicts(dicts_to_table(dicts)) == dicts
 
 
-def test_align_keeps_every_input_in_every_vehicle_mode():
+def test_align_keeps_every_input():
     names = ["a.jpg", "b.jpg", "c.jpg"]
-    preds = [Prediction("a.jpg", "car", 0.9), Prediction("a.jpg", "bus", 0.8), Prediction("c.jpg", "car", 0.7)]
-    rows = align_predictions(preds, names, names)  # b.jpg got no prediction at all
-    assert [(r.source, r.label, r.error is not None) for r in rows] == [
-        ("a.jpg", "car", False), ("a.jpg", "bus", False), ("b.jpg", None, True), ("c.jpg", "car", False),
+    results = [Result("a.jpg", 0, vehicles=[Vehicle(label="car"), Vehicle(label="bus")]), Result("c.jpg", 1)]
+    rows = align_results(results, names, names, indices=[10, 11, 12])  # b.jpg got no result at all
+    assert [(r.source, r.index, len(r), r.error is not None) for r in rows] == [
+        ("a.jpg", 10, 2, False), ("b.jpg", 11, 0, True), ("c.jpg", 12, 0, False),
     ]

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from vehicle_cls.results import Detection, Detections, Prediction, predictions_to_jsonl
+from vehicle_cls.results import PALETTE, Detection, Detections, Result, Vehicle, label_vehicle, results_to_jsonl
 
 
 def _detections() -> Detections:
@@ -37,34 +37,60 @@ def test_detection_list_and_dict():
     assert first.to_dict() == {"box": [10.0, 10.0, 50.0, 40.0], "score": 0.9, "class_id": 2, "class_name": "car"}
 
 
-def test_prediction_to_dict_is_json_ready():
+def _street() -> Result:
     det = Detection(box=(1.234, 2.0, 30.0, 40.5), score=np.float32(0.87), class_id=7)
-    pred = Prediction(
-        source="a.jpg", label="truck", score=np.float32(0.6), class_index=np.int64(3),
-        topk=[("truck", np.float32(0.6)), ("bus", 0.3)], box=det.box, detection=det, image_size=(48, 64),
-    )
-    data = json.loads(json.dumps(pred.to_dict()))  # must not need a custom encoder
-    assert data["label"] == "truck" and data["score"] == pytest.approx(0.6)
-    assert data["topk"][1] == ["bus", 0.3]
-    assert data["box"] == [1.23, 2.0, 30.0, 40.5]
-    assert data["detection"]["class_name"] == "truck"
-    assert data["error"] is None and pred.ok
+    truck = Vehicle(box=det.box, detection=det, label="truck", score=np.float32(0.6), class_index=np.int64(3),
+                    topk=[("truck", np.float32(0.6)), ("bus", 0.3)])
+    car = Vehicle(box=(40.0, 10.0, 60.0, 30.0), detection=Detection((40.0, 10.0, 60.0, 30.0), 0.9, 2),
+                  label="car", score=0.95, class_index=0, topk=[("car", 0.95)])
+    return Result(source="a.jpg", index=4, image_size=(48, 64), vehicles=[truck, car])
 
 
-def test_failed_prediction_has_one_line_error_and_jsonl():
-    bad = Prediction.failed("b.jpg", "b.jpg: truncated\nimage file")
-    assert not bad.ok and bad.error == "b.jpg: truncated image file" and bad.label is None
-    lines = predictions_to_jsonl([bad, Prediction(source="c.jpg", label="car", score=1.0)]).splitlines()
-    assert [json.loads(line)["source"] for line in lines] == ["b.jpg", "c.jpg"]
+def test_result_to_dict_is_json_ready_with_every_vehicle():
+    result = _street()
+    data = json.loads(result.to_json())  # must not need a custom encoder
+    assert list(data) == ["source", "index", "frame", "timestamp", "image_size", "error", "vehicles"]
+    assert (data["source"], data["index"], data["image_size"], data["error"]) == ("a.jpg", 4, [48, 64], None)
+    truck, car = data["vehicles"]
+    assert truck["label"] == "truck" and truck["score"] == pytest.approx(0.6) and truck["topk"][1] == ["bus", 0.3]
+    assert truck["box"] == [1.23, 2.0, 30.0, 40.5] and truck["detection"]["class_name"] == "truck"
+    assert truck["has_mask"] is False and truck["fallback"] is False and car["label"] == "car"
+    assert result.ok and len(result) == 2 and result[1].label == "car" and [v.label for v in result] == ["truck", "car"]
+    assert result.best is result[1]  # the highest score
 
 
-def test_plot_draws_box_in_green():
-    image = np.zeros((60, 80, 3), np.uint8)
-    pred = Prediction(source="x", label="car", score=0.9, box=(20.0, 30.0, 70.0, 55.0))
-    drawn = np.asarray(pred.plot(image, line_width=1))
+def test_non_finite_numbers_are_null_never_bare_nan():
+    result = Result("n.jpg", 0, vehicles=[Vehicle(label="car", score=float("nan"), topk=[("car", float("inf"))])])
+    text = result.to_json()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text)["vehicles"][0]["score"] is None
+    with pytest.raises(ValueError, match="not finite"):
+        label_vehicle(np.array([np.nan, 0.5]), ["a", "b"])
+    v = label_vehicle(np.array([0.25, 0.75]), ["a", "b"], topk=5, box=(1, 2, 3, 4))
+    assert (v.label, v.score, v.class_index, v.topk, v.box) == ("b", 0.75, 1, [("b", 0.75), ("a", 0.25)], (1, 2, 3, 4))
+
+
+def test_failed_result_has_one_line_error_rows_and_jsonl():
+    bad = Result.failed("b.jpg", 1, "b.jpg: truncated\nimage file", frame=3, timestamp=0.1)
+    assert not bad.ok and bad.error == "b.jpg: truncated image file" and bad.best is None and len(bad) == 0
+    lines = results_to_jsonl([bad, _street()]).splitlines()
+    assert [json.loads(line)["source"] for line in lines] == ["b.jpg", "a.jpg"]
+    (row,) = bad.to_rows()  # a failed input keeps one row in tables
+    assert (row["error"], row["vehicle"], row["label"], row["frame"]) == ("b.jpg: truncated image file", None, None, 3)
+    rows = _street().to_rows()
+    assert [(r["vehicle"], r["label"], r["x1"], r["detector_class"]) for r in rows] == [
+        (0, "truck", 1.23, "truck"), (1, "car", 40.0, "car")]
+
+
+def test_plot_draws_every_vehicle():
+    image = np.zeros((48, 64, 3), np.uint8)
+    drawn = np.asarray(_street().plot(image, line_width=1))
     assert drawn.shape == image.shape
-    assert drawn[45, 20].tolist() == [40, 200, 60]  # left edge of the box
-    assert drawn[45, 45].tolist() == [0, 0, 0]  # inside untouched
-    assert (drawn[59, :].sum() == 0)  # bottom row untouched
-    failed = np.asarray(Prediction.failed("y", "broken").plot(image))
+    assert drawn[35, 1].tolist() == list(PALETTE[0])  # left edge of the first box
+    assert drawn[25, 40].tolist() == list(PALETTE[1])  # left edge of the second box
+    assert drawn[20, 50].tolist() == [0, 0, 0]  # inside the second box untouched
+    assert drawn[47, :].sum() == 0  # bottom row untouched
+    big = np.asarray(_street().plot(np.zeros((96, 128, 3), np.uint8), line_width=1))  # boxes scale to the image
+    assert big[50, 80].tolist() == list(PALETTE[1])
+    failed = np.asarray(Result.failed("y", 0, "broken").plot(image))
     assert (failed[..., 0] == 220).any()  # the red error label

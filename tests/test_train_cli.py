@@ -58,7 +58,7 @@ def test_train_interrupt_resume_eval_predict(tmp_path, photos, capsys):
     assert cli("train", "--config", str(cfg), "run.max_steps=3", "--no-progress") == 0  # 1 epoch = 3 steps
     out = capsys.readouterr().out
     assert "interrupted" in out and "--resume" in out
-    assert torch.load(run / "last.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
     assert cli("train", "--config", str(cfg), "--resume", "--no-progress") == 0
     assert "done: 2 epochs, 6 steps" in capsys.readouterr().out
     assert list((run / "tb").iterdir())  # TensorBoard event files
@@ -91,12 +91,12 @@ def test_train_interrupt_resume_eval_predict(tmp_path, photos, capsys):
     pipe = Pipeline.load(run / "best")
     preds = pipe([p for p, _, _ in splits["test"]][:2] + [str(tmp_path / "missing.jpg")])
     assert [p.ok for p in preds] == [True, True, False]
-    assert preds[0].label in CLASSES and preds[0].score == pytest.approx(float(probs[0].max()), abs=1e-5)
+    assert preds[0].best.label in CLASSES and preds[0].best.score == pytest.approx(float(probs[0].max()), abs=1e-5)
 
 
 def test_bad_recipe_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: {train: x}\noptim: {lr: fast}\n")
     assert cli("train", "--config", str(bad)) == 1
-    out = capsys.readouterr().out.strip()
-    assert out == f"vehicle-cls train: error: {bad}: optim.lr: expected a number, got 'fast'"
+    err = capsys.readouterr().err.strip()
+    assert err == f"vehicle-cls train: error: {bad}: optim.lr: expected a number, got 'fast'"

@@ -21,7 +21,7 @@ WORKER = textwrap.dedent('''
     from torch import nn
     from vehicle_cls.classifier import Classifier, Preprocess
     from vehicle_cls.train.config import TrainConfig
-    from vehicle_cls.train.loop import train
+    from vehicle_cls.train.trainer import train
 
     data, out, log = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -94,8 +94,8 @@ def test_two_process_gloo_matches_single_process(tmp_path):
     # only rank 0 wrote the run directory; its weights equal the single-process run's
     assert (tmp_path / "ddp" / "last.pt").is_file() and (tmp_path / "ddp" / "best" / "config.json").is_file()
     assert not list((tmp_path / "ddp").glob("*.tmp"))
-    a = torch.load(tmp_path / "ddp" / "last.pt", map_location="cpu", weights_only=False)
-    b = torch.load(tmp_path / "single" / "last.pt", map_location="cpu", weights_only=False)
+    a = torch.load(tmp_path / "ddp" / "last.pt", map_location="cpu", weights_only=True)
+    b = torch.load(tmp_path / "single" / "last.pt", map_location="cpu", weights_only=True)
     assert a["step"] == b["step"] == 6
     for k in b["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-4, atol=1e-5)

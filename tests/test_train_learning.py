@@ -18,7 +18,7 @@ from vehicle_cls.classifier import Classifier, Preprocess
 from vehicle_cls.data import open_dataset
 from vehicle_cls.train.config import TrainConfig
 from vehicle_cls.train.evaluate import evaluate
-from vehicle_cls.train.loop import train
+from vehicle_cls.train.trainer import train
 
 DEMO = Path(__file__).resolve().parents[1] / "vehicle_cls" / "assets" / "demo_vehicle_types"
 CLASSES = ["bike", "car", "juggernaut", "minibus", "pickup", "truck"]

@@ -10,8 +10,11 @@ import torch
 from torch import nn
 
 from vehicle_cls.classifier import Classifier, Preprocess
+from vehicle_cls.runtime import resolve_precision
+from vehicle_cls.train.checkpoint import LAST_NAME
 from vehicle_cls.train.config import TrainConfig
-from vehicle_cls.train.loop import LAST_NAME, lr_factor, param_groups, resolve_precision, train
+from vehicle_cls.train.optim import lr_factor, param_groups
+from vehicle_cls.train.trainer import train
 
 DEMO = Path(__file__).resolve().parents[1] / "vehicle_cls" / "assets" / "demo_vehicle_types"
 CLASSES = ["bike", "car"]
@@ -55,7 +58,7 @@ def test_no_weight_decay_on_norm_and_bias():
 
 
 def test_precision_resolution():
-    assert resolve_precision("auto", torch.device("cpu")) == "bf16"
+    assert resolve_precision("auto", torch.device("cpu"), training=True) == "bf16"  # training: bf16 on any CPU
     with pytest.raises(ValueError, match="fp16 needs CUDA"):
         resolve_precision("fp16", torch.device("cpu"))
 
@@ -86,7 +89,7 @@ def test_frozen_backbone_first_epoch(tmp_path):
     clf = Classifier(TinyNet(), "resnet18", CLASSES, Preprocess(input_size=12))
     before = {k: v.clone() for k, v in clf.model.state_dict().items()}
     train(_cfg(tmp_path, "frozen", run__epochs=1, run__freeze_backbone_epochs=1), classifier=clf)
-    after = torch.load(tmp_path / "frozen" / LAST_NAME, weights_only=False)["model"]
+    after = torch.load(tmp_path / "frozen" / LAST_NAME, weights_only=True)["model"]
     for k, v in before.items():
         if k.startswith("features."):
             assert torch.equal(v, after[k]), k  # weights and BatchNorm statistics kept
@@ -95,7 +98,7 @@ def test_frozen_backbone_first_epoch(tmp_path):
     torch.manual_seed(0)
     clf2 = Classifier(TinyNet(), "resnet18", CLASSES, Preprocess(input_size=12))
     train(_cfg(tmp_path, "free", run__epochs=1), classifier=clf2)
-    after2 = torch.load(tmp_path / "free" / LAST_NAME, weights_only=False)["model"]
+    after2 = torch.load(tmp_path / "free" / LAST_NAME, weights_only=True)["model"]
     assert not torch.equal(before["features.0.weight"], after2["features.0.weight"])
 
 

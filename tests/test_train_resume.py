@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from vehicle_cls.classifier import Classifier, Preprocess
+from vehicle_cls.train.checkpoint import LAST_NAME
 from vehicle_cls.train.config import TrainConfig
-from vehicle_cls.train.loop import LAST_NAME, train
+from vehicle_cls.train.trainer import train
 
 DEMO = Path(__file__).resolve().parents[1] / "vehicle_cls" / "assets" / "demo_vehicle_types"
 CLASSES = ["bike", "car", "minibus"]
@@ -56,7 +57,7 @@ def config(data: Path, out: Path, **run) -> TrainConfig:
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / LAST_NAME, map_location="cpu", weights_only=False)["model"]
+    return torch.load(run_dir / LAST_NAME, map_location="cpu", weights_only=True)["model"]
 
 
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
@@ -67,7 +68,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     # stop inside epoch 2 (step 5 of 9): last.pt still holds epoch 1, epoch 2 is redone on resume
     part = train(config(data, tmp_path / "part", max_steps=5), classifier=tiny_classifier())
     assert part.interrupted and part.epochs_completed == 1 and part.global_step == 5
-    ckpt = torch.load(tmp_path / "part" / LAST_NAME, map_location="cpu", weights_only=False)
+    ckpt = torch.load(tmp_path / "part" / LAST_NAME, map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["step"] == 3
     assert {"model", "optimizer", "scheduler", "scaler", "rng", "best_metric", "history"} <= set(ckpt)
     assert not torch.equal(ckpt["model"]["fc.1.weight"], weights(tmp_path / "full")["fc.1.weight"])

@@ -66,7 +66,8 @@ def server():
 
 
 def leftovers(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir())
+    """Every file under ``directory`` (URL downloads live in urls/<hash of the URL>/<name>)."""
+    return sorted(p.name for p in directory.rglob("*") if not p.is_dir())
 
 
 def test_registry_has_the_zoo_urls():
@@ -91,7 +92,8 @@ def test_cache_dir_env(monkeypatch, tmp_path):
 def test_download_checksum_ok_then_cached(server, tmp_path):
     _Handler.hits.clear()
     path = fetch_weights(f"{server}/files/w.pkl", cache_dir=tmp_path, sha256=SHA)
-    assert path == tmp_path / "w.pkl" and path.read_bytes() == PAYLOAD
+    assert path == weights.cached_path(f"{server}/files/w.pkl", tmp_path) and path.name == "w.pkl"
+    assert path.read_bytes() == PAYLOAD
     assert leftovers(tmp_path) == ["w.pkl"]  # no temporary file left behind
     assert fetch_weights(f"{server}/files/w.pkl", cache_dir=tmp_path, sha256=SHA) == path
     assert _Handler.hits == ["/files/w.pkl"]  # the second call used the cache
@@ -144,9 +146,10 @@ def test_crash_mid_stream_leaves_no_cached_file(server, tmp_path, monkeypatch):
     monkeypatch.setattr(weights, "_CHUNK", 1024)
     with pytest.raises(KeyboardInterrupt):
         fetch_weights(f"{server}/files/w.pkl", cache_dir=tmp_path)
-    assert not (tmp_path / "w.pkl").exists()
+    dest = weights.cached_path(f"{server}/files/w.pkl", tmp_path)
+    assert not dest.exists()
     # a stale partial file from a hard crash (kill -9) is not mistaken for the weights either
-    (tmp_path / ".w.pkl.abc123.part").write_bytes(PAYLOAD[:100])
+    (dest.parent / ".w.pkl.abc123.part").write_bytes(PAYLOAD[:100])
     monkeypatch.setattr(urllib.request, "urlopen", real)
     path = fetch_weights(f"{server}/files/w.pkl", cache_dir=tmp_path, sha256=SHA)
     assert path.read_bytes() == PAYLOAD
@@ -160,7 +163,7 @@ def test_offline_message_names_url_and_destination(tmp_path):
     with pytest.raises(WeightsError) as info:
         fetch_weights(url, cache_dir=tmp_path)
     message = str(info.value)
-    assert url in message and str(tmp_path / "model_final_f6e8b1.pkl") in message and "\n" not in message
+    assert url in message and str(weights.cached_path(url, tmp_path)) in message and "\n" not in message
     assert leftovers(tmp_path) == []
 
 
@@ -199,7 +202,7 @@ def test_download_cli(server, tmp_path, capsys):
     download.register(parser.add_subparsers())
     args = parser.parse_args(["download", f"{server}/files/c.pkl", "--cache-dir", str(tmp_path), "--sha256", SHA])
     assert args.func(args) == 0
-    assert capsys.readouterr().out.strip() == str(tmp_path / "c.pkl")
+    assert capsys.readouterr().out.strip() == str(weights.cached_path(f"{server}/files/c.pkl", tmp_path))
     args = parser.parse_args(["download", "--list", "--cache-dir", str(tmp_path)])
     assert args.func(args) == 0
     out = capsys.readouterr().out

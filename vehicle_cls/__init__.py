@@ -6,6 +6,9 @@ optional heavy dependencies (tensorflow, boto3, ray, detectron2).
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import logging
+import sys
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -15,7 +18,8 @@ _PUBLIC = {
     "Cropper": "vehicle_cls.cropper",
     "CropPolicy": "vehicle_cls.cropper",
     "Classifier": "vehicle_cls.classifier",
-    "Prediction": "vehicle_cls.results",
+    "Result": "vehicle_cls.results",
+    "Vehicle": "vehicle_cls.results",
     "Detection": "vehicle_cls.results",
     "Detections": "vehicle_cls.results",
     "ImageError": "vehicle_cls.images",
@@ -29,7 +33,26 @@ if TYPE_CHECKING:  # pragma: no cover
     from vehicle_cls.cropper import Cropper, CropPolicy
     from vehicle_cls.images import ImageError, load_image
     from vehicle_cls.pipeline import Pipeline
-    from vehicle_cls.results import Detection, Detections, Prediction
+    from vehicle_cls.results import Detection, Detections, Result, Vehicle
+
+
+class _NoTritonAfterTensorflow(importlib.abc.MetaPathFinder):
+    """Refuse to load triton once TensorFlow is loaded: that order segfaults the process (torch 2.14 /
+    triton 3.8 / tensorflow 2.21 on Linux; torchvision loads triton). torch then runs without triton
+    (no torch.compile on GPU in this process) instead of crashing. Loading triton first (import
+    torchvision or vehicle_cls.classifier.keras_backend before tensorflow) keeps it and is safe."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if "tensorflow" in sys.modules and "triton" not in sys.modules:
+            sys.modules["triton"] = None  # type: ignore[assignment]  # "not installed" for import and find_spec
+            logging.getLogger(__name__).warning(
+                "tensorflow was imported before torchvision; triton is disabled in this process "
+                "(loading it after tensorflow crashes). Import torchvision before tensorflow to keep it.")
+        return None
+
+
+if not any(isinstance(f, _NoTritonAfterTensorflow) for f in sys.meta_path):
+    sys.meta_path.insert(0, _NoTritonAfterTensorflow())
 
 
 def __getattr__(name: str) -> Any:

@@ -4,11 +4,18 @@ Sources: a path (str or ``pathlib.Path``), ``bytes``, a binary file object, a PI
 array (HxW, HxWx1, HxWx3, HxWx4; uint8, uint16, bool or float in [0, 1]; channel order stated by
 the caller) or a torch tensor (CHW or HW, uint8 or float in [0, 1], RGB).
 EXIF orientation is applied; transparency is composited on ``background`` (white by default).
+Paths must name regular files: a FIFO, socket or device is refused before it is opened for a
+blocking read (it would hang). ``max_side`` decodes large JPEGs reduced (Pillow draft mode, a
+1/2, 1/4 or 1/8 scale the decoder gives for free), so a 13000 px photo never needs its full pixels.
 """
 from __future__ import annotations
 
+import errno
 import io
+import logging
+import math
 import os
+import stat
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +30,12 @@ DEFAULT_BACKGROUND = (255, 255, 255)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 ChannelOrder = Literal["RGB", "BGR"]
+
+logger = logging.getLogger(__name__)
+
+#: ISO-BMFF brands of HEIC/HEIF files, which Pillow reads only with the pillow-heif plugin.
+_EXIF_ORIENTATION = 0x0112
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
 
 
 class ImageError(ValueError):
@@ -42,10 +55,11 @@ class DecodeOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS  # refuse larger images (decompression bombs)
     background: tuple[int, int, int] = DEFAULT_BACKGROUND  # where alpha is transparent
     exif_transpose: bool = True
+    max_side: int | None = None  # decode JPEGs reduced to about this longer side (never below it)
 
 
 def describe_source(source: Any) -> str:
-    """A short human name for an image source, used in errors and in ``Prediction.source``."""
+    """A short human name for an image source, used in errors and in ``Result.source``."""
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -69,18 +83,40 @@ def load_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     background: tuple[int, int, int] = DEFAULT_BACKGROUND,
     exif_transpose: bool = True,
+    max_side: int | None = None,
 ) -> np.ndarray:
-    """Decode ``source`` to a contiguous RGB uint8 HxWx3 array; raise ``ImageError`` on failure."""
-    opts = DecodeOptions(channel_order, max_pixels, background, exif_transpose)
+    """Decode ``source`` to a contiguous RGB uint8 HxWx3 array; raise ``ImageError`` on failure.
+
+    ``max_side``: a JPEG larger than that is decoded at the smallest 1/2, 1/4 or 1/8 scale whose longer
+    side is still >= ``max_side`` (other inputs come back at full size); see ``load_image_reduced``.
+    """
+    return load_image_reduced(source, max_side, channel_order=channel_order, max_pixels=max_pixels,
+                              background=background, exif_transpose=exif_transpose)[0]
+
+
+def load_image_reduced(
+    source: Any,
+    max_side: int | None,
+    *,
+    channel_order: ChannelOrder = "RGB",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    background: tuple[int, int, int] = DEFAULT_BACKGROUND,
+    exif_transpose: bool = True,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """``(pixels, (width, height) of the full-size image)``: boxes found on ``pixels`` map back to the
+    original by ``width / pixels.shape[1]`` and ``height / pixels.shape[0]``."""
     if channel_order not in ("RGB", "BGR"):
         raise ValueError(f"channel_order must be 'RGB' or 'BGR', not {channel_order!r}")
+    if max_side is not None and max_side < 1:
+        raise ValueError(f"max_side must be >= 1 or None, not {max_side!r}")
+    opts = DecodeOptions(channel_order, max_pixels, background, exif_transpose, max_side)
     try:
         if isinstance(source, np.ndarray):
-            return _from_array(source, source, opts, channel_order)
+            return _full_size(_from_array(source, source, opts, channel_order))
         if type(source).__module__.startswith("torch") and hasattr(source, "permute"):
-            return _from_tensor(source, opts)
+            return _full_size(_from_tensor(source, opts))
         if isinstance(source, Image.Image):
-            return _from_pil(source, source, opts)
+            return _full_size(_from_pil(source, source, opts))
         return _from_encoded(source, opts)
     except ImageError:
         raise
@@ -88,14 +124,64 @@ def load_image(
         raise ImageError(source, f"cannot decode image ({type(exc).__name__}: {exc})") from exc
 
 
-def _from_encoded(source: Any, opts: DecodeOptions) -> np.ndarray:
+def _full_size(array: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    return array, (array.shape[1], array.shape[0])
+
+
+def read_image_file(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file; refuses anything but a regular file (a FIFO would block forever)."""
+    name = os.fspath(path)
+    try:
+        # O_NONBLOCK: opening a FIFO for reading returns at once instead of waiting for a writer
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ImageError(path, _missing_reason(name)) from None
+    except IsADirectoryError:
+        raise ImageError(path, "is a directory, not an image file") from None
+    except PermissionError:
+        raise ImageError(path, "permission denied") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageError(path, "symbolic link loop (the link points back at itself)") from None
+        raise ImageError(path, f"cannot open ({exc.strerror or exc})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ImageError(path, "is a directory, not an image file")
+        if not stat.S_ISREG(mode):
+            raise ImageError(path, f"not a regular file (a {_file_kind(mode)}); refusing to read it as an image")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return f.read()
+        except OSError as exc:
+            raise ImageError(path, f"cannot read ({exc.strerror or exc})") from None
+
+
+def _missing_reason(name: str) -> str:
+    if os.path.islink(name):
+        return f"broken symbolic link (its target {os.readlink(name)!r} does not exist)"
+    return "no such file"
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "FIFO / named pipe"), (stat.S_ISSOCK, "socket"),
+             (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
+def _unrecognised_reason(data: bytes) -> str:
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return ("HEIC/HEIF image: Pillow reads it only with the pillow-heif plugin "
+                "(pip install pillow-heif; then pillow_heif.register_heif_opener())")
+    return "not a recognised image format"
+
+
+def _from_encoded(source: Any, opts: DecodeOptions) -> tuple[np.ndarray, tuple[int, int]]:
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise ImageError(source, "no such file")
-        if path.is_dir():
-            raise ImageError(source, "is a directory, not an image file")
-        data = path.read_bytes()
+        data = read_image_file(source)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif hasattr(source, "read"):
@@ -110,16 +196,33 @@ def _from_encoded(source: Any, opts: DecodeOptions) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-        _check_pixels(source, image.size[0], image.size[1], opts.max_pixels)
+        width, height = image.size
+        _check_pixels(source, width, height, opts.max_pixels)
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1:
+            logger.warning("%s: %s image with %d frames; using the first frame only",
+                           describe_source(source), image.format, frames)
+        if opts.exif_transpose and image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+            width, height = height, width  # exif_transpose turns it a quarter
+        _draft(image, opts.max_side)
         image.load()
-        return _from_pil(image, source, opts)
+        return _from_pil(image, source, opts), (width, height)
     except UnidentifiedImageError:
-        raise ImageError(source, "not a recognised image format") from None
+        raise ImageError(source, _unrecognised_reason(data)) from None
     except Image.DecompressionBombError as exc:
         raise ImageError(source, f"image too large ({exc})") from None
     except (OSError, SyntaxError) as exc:  # Pillow raises SyntaxError for some malformed headers
         reason = "truncated image file" if "truncat" in str(exc).lower() else f"corrupt image data ({exc})"
         raise ImageError(source, reason) from None
+
+
+def _draft(image: Image.Image, max_side: int | None) -> None:
+    """Ask the JPEG decoder for a reduced scale whose longer side stays >= ``max_side``."""
+    width, height = image.size
+    if max_side is None or image.format != "JPEG" or max(width, height) <= max_side:
+        return
+    scale = max_side / max(width, height)
+    image.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
 
 
 def _check_pixels(source: Any, width: int, height: int, max_pixels: int) -> None:
@@ -198,6 +301,7 @@ def _to_uint8(array: np.ndarray, source: Any) -> np.ndarray:
 def iter_image_files(root: str | os.PathLike, recursive: bool = True, skip_hidden: bool = False) -> Iterator[Path]:
     """Image files under a folder in sorted order (by extension; the decoder has the last word).
 
+    A FIFO, socket or device with an image name is skipped with a warning (reading it could block).
     ``skip_hidden`` leaves out paths with a part starting with "." below ``root`` (.ipynb_checkpoints, ._x.jpg).
     """
     root = Path(root)
@@ -205,5 +309,9 @@ def iter_image_files(root: str | os.PathLike, recursive: bool = True, skip_hidde
     for path in sorted(root.glob(pattern)):
         if skip_hidden and any(part.startswith(".") for part in path.relative_to(root).parts):
             continue
-        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if path.is_file():
             yield path
+        elif path.exists() and not path.is_dir():
+            logger.warning("%s: not a regular file (a %s); skipped", path, _file_kind(path.stat().st_mode))

@@ -1,7 +1,8 @@
 """Expand what a user passes to a pipeline into a flat, ordered stream of single images.
 
-One image (path, array, PIL image, bytes, tensor, binary file object), a folder (its image files,
-sorted), a glob pattern (sorted matches), a video file (frames via OpenCV, every ``frame_stride``-th),
+One image (path, array, PIL image, bytes, tensor, binary file object), a folder (its image and
+video files, sorted), a glob pattern (sorted matches), a video file (frames via OpenCV, every
+``frame_stride``-th, each with its index and timestamp),
 or any list / tuple / generator of those. Inputs known to fail (an empty folder, a glob with no
 match, a video that cannot be opened) become items with ``error`` set, so that every input still
 yields a result and nothing is silently lost.
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from vehicle_cls.images import describe_source, iter_image_files
+from vehicle_cls.images import IMAGE_EXTENSIONS, describe_source
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +32,9 @@ class InputItem:
     """One image to classify: a source ``load_image`` accepts, or a frame already decoded."""
 
     source: Any  # handed to load_image; None when ``image`` or ``error`` is set
-    name: str  # Prediction.source
+    name: str  # Result.source
     frame: int | None = None  # video frame index
+    timestamp: float | None = None  # video frame time in seconds
     image: np.ndarray | None = None  # already decoded (video frames), RGB uint8 HxWx3
     error: str | None = None  # known failure before decoding
 
@@ -80,11 +82,11 @@ def _expand_one(obj: Any, frame_stride: int, recursive: bool) -> Iterator[InputI
         return
     path = os.fspath(obj)
     if os.path.isdir(path):
-        files = list(iter_image_files(path, recursive=recursive))
+        files = list(iter_media_files(path, recursive=recursive))
         if not files:
-            yield InputItem(None, path, error=f"{path}: folder contains no image files")
+            yield InputItem(None, path, error=f"{path}: folder contains no image or video files")
         for f in files:
-            yield InputItem(os.fspath(f), os.fspath(f))
+            yield from _expand_one(os.fspath(f), frame_stride, recursive)
     elif not os.path.exists(path) and any(c in path for c in _GLOB_CHARS):
         matches = sorted(m for m in glob.glob(path, recursive=True) if os.path.isfile(m))
         if not matches:
@@ -97,8 +99,18 @@ def _expand_one(obj: Any, frame_stride: int, recursive: bool) -> Iterator[InputI
         yield InputItem(path, path)
 
 
+def iter_media_files(root: str | os.PathLike, recursive: bool = True) -> Iterator[Path]:
+    """Image and video files under a folder, sorted (by extension; the decoder has the last word)."""
+    root = Path(root)
+    wanted = set(IMAGE_EXTENSIONS) | set(VIDEO_EXTENSIONS)
+    for path in sorted(root.glob("**/*" if recursive else "*")):
+        if path.suffix.lower() in wanted and path.is_file():
+            yield path
+
+
 def iter_video_frames(path: str, frame_stride: int = 1) -> Iterator[InputItem]:
-    """Every ``frame_stride``-th frame of a video as RGB items (frame index kept); errors as items."""
+    """Every ``frame_stride``-th frame of a video as RGB items (frame index and timestamp in seconds
+    kept); errors as items."""
     try:
         import cv2
     except ImportError:
@@ -109,6 +121,8 @@ def iter_video_frames(path: str, frame_stride: int = 1) -> Iterator[InputItem]:
         if not cap.isOpened():
             yield InputItem(None, path, error=f"{path}: cannot open video")
             return
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        fps = fps if fps > 0 and np.isfinite(fps) else None
         index, produced = 0, 0
         while True:
             if index % frame_stride == 0:
@@ -117,7 +131,8 @@ def iter_video_frames(path: str, frame_stride: int = 1) -> Iterator[InputItem]:
                     break
                 rgb = np.ascontiguousarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
                 produced += 1
-                yield InputItem(None, path, frame=index, image=rgb)
+                timestamp = index / fps if fps else max(0.0, float(cap.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0)
+                yield InputItem(None, path, frame=index, image=rgb, timestamp=round(timestamp, 6))
             elif not cap.grab():  # skip without decoding to pixels
                 break
             index += 1

@@ -1,15 +1,18 @@
-"""``Pipeline``: decode -> (detect + choose crops) -> crop and resize on the device -> classify.
+"""``Pipeline``: decode -> (detect + choose crops) -> prepare crops on the device -> classify.
 
-Owns batching, device placement and error isolation. Images are decoded by a thread pool fed by a
-producer thread (so neither disk, generator nor video decoding stalls the model), results come back
-in input order, and every input yields exactly one ``Prediction`` (one per vehicle when the
-cropper's policy selects "all"), with ``error`` set instead of raising when it cannot be read.
+Owns batching, device placement, error isolation and the bundle (classifier + cropper section).
+Images are decoded by a thread pool fed by a producer thread (so neither disk, generator nor video
+decoding stalls the model), and every input image (every video frame) yields exactly one
+``Result`` with all the vehicles found in it, in input order, with ``error`` set instead of
+raising when it cannot be read. Decoded pixels are bounded (``max_batch_pixels``): a batch is cut
+early and decoding waits when the images held exceed the budget.
 """
 from __future__ import annotations
 
 import logging
 import os
 import queue
+import shutil
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,16 +23,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from vehicle_cls.classifier import Classifier, crop_resize_on_device
-from vehicle_cls.cropper.policy import apply_crop
+from vehicle_cls.classifier import Classifier
+from vehicle_cls.classifier.bundle import read_config
+from vehicle_cls.cropper.choose import Chosen, detect_and_choose
 from vehicle_cls.images import ImageError, load_image
 from vehicle_cls.inputs import InputItem, expand_inputs, expands, is_single_source
-from vehicle_cls.results import Detection, Prediction
-from vehicle_cls.runtime import resolve_precision
+from vehicle_cls.progress import progress_bar
+from vehicle_cls.results import Detection, Result, label_vehicle
+from vehicle_cls.runtime import resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MASK_FILL = (124, 116, 104)
+DEFAULT_MAX_BATCH_PIXELS = 100_000_000  # ~300 MB of RGB; a 4000x3000 photo is 12 M
+CROPPER_DIR = "cropper"  # custom detector weights are copied here inside the bundle
 
 
 @dataclass
@@ -40,6 +47,10 @@ class _Decoded:
     image: np.ndarray | None = None  # RGB uint8 HxWx3
     tensor: torch.Tensor | None = None  # CHW uint8 view of ``image``; pinned for CUDA
     error: str | None = None
+
+    @property
+    def pixels(self) -> int:
+        return 0 if self.image is None else int(self.image.shape[0]) * int(self.image.shape[1])
 
 
 @dataclass
@@ -57,11 +68,34 @@ class _Raised:
         self.exc = exc
 
 
+class _PixelBudget:
+    """Decoded pixels held by the pipeline; decoding waits while they exceed the budget."""
+
+    def __init__(self, limit: int):
+        self.limit, self.held = limit, 0
+        self.cond = threading.Condition()
+
+    def add(self, n: int) -> None:
+        with self.cond:
+            self.held += n
+
+    def release(self, n: int) -> None:
+        with self.cond:
+            self.held -= n
+            self.cond.notify_all()
+
+    def wait_below(self, stop: threading.Event) -> bool:
+        with self.cond:
+            while self.held >= self.limit and not stop.is_set():
+                self.cond.wait(0.05)
+        return not stop.is_set()
+
+
 _END = object()
 
 
 class Pipeline:
-    """Find the vehicle(s) in each input with ``cropper`` (or take whole images / given boxes) and
+    """Find the vehicles in each input with ``cropper`` (or take whole images / given boxes) and
     classify the crops with ``classifier``, in batches, on ``device``."""
 
     def __init__(
@@ -74,16 +108,17 @@ class Pipeline:
         precision: str = "fp32",
         channels_last: bool = True,
         frame_stride: int = 1,
+        max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS,
     ):
         if classifier is None:
             raise ValueError("Pipeline needs a classifier (Classifier.create(...) or Classifier.load(dir))")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+        if max_batch_pixels < 1:
+            raise ValueError(f"max_batch_pixels must be >= 1, not {max_batch_pixels}")
         self.cropper = cropper
         self.classifier = classifier
-        self.device = torch.device(device) if device is not None else classifier.device
-        self.batch_size = int(batch_size)
-        self.num_workers = int(num_workers)
+        self.device = resolve_device(device) if device is not None else classifier.device
         # one precision for both models; "auto": bf16/fp16 where runtime says it pays (fastpath keeps
         # fp32 wherever low precision would change the detections), else fp32, the exact reference
         self.precision = resolve_precision(precision, self.device)
@@ -93,10 +128,13 @@ class Pipeline:
             except ValueError:  # e.g. the detectron2 backend: fp32 only
                 if precision != "auto":
                     raise
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
         self.frame_stride = int(frame_stride)
+        self.max_batch_pixels = int(max_batch_pixels)
         classifier.to(self.device)
-        if channels_last and classifier.model is not None:
-            classifier.model.to(memory_format=torch.channels_last)
+        if channels_last:
+            classifier.engine.use_channels_last()
 
     def __repr__(self) -> str:
         return (f"Pipeline(cropper={self.cropper!r}, classifier={self.classifier!r}, device={str(self.device)!r}, "
@@ -104,23 +142,34 @@ class Pipeline:
 
     # ---- persistence ------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write the classifier bundle with this pipeline's cropper settings (null: no cropper)."""
-        self.classifier.cropper_config = self.cropper.to_config() if self.cropper is not None else None
-        return self.classifier.save(directory)
+        """Write the bundle: the classifier plus this pipeline's cropper section (null: no cropper).
+        Detector weights that are not a model-zoo name are copied into ``directory/cropper/`` and
+        recorded by that relative path, so the bundle can be moved."""
+        directory = Path(directory)
+        section = None
+        weights_file = None
+        if self.cropper is not None:
+            section = dict(self.cropper.to_config())
+            weights = str(section.get("weights", ""))
+            if not _is_zoo_name(weights):
+                name = Path(weights).name if os.path.isfile(weights) else "weights.safetensors"
+                weights_file = f"{CROPPER_DIR}/{name}"
+                section["weights"] = weights_file
+        path = self.classifier.save(directory, cropper=section)
+        if weights_file is not None:
+            _copy_detector_weights(self.cropper, directory / weights_file)
+        return path
 
     @classmethod
-    def load(
-        cls, directory: str | os.PathLike, device: str | torch.device = "cpu", cropper: Any = True, **kwargs: Any
-    ) -> Pipeline:
+    def load(cls, directory: str | os.PathLike, device: str | torch.device = "auto", cropper: Any = True,
+             **kwargs: Any) -> Pipeline:
         """Open a bundle; the cropper is rebuilt from ``config.json["cropper"]`` (``cropper=False``:
-        classify whole images; or pass a ``Cropper`` to use instead)."""
+        classify whole images; or pass a ``Cropper`` to use instead). ``kwargs`` go to ``Pipeline``."""
+        device = resolve_device(device)
         classifier = Classifier.load(directory, device=device)
         if cropper is True:
-            cropper = None
-            if classifier.cropper_config:
-                from vehicle_cls.cropper import Cropper
-
-                cropper = Cropper.from_config(classifier.cropper_config, device=device)
+            section = read_config(directory).get("cropper")
+            cropper = _cropper_from_section(section, Path(directory), device) if section else None
         elif cropper is False:
             cropper = None
         return cls(cropper, classifier, device=device, **kwargs)
@@ -135,8 +184,8 @@ class Pipeline:
         keep_images: bool = False,
         frame_stride: int | None = None,
         progress: bool = False,
-    ) -> list[Prediction]:
-        """Predictions for all inputs, in input order (see ``stream``)."""
+    ) -> list[Result]:
+        """One ``Result`` per input image (per video frame), in input order (see ``stream``)."""
         return list(self.stream(inputs, batch_size, topk, boxes, keep_images, frame_stride, progress))
 
     def stream(
@@ -148,50 +197,53 @@ class Pipeline:
         keep_images: bool = False,
         frame_stride: int | None = None,
         progress: bool = False,
-    ) -> Iterator[Prediction]:
-        """Yield predictions as batches finish, in input order.
+    ) -> Iterator[Result]:
+        """Yield one ``Result`` per input image as batches finish, in input order.
 
         ``inputs``: one image, a path, a folder, a glob, a video file, or a list/generator of those.
         ``boxes``: one entry per image (after folders/globs/videos are expanded): None (whole image),
-        (x1, y1, x2, y2), or a (K, 4) array (one prediction per box); the cropper is then not used.
-        ``keep_images`` keeps the decoded image on each prediction (for ``plot``).
+        (x1, y1, x2, y2), or a (K, 4) array (one vehicle per box); the cropper is then not used.
+        ``keep_images`` keeps the decoded image on each result (for ``plot``).
         """
         bs = int(batch_size or self.batch_size)
         if topk < 1:
             raise ValueError(f"topk must be >= 1, not {topk}")
         box_list = _box_list(boxes, inputs)
         items = expand_inputs(inputs, frame_stride or self.frame_stride)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            total = None
-            if isinstance(inputs, (list, tuple)) and not any(expands(x) for x in inputs):
-                total = len(inputs)
-            bar = tqdm(total=total, unit="img", desc="predict", dynamic_ncols=True)
+        total = None
+        if isinstance(inputs, (list, tuple)) and not any(expands(x) for x in inputs):
+            total = len(inputs)
+        budget = _PixelBudget(self.max_batch_pixels)
+        bar = progress_bar(total, progress, "predict", "img")
         try:
             batch: list[tuple[int, _Decoded]] = []
-            count = 0
-            for index, decoded in enumerate(self._decoded(items, prefetch=max(2 * bs, 4))):
+            pixels = count = 0
+            for index, decoded in enumerate(self._decoded(items, max(2 * bs, 4), budget)):
                 count = index + 1
                 batch.append((index, decoded))
-                if len(batch) == bs:
+                pixels += decoded.pixels
+                if len(batch) == bs or pixels >= self.max_batch_pixels:
                     yield from self._process(batch, box_list, topk, keep_images)
-                    if bar is not None:
-                        bar.update(len(batch))
-                    batch = []
+                    bar.update(len(batch))
+                    budget.release(pixels)
+                    batch, pixels = [], 0
             if batch:
                 yield from self._process(batch, box_list, topk, keep_images)
-                if bar is not None:
-                    bar.update(len(batch))
+                bar.update(len(batch))
+                budget.release(pixels)
             if box_list is not None and count < len(box_list):
                 logger.warning("boxes has %d entries but the inputs gave only %d images", len(box_list), count)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
 
     # ---- background decoding ----------------------------------------------------------------
-    def _decode(self, item: InputItem) -> _Decoded:
+    def _decode(self, item: InputItem, budget: _PixelBudget | None = None) -> _Decoded:
+        decoded = self._decode_item(item)
+        if budget is not None:
+            budget.add(decoded.pixels)
+        return decoded
+
+    def _decode_item(self, item: InputItem) -> _Decoded:
         if item.error is not None:
             return _Decoded(item, error=item.error)
         try:
@@ -204,18 +256,20 @@ class Pipeline:
             image = image.copy()
         tensor = torch.from_numpy(image).permute(2, 0, 1)
         if self.device.type == "cuda":
-            tensor = tensor.contiguous().pin_memory()
+            tensor = tensor.pin_memory()
         return _Decoded(item, image=image, tensor=tensor)
 
-    def _decoded(self, items: Iterator[InputItem], prefetch: int) -> Iterator[_Decoded]:
-        """Decode ``items`` in order; with workers, a producer thread keeps ``prefetch`` in flight."""
+    def _decoded(self, items: Iterator[InputItem], prefetch: int, budget: _PixelBudget) -> Iterator[_Decoded]:
+        """Decode ``items`` in order with ``num_workers`` threads, at most ``prefetch`` in flight and
+        no new decode started while the decoded pixels held exceed ``budget``."""
         if self.num_workers <= 0:
             for item in items:
-                yield self._decode(item)
+                yield self._decode(item, budget)
             return
         pending: queue.Queue[Any] = queue.Queue(maxsize=prefetch)
         stop = threading.Event()
         pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="vehicle_cls-decode")
+        undecoded = threading.Semaphore(self.num_workers)  # decodes started but not finished
 
         def put(obj: Any) -> bool:
             while not stop.is_set():
@@ -226,10 +280,19 @@ class Pipeline:
                     continue
             return False
 
+        def decode(item: InputItem) -> _Decoded:
+            try:
+                return self._decode(item, budget)
+            finally:
+                undecoded.release()
+
         def produce() -> None:
             try:
                 for item in items:
-                    if not put(pool.submit(self._decode, item)):
+                    while not undecoded.acquire(timeout=0.05):  # first a free decode thread, then the budget:
+                        if stop.is_set():  # held pixels stay below budget + num_workers images
+                            return
+                    if not budget.wait_below(stop) or not put(pool.submit(decode, item)):
                         return
                 put(_END)
             except BaseException as exc:  # e.g. the user's generator raised: re-raised below
@@ -258,126 +321,112 @@ class Pipeline:
     # ---- one batch --------------------------------------------------------------------------
     def _process(
         self, batch: list[tuple[int, _Decoded]], box_list: list[Any] | None, topk: int, keep_images: bool
-    ) -> list[Prediction]:
-        results: list[list[Prediction]] = [[] for _ in batch]
+    ) -> list[Result]:
+        results = [self._result(index, dec, keep_images) for index, dec in batch]
+        good = [pos for pos, r in enumerate(results) if r.ok]
         choices: dict[int, list[Any]] = {}
-        good = []
-        for pos, (_, dec) in enumerate(batch):
-            if dec.error is not None:
-                results[pos] = [Prediction.failed(dec.item.name, dec.error, dec.item.frame)]
-            else:
-                good.append(pos)
         if box_list is not None:
-            for pos in list(good):
+            for pos in good:
                 index, dec = batch[pos]
                 try:
                     choices[pos] = _choices_from_boxes(box_list, index, dec.image.shape[:2])
                 except ValueError as exc:
-                    results[pos] = [Prediction.failed(dec.item.name, f"{dec.item.name}: {exc}", dec.item.frame)]
-                    good.remove(pos)
+                    results[pos].error = f"{dec.item.name}: {exc}"
         elif self.cropper is not None:
-            for pos, (chosen, error) in zip(list(good), self._choose([batch[p][1].image for p in good])):
-                if error is not None:
-                    dec = batch[pos][1]
-                    results[pos] = [Prediction.failed(dec.item.name, f"{dec.item.name}: {error}", dec.item.frame)]
-                    good.remove(pos)
+            for pos, chosen in zip(good, self._choose([batch[p][1].image for p in good])):
+                if chosen.error is not None:
+                    results[pos].error = f"{batch[pos][1].item.name}: {chosen.error}"
                 else:
-                    choices[pos] = chosen
+                    choices[pos] = chosen.choices
         else:
             choices = {pos: [_Choice(None)] for pos in good}
 
+        engine = self.classifier.engine
+        fill = self._mask_fill()
         jobs: list[tuple[int, Any]] = []
-        crops: list[torch.Tensor] | list[np.ndarray] = []
-        keras = self.classifier.keras is not None
+        prepared: list[Any] = []
         with torch.inference_mode():
-            for pos in good:
-                dec = batch[pos][1]
-                if not choices[pos]:  # fallback disabled and no vehicle found
-                    results[pos] = [self._prediction(dec, _Choice(None), None, topk, keep_images)]
+            for pos, chosen in choices.items():
+                if not chosen:  # fallback disabled and no vehicle found: an ok result without vehicles
                     continue
-                if keras:
-                    crops.extend(apply_crop(dec.image, c, getattr(self.cropper, "policy", None)) for c in choices[pos])
-                else:
-                    crops.append(self._crops_on_device(dec.tensor, choices[pos]))
-                jobs.extend((pos, c) for c in choices[pos])
-            if jobs:
-                probs = self._classify(crops)
-                k = min(topk, probs.shape[1])
-                top_p, top_i = torch.from_numpy(probs).topk(k, dim=1)
-                for j, (pos, choice) in enumerate(jobs):
-                    top = (top_p[j].tolist(), top_i[j].tolist())
-                    results[pos].append(self._prediction(batch[pos][1], choice, top, topk, keep_images))
-        return [p for preds in results for p in preds]
+                dec = batch[pos][1]
+                prepared.append(engine.prepare_crops(dec.image, chosen, fill, tensor=dec.tensor))
+                jobs.extend((pos, c) for c in chosen)
+            probs = self._classify(prepared) if jobs else None
+        classes = self.classifier.classes
+        for j, (pos, choice) in enumerate(jobs):
+            result = results[pos]
+            if not result.ok:
+                continue
+            try:
+                result.vehicles.append(label_vehicle(
+                    probs[j], classes, topk, choice.box, getattr(choice, "detection", None),  # type: ignore[index]
+                    getattr(choice, "mask", None), bool(getattr(choice, "fallback", False))))
+            except ValueError as exc:  # e.g. NaN probabilities: this input fails, the batch goes on
+                result.error, result.vehicles = f"{result.source}: {exc}", []
+        return results
 
-    def _choose(self, images: list[np.ndarray]) -> list[tuple[list[Any], str | None]]:
+    def _result(self, index: int, dec: _Decoded, keep: bool) -> Result:
+        item = dec.item
+        if dec.error is not None:
+            return Result.failed(item.name, index, dec.error, item.frame, item.timestamp)
+        return Result(item.name, index, frame=item.frame, timestamp=item.timestamp,
+                      image_size=(int(dec.image.shape[0]), int(dec.image.shape[1])),
+                      image=dec.image if keep else None)
+
+    def _choose(self, images: list[np.ndarray]) -> list[Chosen]:
         """The cropper's crop choices per image; a failure is isolated to the image that caused it."""
-        if not images:
-            return []
-        try:
-            detections = self.cropper.detect(images, batch_size=len(images))
-            return [(list(self.cropper.policy.choose(d)), None) for d in detections]
-        except Exception as exc:
-            if len(images) == 1:
-                logger.debug("cropper failed", exc_info=True)
-                return [([], f"detector failed ({type(exc).__name__}: {exc})")]
-            return [r for im in images for r in self._choose([im])]
+        return detect_and_choose(self.cropper, images, batch_size=max(1, len(images)))
 
     def _mask_fill(self) -> tuple[int, int, int]:
         policy = getattr(self.cropper, "policy", None)
         return tuple(getattr(policy, "mask_fill", DEFAULT_MASK_FILL))  # type: ignore[return-value]
 
-    def _crops_on_device(self, tensor: torch.Tensor, chosen: list[Any]) -> torch.Tensor:
-        """(K, 3, S, S) classifier inputs for the chosen crops of one image, computed on the device."""
-        cfg = self.classifier.preprocess
-        image = tensor.to(self.device, non_blocking=True)
-        out: list[torch.Tensor | None] = [None] * len(chosen)
-        plain = [i for i, c in enumerate(chosen) if c.box is not None and getattr(c, "mask", None) is None]
-        if plain:
-            boxes = torch.tensor([chosen[i].box for i in plain], dtype=torch.float32, device=self.device)
-            for i, crop in zip(plain, crop_resize_on_device(image, boxes, cfg)):
-                out[i] = crop
-        for i, c in enumerate(chosen):
-            if out[i] is not None:
-                continue
-            source = image
-            mask = getattr(c, "mask", None)
-            if mask is not None:
-                keep = torch.from_numpy(np.asarray(mask, dtype=bool)).to(self.device)
-                fill = torch.tensor(self._mask_fill(), dtype=image.dtype, device=self.device).view(3, 1, 1)
-                source = torch.where(keep, image, fill)
-            boxes = None if c.box is None else torch.tensor([c.box], dtype=torch.float32, device=self.device)
-            out[i] = crop_resize_on_device(source, boxes, cfg)[0]
-        return torch.stack(out)  # type: ignore[arg-type]
+    def _classify(self, prepared: list[Any]) -> np.ndarray:
+        """Probabilities (M, C) for all crops of the batch, ``batch_size`` at a time."""
+        return self.classifier.engine.classify(prepared, self.precision, self.batch_size)
 
-    def _classify(self, crops: list[Any]) -> np.ndarray:
-        """Probabilities (M, C) for all crops of the batch, in chunks of ``batch_size``."""
-        if self.classifier.keras is not None:
-            return self.classifier.predict_proba_images(crops)
-        x = torch.cat(crops)
-        parts = [
-            self.classifier.predict_proba(x[i : i + self.batch_size], self.precision).cpu()
-            for i in range(0, len(x), self.batch_size)
-        ]
-        return torch.cat(parts).numpy()
 
-    def _prediction(
-        self, dec: _Decoded, choice: Any, top: tuple[list[float], list[int]] | None, topk: int, keep: bool
-    ) -> Prediction:
-        classes = self.classifier.classes
-        pred = Prediction(
-            source=dec.item.name,
-            box=None if choice.box is None else tuple(float(v) for v in choice.box),  # type: ignore[arg-type]
-            detection=getattr(choice, "detection", None),
-            fallback=bool(getattr(choice, "fallback", False)),
-            image_size=(int(dec.image.shape[0]), int(dec.image.shape[1])),
-            frame=dec.item.frame,
-            image=dec.image if keep else None,
-        )
-        if top is not None:
-            probs, indices = top
-            pred.label, pred.score, pred.class_index = classes[indices[0]], float(probs[0]), int(indices[0])
-            pred.topk = [(classes[i], float(p)) for p, i in zip(probs, indices)]
-        return pred
+def _is_zoo_name(weights: str) -> bool:
+    from vehicle_cls.weights import KNOWN_WEIGHTS
+
+    return weights in KNOWN_WEIGHTS
+
+
+def _copy_detector_weights(cropper: Any, dest: Path) -> None:
+    """Put the cropper's weights at ``dest``: a copy of its file, or its state saved as safetensors."""
+    from vehicle_cls.fileio import atomic_write_bytes
+
+    source = str(cropper.to_config().get("weights", ""))
+    if os.path.isfile(source):
+        if os.path.abspath(source) != os.path.abspath(dest):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.tmp")
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, dest)
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not hasattr(cropper, "save_weights"):
+        raise ValueError(f"cropper weights {source!r} are neither a zoo name nor a file; cannot put them in the bundle")
+    tmp = dest.with_name(f".{dest.name}.tmp.safetensors")
+    cropper.save_weights(tmp)
+    atomic_write_bytes(dest, tmp.read_bytes())
+    tmp.unlink()
+
+
+def _cropper_from_section(section: dict[str, Any], directory: Path, device: torch.device) -> Any:
+    """The bundle's cropper; weights given by a relative path are read from inside the bundle."""
+    from vehicle_cls.cropper import Cropper
+
+    section = dict(section)
+    weights = str(section.get("weights", ""))
+    if weights and not _is_zoo_name(weights) and not os.path.isabs(weights):
+        section["weights"] = str((directory / weights).resolve())
+    try:
+        return Cropper.from_config(section, device=device)
+    except Exception as exc:
+        raise RuntimeError(f"{directory}: cannot build the bundle's cropper: {exc} "
+                           "(or pass cropper=False / --no-crop to classify whole images)") from exc
 
 
 def _box_list(boxes: Sequence[Any] | None, inputs: Any) -> list[Any] | None:

@@ -1,10 +1,14 @@
-"""Result objects: detector output (``Detections``, ``Detection``) and the final ``Prediction``.
+"""Result objects: detector output (``Detections``, ``Detection``) and the per-input ``Result``.
 
-Plain arrays and plain Python values, so results are easy to filter, serialize and draw.
+A ``Result`` is the answer for one input image (one video frame): every ``Vehicle`` found in it,
+or the one-line reason it failed. Plain arrays and plain Python values, so results are easy to
+filter, serialize (strict JSON, never a bare NaN) and draw.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,8 +40,8 @@ class Detection:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "box": [round(float(v), 2) for v in self.box],
-            "score": round(float(self.score), 6),
+            "box": [_num(v, 2) for v in self.box],
+            "score": _num(self.score),
             "class_id": int(self.class_id),
             "class_name": self.class_name,
         }
@@ -104,75 +108,201 @@ class Detections:
 
 
 @dataclass
-class Prediction:
-    """The answer for one input: what vehicle it is, where it was found, or why it failed."""
+class Vehicle:
+    """One vehicle found in an image (or the whole image, without cropper or as the fallback)."""
 
-    source: str
+    box: Box | None = None  # crop box in original pixels; None = the whole image
+    detection: Detection | None = None  # the detector's class, id and score behind ``box``
+    mask: np.ndarray | None = field(default=None, repr=False, compare=False)  # bool HxW (Mask R-CNN)
     label: str | None = None
     score: float | None = None  # softmax probability of ``label``
     class_index: int | None = None
     topk: list[tuple[str, float]] = field(default_factory=list)
-    box: Box | None = None  # crop box in original pixels; None when the whole image was classified
-    detection: Detection | None = None  # the detector's box/class/score behind ``box``
-    fallback: bool = False  # True when the cropper found no vehicle and the whole image was used
+    fallback: bool = False  # True: nothing detected, the whole image was classified
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values (floats rounded, tuples as lists, no mask array)."""
+        return {
+            "box": None if self.box is None else [_num(v, 2) for v in self.box],
+            "detection": None if self.detection is None else self.detection.to_dict(),
+            "label": None if self.label is None else str(self.label),
+            "score": _num(self.score),
+            "class_index": None if self.class_index is None else int(self.class_index),
+            "topk": [[str(name), _num(p)] for name, p in self.topk],
+            "fallback": bool(self.fallback),
+            "has_mask": self.mask is not None,
+        }
+
+
+@dataclass
+class Result:
+    """The answer for one input image (one video frame): every vehicle found, or why it failed."""
+
+    source: str
+    index: int  # position in the expanded input stream (folders, globs and videos flattened)
+    frame: int | None = None  # video frame index
+    timestamp: float | None = None  # video frame time in seconds
     image_size: tuple[int, int] | None = None  # (height, width)
-    error: str | None = None  # one-line reason when the input failed; the other fields are empty
-    frame: int | None = None  # frame index for video inputs
+    vehicles: list[Vehicle] = field(default_factory=list)
+    error: str | None = None  # one-line reason when the input failed; then ``vehicles`` is empty
     image: np.ndarray | None = field(default=None, repr=False, compare=False)  # kept on request, for plot()
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def best(self) -> Vehicle | None:
+        """The highest-scoring vehicle (the only one in single-crop mode), or None."""
+        scored = [v for v in self.vehicles if v.score is not None]
+        if scored:
+            return max(scored, key=lambda v: v.score)  # type: ignore[arg-type, return-value]
+        return self.vehicles[0] if self.vehicles else None
+
+    def __len__(self) -> int:
+        return len(self.vehicles)
+
+    def __getitem__(self, index: int) -> Vehicle:
+        return self.vehicles[index]
+
+    def __iter__(self) -> Iterator[Vehicle]:
+        return iter(self.vehicles)
+
     @classmethod
-    def failed(cls, source: str, error: str, frame: int | None = None) -> Prediction:
-        return cls(source=source, error=" ".join(str(error).split()), frame=frame)
+    def failed(cls, source: str, index: int, error: str, frame: int | None = None,
+               timestamp: float | None = None) -> Result:
+        """A result for an input that could not be processed; ``error`` is made one line."""
+        return cls(source=source, index=index, frame=frame, timestamp=timestamp, error=one_line(error))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready values (floats rounded, tuples as lists)."""
+        """JSON-ready values: the input's fields and one dict per vehicle (``Vehicle.to_dict``)."""
         return {
             "source": self.source,
+            "index": int(self.index),
             "frame": None if self.frame is None else int(self.frame),
-            "label": None if self.label is None else str(self.label),
-            "score": None if self.score is None else round(float(self.score), 6),
-            "class_index": None if self.class_index is None else int(self.class_index),
-            "topk": [[str(name), round(float(p), 6)] for name, p in self.topk],
-            "box": None if self.box is None else [round(float(v), 2) for v in self.box],
-            "detection": None if self.detection is None else self.detection.to_dict(),
-            "fallback": self.fallback,
+            "timestamp": _num(self.timestamp),
             "image_size": None if self.image_size is None else [int(v) for v in self.image_size],
             "error": self.error,
+            "vehicles": [v.to_dict() for v in self.vehicles],
         }
 
-    def plot(self, image: Any = None, line_width: int | None = None) -> Image.Image:
-        """Draw the crop box and the label on ``image`` (or the kept image / the source path)."""
+    def to_json(self) -> str:
+        """Strict JSON on one line (a non-finite number is written as null, never as bare NaN)."""
+        return json.dumps(self.to_dict(), allow_nan=False)
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """Flat rows for tables (CSV, DataFrame, Parquet): one per vehicle, or one with empty
+        vehicle fields for a failed input or one where nothing was found, so no input is lost."""
+        h, w = self.image_size if self.image_size is not None else (None, None)
+        base = {"source": self.source, "index": int(self.index),
+                "frame": None if self.frame is None else int(self.frame), "timestamp": _num(self.timestamp),
+                "image_height": h, "image_width": w, "error": self.error}
+        rows = []
+        for i, v in enumerate(self.vehicles or [None]):  # type: ignore[list-item]
+            box = v.box if v is not None and v.box is not None else (None,) * 4
+            det = v.detection if v is not None else None
+            rows.append({
+                **base,
+                "vehicle": None if v is None else i,
+                "label": None if v is None else v.label,
+                "score": None if v is None else _num(v.score),
+                "class_index": None if v is None or v.class_index is None else int(v.class_index),
+                "x1": _num(box[0], 2), "y1": _num(box[1], 2), "x2": _num(box[2], 2), "y2": _num(box[3], 2),
+                "detector_class": None if det is None else det.class_name,
+                "detector_score": None if det is None else _num(det.score),
+                "fallback": None if v is None else bool(v.fallback),
+            })
+        return rows
+
+    def plot(self, image: Any = None, line_width: int | None = None, masks: bool = True) -> Image.Image:
+        """Every vehicle (box, mask, label and score) drawn on ``image`` (default: the kept image or
+        the source file); a failed input shows its error in red."""
         from vehicle_cls.images import load_image
 
         if image is None:
             image = self.image if self.image is not None else self.source
-        pil = Image.fromarray(load_image(image))
-        return draw_prediction(pil, self, line_width)
+        return draw_result(Image.fromarray(load_image(image)), self, line_width, masks)
 
 
-def draw_prediction(pil: Image.Image, pred: Prediction, line_width: int | None = None) -> Image.Image:
-    """Annotate a copy of ``pil`` with the prediction's box (green) and label (or error, red)."""
+def label_vehicle(probs: np.ndarray, classes: Sequence[str], topk: int = 5, box: Box | None = None,
+                  detection: Detection | None = None, mask: np.ndarray | None = None,
+                  fallback: bool = False) -> Vehicle:
+    """A ``Vehicle`` from one probability row: label, score and the ``topk`` best classes.
+
+    Raises ``ValueError`` (one line) when the row is not finite, e.g. a model with NaN weights, so
+    the caller can mark that one input as failed instead of writing NaN scores.
+    """
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1)
+    if not np.isfinite(probs).all():
+        raise ValueError("the classifier output is not finite (NaN or inf); check the model weights")
+    k = max(1, min(int(topk), len(probs)))
+    order = np.argsort(-probs, kind="stable")[:k]
+    best = int(order[0])
+    return Vehicle(
+        box=None if box is None else tuple(float(v) for v in box),  # type: ignore[arg-type]
+        detection=detection, mask=mask, label=str(classes[best]), score=float(probs[best]), class_index=best,
+        topk=[(str(classes[int(i)]), float(probs[int(i)])) for i in order], fallback=bool(fallback),
+    )
+
+
+PALETTE = ((40, 200, 60), (30, 144, 255), (255, 160, 0), (200, 60, 200), (0, 200, 200), (240, 220, 40))
+ERROR_COLOR = (220, 40, 40)
+
+
+def draw_result(pil: Image.Image, result: Result, line_width: int | None = None, masks: bool = True) -> Image.Image:
+    """Annotate a copy of ``pil`` with each vehicle's box (one colour per vehicle), mask and label,
+    or the error (red). Boxes are in the coordinates of ``result.image_size``; another image size
+    (e.g. an enlarged copy) is drawn scaled to fit."""
     pil = pil.convert("RGB").copy()
+    sx = sy = 1.0
+    if result.image_size is not None:
+        sy, sx = pil.height / result.image_size[0], pil.width / result.image_size[1]
+    if masks:
+        pil = _blend_masks(pil, result)
     draw = ImageDraw.Draw(pil)
     width = line_width or max(1, round(min(pil.size) / 150))
     font = _font(max(10, min(pil.size) // 20))
-    color = (40, 200, 60) if pred.ok else (220, 40, 40)
-    if pred.box is not None:
-        draw.rectangle([float(v) for v in pred.box], outline=color, width=width)
-    text = f"{pred.label} {pred.score:.2f}" if pred.ok and pred.label is not None else (pred.error or "")
-    if pred.fallback:
-        text += " (whole image)"
-    x, y = (pred.box[0], pred.box[1]) if pred.box is not None else (0.0, 0.0)
+    if not result.ok:
+        _label(draw, (0.0, 0.0), result.error or "", ERROR_COLOR, font)
+        return pil
+    if not result.vehicles:
+        _label(draw, (0.0, 0.0), "no vehicle", ERROR_COLOR, font)
+    for i, v in enumerate(result.vehicles):
+        color = PALETTE[i % len(PALETTE)]
+        text = f"{v.label} {v.score:.2f}" if v.label is not None and v.score is not None else "?"
+        if v.fallback:
+            text += " (whole image)"
+        if v.box is None:
+            _label(draw, (0.0, 0.0), text, color, font)
+            continue
+        box = (v.box[0] * sx, v.box[1] * sy, v.box[2] * sx, v.box[3] * sy)
+        draw.rectangle(box, outline=color, width=width)
+        _label(draw, (box[0], box[1]), text, color, font)
+    return pil
+
+
+def _blend_masks(pil: Image.Image, result: Result) -> Image.Image:
+    """Tint each vehicle's mask with its colour (40 % opacity)."""
+    arr = None
+    for i, v in enumerate(result.vehicles):
+        if v.mask is None or v.mask.shape != (pil.height, pil.width):
+            continue
+        if arr is None:
+            arr = np.asarray(pil, dtype=np.float32).copy()
+        color = np.asarray(PALETTE[i % len(PALETTE)], dtype=np.float32)
+        arr[v.mask] = 0.6 * arr[v.mask] + 0.4 * color
+    return pil if arr is None else Image.fromarray(arr.round().astype(np.uint8))
+
+
+def _label(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, color: tuple[int, int, int],
+           font: Any) -> None:
+    """``text`` in white on a ``color`` box just above ``xy`` (below it at the image top)."""
+    x, y = xy
     left, top, right, bottom = draw.textbbox((x, y), text, font=font)
     y = max(0.0, y - (bottom - top) - 2)
     left, top, right, bottom = draw.textbbox((x, y), text, font=font)
     draw.rectangle([left - 1, top - 1, right + 1, bottom + 1], fill=color)
     draw.text((x, y), text, fill=(255, 255, 255), font=font)
-    return pil
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -182,8 +312,19 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def predictions_to_jsonl(predictions: Sequence[Prediction]) -> str:
-    """One JSON object per line, in order."""
-    import json
+def one_line(text: Any) -> str:
+    """``text`` with all whitespace runs (newlines included) folded to single spaces."""
+    return " ".join(str(text).split())
 
-    return "".join(json.dumps(p.to_dict()) + "\n" for p in predictions)
+
+def _num(value: Any, digits: int = 6) -> float | None:
+    """A rounded float for JSON, or None for None / NaN / inf (strict JSON has no NaN)."""
+    if value is None:
+        return None
+    value = float(value)
+    return round(value, digits) if math.isfinite(value) else None
+
+
+def results_to_jsonl(results: Sequence[Result]) -> str:
+    """One strict JSON object per line, in order."""
+    return "".join(r.to_json() + "\n" for r in results)

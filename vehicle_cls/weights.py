@@ -1,7 +1,12 @@
 """Known pretrained weights: where to download them, where they are cached, and how they are verified.
 
 Downloads are atomic (a temporary file in the cache directory, checked, then ``os.replace``d into
-place), so an interrupted download is never mistaken for a cached file. When the download cannot
+place), so an interrupted download is never mistaken for a cached file: the bytes are verified by
+their sha256 where one is known, else by reading them as their format (``.pkl`` through the
+restricted unpickler, ``.pth``/``.pt`` with ``weights_only``, ``.safetensors`` header and size); a file
+that can be verified neither way is cached only when the server stated its length and sent all of it.
+Files fetched by URL (not by registry name) are cached under a folder named by a hash of the URL,
+so two URLs that end in the same file name never share an entry. When the download cannot
 happen (offline, firewall) the error says which URL to fetch by hand and the exact path to put it at.
 """
 from __future__ import annotations
@@ -11,18 +16,21 @@ import http.client
 import logging
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from vehicle_cls.fileio import clean_stale_temps, open_new_file, temp_name
+
 logger = logging.getLogger(__name__)
 
 ENV_HOME = "VEHICLE_CLS_HOME"
 _D2_PREFIX = "https://dl.fbaipublicfiles.com/detectron2/"
 _CHUNK = 1 << 20
+_URL_DIR = "urls"  # <cache>/urls/<sha256(url)[:16]>/<file name>: one entry per URL
+_CHECKED_SUFFIXES = (".pkl", ".pth", ".pt", ".safetensors")
 
 
 @dataclass(frozen=True)
@@ -30,7 +38,7 @@ class WeightsInfo:
     """One downloadable weights file."""
 
     url: str
-    filename: str  # name in the cache directory (unique across entries)
+    filename: str  # path in the cache directory, relative (unique across entries and URLs)
     sha256: str | None = None  # full hex digest, verified after download when known
     sha256_prefix: str | None = None  # leading hex digits of the digest (torchvision-style names)
     licence: str = ""
@@ -108,13 +116,15 @@ def fetch_weights(name_or_url: str, cache_dir: str | os.PathLike | None = None, 
     dest = directory / info.filename
     if dest.is_file():
         return dest
-    as_named = directory / Path(urllib.parse.urlparse(info.url).path).name  # fetched by hand, URL's name kept
-    if as_named != dest and as_named.is_file() and expected is None and info.sha256_prefix is None:
-        return as_named
+    if name_or_url in KNOWN_WEIGHTS:  # a registry file fetched by hand and kept under its URL's name
+        as_named = directory / Path(urllib.parse.urlparse(info.url).path).name
+        if as_named != dest and as_named.is_file() and expected is None and info.sha256_prefix is None:
+            return as_named
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise WeightsError(f"cannot create the weights cache directory {directory}: {exc}") from exc
+        raise WeightsError(f"cannot create the weights cache directory {dest.parent}: {exc}") from exc
+    clean_stale_temps(dest.parent)
     logger.info("downloading %s to %s", info.url, dest)
     _download(info.url, dest, expected, info.sha256_prefix, progress)
     return dest
@@ -127,17 +137,17 @@ def _resolve(name_or_url: str) -> WeightsInfo:
         filename = Path(urllib.parse.urlparse(name_or_url).path).name
         if not filename:
             raise WeightsError(f"cannot tell a file name from the URL {name_or_url!r}")
-        return WeightsInfo(url=name_or_url, filename=filename)
+        key = hashlib.sha256(name_or_url.encode("utf-8")).hexdigest()[:16]
+        return WeightsInfo(url=name_or_url, filename=f"{_URL_DIR}/{key}/{filename}")
     raise WeightsError(f"unknown weights {name_or_url!r}: not a file, a URL or one of {sorted(KNOWN_WEIGHTS)}")
 
 
 def _download(url: str, dest: Path, sha256: str | None, sha256_prefix: str | None, progress: bool | None) -> None:
     """Stream ``url`` into a temporary file beside ``dest``, verify, then atomically rename it."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
+    tmp = dest.with_name(temp_name(dest.name, "part"))
     digest = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as out:
+        with os.fdopen(open_new_file(tmp), "wb") as out:
             try:
                 response = urllib.request.urlopen(url, timeout=60)
             except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
@@ -174,13 +184,41 @@ def _download(url: str, dest: Path, sha256: str | None, sha256_prefix: str | Non
             raise WeightsError(
                 f"checksum mismatch for {url}: expected sha256 starting {sha256_prefix}, got {got}; file discarded"
             )
-        if dest.suffix == ".pkl" and sha256 is None and sha256_prefix is None:  # no checksum: check the format
-            _check_zoo_pickle(tmp, url)
+        if sha256 is None and sha256_prefix is None:  # no checksum: the format must vouch for the bytes
+            _verify_format(tmp, dest.suffix.lower(), url, length_known=total is not None)
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     logger.info("saved %s (sha256 %s)", dest, got)
+
+
+def _verify_format(path: Path, suffix: str, url: str, *, length_known: bool) -> None:
+    """Without a checksum, a download is cached only when it reads as its format (a cut file does not)."""
+    if suffix == ".pkl":
+        _check_zoo_pickle(path, url)
+    elif suffix in (".pth", ".pt"):
+        from vehicle_cls.torchfile import TorchFileError, load_torch_file
+
+        try:
+            load_torch_file(path)
+        except TorchFileError as exc:
+            raise WeightsError(f"downloaded {url} is not a readable torch file ({exc}); file discarded") from None
+    elif suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), "pt") as f:
+                list(f.keys())
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            first = (str(exc).splitlines() or [""])[0]
+            raise WeightsError(f"downloaded {url} is not a complete safetensors file ({first}); file discarded") from None
+    elif not length_known:
+        raise WeightsError(
+            f"cannot verify the download of {url}: the server sent no Content-Length, no sha256 is known and "
+            f"{suffix or 'a file without suffix'} is not one of {', '.join(_CHECKED_SUFFIXES)}; pass sha256= "
+            "(vehicle-cls download --sha256); file discarded"
+        )
 
 
 def _check_zoo_pickle(path: Path, url: str) -> None:
@@ -195,9 +233,10 @@ def _check_zoo_pickle(path: Path, url: str) -> None:
 
 def _offline_message(url: str, dest: Path, reason: object) -> str:
     url_name = Path(urllib.parse.urlparse(url).path).name
+    also = f"its own name {url_name} in that directory works too; " if url_name != dest.name else ""
     return (
         f"could not download {url} ({reason}). Download that file yourself and put it at {dest} "
-        f"(its own name {url_name} in that directory works too; {ENV_HOME} sets the cache directory)"
+        f"({also}{ENV_HOME} sets the cache directory)"
     )
 
 
@@ -215,8 +254,8 @@ def copy_into_cache(name: str, source: str | os.PathLike, cache_dir: str | os.Pa
     """Install a file fetched by hand under its cache name (verified like a download)."""
     info = _resolve(name)
     directory = Path(cache_dir) if cache_dir is not None else _default_dir()
-    directory.mkdir(parents=True, exist_ok=True)
     dest = directory / info.filename
+    dest.parent.mkdir(parents=True, exist_ok=True)
     _download(Path(source).resolve().as_uri(), dest, info.sha256, info.sha256_prefix, progress=False)
     return dest
 

@@ -1,4 +1,5 @@
 """The second stage: a torchvision backbone that names the vehicle in a crop, saved as a bundle."""
+from vehicle_cls.classifier.backend import ClassifierBackend
 from vehicle_cls.classifier.bundle import BundleError
 from vehicle_cls.classifier.classifier import Classifier
 from vehicle_cls.classifier.factory import WeightsUnavailableError, create_model, supported_archs
@@ -10,13 +11,16 @@ from vehicle_cls.classifier.preprocess import (
     preprocess_images,
     preprocess_tensor,
 )
+from vehicle_cls.classifier.torch_backend import TorchBackend
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "BundleError",
     "Classifier",
+    "ClassifierBackend",
     "Preprocess",
+    "TorchBackend",
     "WeightsUnavailableError",
     "create_model",
     "crop_resize_on_device",

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from vehicle_cls.fileio import atomic_write_bytes
+from vehicle_cls.fileio import atomic_directory, atomic_write_bytes  # noqa: F401 - keras_backend writes config.json through it
 
 BUNDLE_FORMAT = "vehicle_cls.classifier"
 FORMAT_VERSION = 1
@@ -64,14 +64,16 @@ def make_config(
 
 
 def write_torch_bundle(directory: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], config: dict) -> Path:
-    """Write weights (safetensors, contiguous CPU tensors) then ``config.json``, each atomically."""
+    """Write weights (safetensors, contiguous CPU tensors) and ``config.json`` as one directory swap, so a
+    kill never pairs the weights of one save with the config of another (other files there are kept)."""
     from safetensors.torch import save
 
     directory = Path(directory)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     metadata = {"format": "pt", "arch": str(config.get("arch")), "num_classes": str(config["num_classes"])}
-    atomic_write_bytes(directory / WEIGHTS_NAME, save(tensors, metadata=metadata))
-    atomic_write_bytes(directory / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode("utf-8"))
+    with atomic_directory(directory) as tmp:
+        (tmp / WEIGHTS_NAME).write_bytes(save(tensors, metadata=metadata))
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return directory
 
 
@@ -128,6 +130,14 @@ def _names(keys: list[str], limit: int = 5) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
+def _dtype_kind(dtype: torch.dtype) -> str:
+    if dtype.is_floating_point:
+        return "floating"
+    if dtype.is_complex:
+        return "complex"
+    return "bool" if dtype == torch.bool else "integer"
+
+
 def check_weights_fit(
     expected: Mapping[str, torch.Tensor],
     loaded: Mapping[str, torch.Tensor],
@@ -137,7 +147,12 @@ def check_weights_fit(
     arch: str,
     where: str,
 ) -> None:
-    """Raise ``BundleError`` listing every way ``loaded`` differs from the model the config describes."""
+    """Raise ``BundleError`` listing every way ``loaded`` differs from the model the config describes.
+
+    Dtype rule: a floating tensor of another float type (fp16, bf16, fp64) is cast to the model's type
+    when loaded; a tensor of another kind (int8 where the model has floats, floats for an integer
+    counter, bool, complex) is refused, since casting it would silently change what it means.
+    """
     problems = []
     head = loaded.get(head_weight_key)
     if head is not None and head.ndim == 2 and head.shape[0] != num_classes:
@@ -156,6 +171,14 @@ def check_weights_fit(
         for k, v in expected.items()
         if k in loaded and k not in reported and tuple(loaded[k].shape) != tuple(v.shape)
     ]
+    wrong_kind = [
+        f"{k} is {loaded[k].dtype} but {arch} needs {v.dtype}"
+        for k, v in expected.items()
+        if k in loaded and _dtype_kind(loaded[k].dtype) != _dtype_kind(v.dtype)
+    ]
+    if wrong_kind:
+        problems.append("dtype mismatch: " + "; ".join(wrong_kind[:5]) + (
+            f" ({len(wrong_kind)} in all)" if len(wrong_kind) > 5 else ""))
     if mismatched:
         problems.append("shape mismatch: " + "; ".join(mismatched[:5]) + (
             f" ({len(mismatched)} in all)" if len(mismatched) > 5 else ""))

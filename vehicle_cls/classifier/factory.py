@@ -1,8 +1,9 @@
 """Build torchvision classification backbones by name with a new Dropout + Linear head.
 
-ImageNet weights come through torchvision's weights API (``torch.hub`` downloads them once into
-``torch.hub.get_dir()/checkpoints/``; the download goes to a temporary file first). Offline, a
-``WeightsUnavailableError`` says which URL to fetch and where to put the file.
+ImageNet weights are named by torchvision's weights API and downloaded once into the vehicle_cls
+weights cache (``weights.fetch_weights``: temporary file, checksum, atomic rename), the same cache
+``vehicle-cls download --list`` shows. Offline, a ``WeightsUnavailableError`` says which URL to
+fetch and where to put the file.
 """
 from __future__ import annotations
 
@@ -118,28 +119,34 @@ def pretrained_weights_enum(arch: str, weights: str):  # -> torchvision WeightsE
 
 
 def weights_cache_path(url: str) -> Path:
-    """Where ``torch.hub`` caches the file at ``url``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+    """Where the ImageNet weights at ``url`` are cached: the one vehicle_cls weights cache
+    (``$VEHICLE_CLS_HOME``), the same file ``vehicle-cls download --list`` reports."""
+    from vehicle_cls.weights import cache_dir
+
+    return cache_dir() / os.path.basename(urlparse(url).path)
+
+
+def _registry_name(url: str) -> str:
+    """The ``weights.KNOWN_WEIGHTS`` name for ``url`` (its checksum is then verified), else the URL."""
+    from vehicle_cls.weights import KNOWN_WEIGHTS
+
+    return next((name for name, info in KNOWN_WEIGHTS.items() if info.url == url), url)
 
 
 def load_pretrained_state(url: str, arch: str, progress: bool = True) -> dict[str, torch.Tensor]:
-    """State dict from torch.hub's cache, downloading (atomically, hash-checked) when missing."""
-    path = weights_cache_path(url)
-    if not path.exists():
-        logger.info("downloading %s pretrained weights from %s to %s", arch, url, path)
+    """State dict from the weights cache, downloading (atomically, checksum-verified) when missing."""
+    from vehicle_cls.weights import WeightsError, fetch_weights
+
     try:
-        return torch.hub.load_state_dict_from_url(
-            url, progress=progress, check_hash=True, map_location="cpu", weights_only=True
-        )
-    except Exception as exc:
-        if path.exists():  # the file is there but unreadable: not a network problem
-            raise WeightsUnavailableError(
-                f"cannot read cached {arch} weights {path} ({type(exc).__name__}: {exc}); "
-                f"delete it and fetch {url} again"
-            ) from exc
+        path = fetch_weights(_registry_name(url), progress=progress)
+    except WeightsError as exc:
+        raise WeightsUnavailableError(f"cannot get ImageNet weights for {arch}: {exc}; or use weights=None") from exc
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # the file is there but unreadable: not a network problem
         raise WeightsUnavailableError(
-            f"cannot download ImageNet weights for {arch} ({type(exc).__name__}: {exc}). "
-            f"Fetch {url} and save it as {path} (or set TORCH_HOME), or use weights=None"
+            f"cannot read cached {arch} weights {path} ({type(exc).__name__}: {exc}); "
+            f"delete it and fetch {url} again"
         ) from exc
 
 

@@ -22,7 +22,6 @@ from typing import Any, Literal
 import numpy as np
 
 from vehicle_cls.classifier import bundle
-from vehicle_cls.results import Prediction
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +152,8 @@ def _previous_layer(model: Any, layer: Any) -> Any:
 class KerasBackend:
     """A Keras image classifier with its class names and the preprocessing it was trained with."""
 
-    backend = "keras"
+    name = "keras"
+    fork_safe = False  # TensorFlow must not be used in forked DataLoader workers
 
     def __init__(
         self,
@@ -217,7 +217,7 @@ class KerasBackend:
         return cls(model, classes, settings, device=device, source=os.fspath(path))
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str], device: str = "cpu") -> KerasBackend:
+    def load(cls, directory: str | os.PathLike[str], device: Any = "cpu") -> KerasBackend:
         """Load a bundle directory written by ``save`` (``config.json`` with ``"backend": "keras"``)."""
         directory = Path(directory)
         config = bundle.read_config(directory)
@@ -234,7 +234,7 @@ class KerasBackend:
                 f"{directory / CONFIG_FILE}: input_size={settings.input_size} but {model_path.name} "
                 f"takes {fixed}x{fixed} images"
             )
-        backend = cls(model, config["classes"], settings, device=device, source=os.fspath(model_path))
+        backend = cls(model, config["classes"], settings, device=str(device), source=os.fspath(model_path))
         backend.config = config
         return backend
 
@@ -284,7 +284,7 @@ class KerasBackend:
     def input_size(self) -> int:
         return self.settings.input_size
 
-    def to(self, device: str) -> KerasBackend:
+    def to(self, device: Any) -> KerasBackend:
         """Run on ``device`` ("cpu", "cuda", "cuda:1", "gpu"); returns self, like ``nn.Module.to``."""
         self.device = str(device)
         return self
@@ -322,34 +322,44 @@ class KerasBackend:
                 rows.append(self._to_probabilities(y.reshape(len(x), -1)))
         return np.concatenate(rows, axis=0)
 
-    def predict(self, images: Sequence[Any], topk: int = 5, batch_size: int = 32) -> list[Prediction]:
-        """One ``Prediction`` per input (anything ``load_image`` accepts); bad inputs get ``error``."""
-        from vehicle_cls.images import ImageError, describe_source, load_image
+    # the Classifier backend interface (same as TorchBackend) ----------------------------------
+    def use_channels_last(self) -> None:
+        """Nothing to do: memory layout is Keras' business."""
 
-        predictions: list[Prediction | None] = [None] * len(images)
-        decoded: list[np.ndarray] = []
-        where: list[int] = []
-        for i, source in enumerate(images):
-            try:
-                decoded.append(load_image(source))
-                where.append(i)
-            except ImageError as exc:
-                predictions[i] = Prediction.failed(exc.source, exc.reason)
-        probs = self.predict_proba(decoded, batch_size=batch_size) if decoded else None
-        k = max(1, min(int(topk), self.num_classes))
-        for row, i in enumerate(where):
-            p = probs[row]
-            order = np.argsort(-p, kind="stable")[:k]
-            best = int(order[0])
-            predictions[i] = Prediction(
-                source=describe_source(images[i]),
-                label=self.classes[best],
-                score=float(p[best]),
-                class_index=best,
-                topk=[(self.classes[int(j)], float(p[int(j)])) for j in order],
-                image_size=(int(decoded[row].shape[0]), int(decoded[row].shape[1])),
-            )
-        return [p for p in predictions if p is not None]
+    def transform(self, image: Any) -> Any:
+        """One image (RGB uint8 HxWx3 array or PIL image) -> its preprocessed NHWC model input row,
+        as a float32 torch tensor (so DataLoaders can stack it)."""
+        import torch
+
+        from vehicle_cls.images import load_image
+
+        return torch.from_numpy(self.preprocess_images([load_image(image)])[0])
+
+    def predict_batch(self, batch: Any, precision: str = "fp32") -> Any:
+        """Probabilities (N, C) as a float32 torch tensor for a stack of ``transform`` outputs
+        (Keras runs in its own precision; ``precision`` is accepted for the common interface)."""
+        import torch
+
+        x = np.asarray(batch.numpy() if hasattr(batch, "numpy") else batch, dtype=np.float32)
+        if len(x) == 0:
+            return torch.zeros((0, self.num_classes))
+        with self._device_scope():
+            y = np.asarray(self.model.predict_on_batch(x), dtype=np.float32)
+        return torch.from_numpy(self._to_probabilities(y.reshape(len(x), -1)))
+
+    def prepare_crops(self, image: np.ndarray, choices: Sequence[Any], mask_fill: Sequence[int] = (124, 116, 104),
+                      tensor: Any = None) -> list[np.ndarray]:
+        """The chosen crops of one RGB image, cut on the CPU (mask mode blanks with ``mask_fill``);
+        resizing and ``preprocess_input`` happen in ``classify``."""
+        from vehicle_cls.cropper.policy import CropPolicy, apply_crop
+
+        policy = CropPolicy(mask_fill=tuple(mask_fill))
+        return [apply_crop(image, c, policy) for c in choices]
+
+    def classify(self, prepared: Sequence[list[np.ndarray]], precision: str = "fp32", batch_size: int = 32) -> np.ndarray:
+        """Probabilities (M, C) for the crops of several ``prepare_crops`` calls, in order."""
+        crops = [crop for group in prepared for crop in group]
+        return self.predict_proba(crops, batch_size=batch_size)
 
     # helpers ---------------------------------------------------------------------------------
     def _check_model(self) -> None:

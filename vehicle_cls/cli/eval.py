@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="name of this evaluation in reports (default: derived)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, ... (default: auto)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--compare", nargs="+", metavar="REPORT_DIR", help="write a comparison of these reports instead")
     p.set_defaults(func=run)
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"comparison: {paths['markdown']} and {paths['json']}")
         return EXIT_OK
     if not args.model:
-        print("vehicle-cls eval: error: --model DIR is required (or --compare REPORT_DIR ...)")
+        print("vehicle-cls eval: error: --model DIR is required (or --compare REPORT_DIR ...)", file=sys.stderr)
         return EXIT_ERROR
     from vehicle_cls.classifier import Classifier
     from vehicle_cls.train.evaluate import evaluate
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.crop == "cache":
         if not args.cache:
-            print("vehicle-cls eval: error: --crop cache needs --cache DIR (made by `vehicle-cls crop`)")
+            print("vehicle-cls eval: error: --crop cache needs --cache DIR (made by `vehicle-cls crop`)", file=sys.stderr)
             return EXIT_ERROR
         args.crop = args.cache
     clf = Classifier.load(args.model, device=args.device)

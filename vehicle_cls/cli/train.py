@@ -5,6 +5,7 @@ Multi-GPU / multi-node: ``torchrun --nproc_per_node N -m vehicle_cls train --con
 from __future__ import annotations
 
 import argparse
+import sys
 
 from vehicle_cls.cli import EXIT_ERROR, EXIT_OK
 
@@ -27,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vehicle_cls.train.config import ConfigError, load_config
-    from vehicle_cls.train.loop import train
+    from vehicle_cls.train.trainer import train
 
     overrides = list(args.overrides)
     if args.out:
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, overrides)
     except ConfigError as exc:
-        print(f"vehicle-cls train: error: {exc}")
+        print(f"vehicle-cls train: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     result = train(cfg, resume=args.resume)
     import os

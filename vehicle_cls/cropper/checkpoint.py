@@ -66,8 +66,9 @@ def load_zoo_pkl(path: str | os.PathLike) -> dict[str, np.ndarray]:
             data = _ZooUnpickler(f, path).load()
     except CheckpointError:
         raise
-    except Exception as exc:  # truncated or corrupt pickle
-        raise CheckpointError(f"{path}: not a readable detectron2 .pkl ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - truncated or corrupt pickle
+        first = (str(exc).splitlines() or [""])[0]
+        raise CheckpointError(f"{path}: not a readable detectron2 .pkl ({type(exc).__name__}: {first})") from None
     model = data.get("model", data) if isinstance(data, dict) else None
     if not isinstance(model, dict):
         raise CheckpointError(f"{path}: expected a dict of arrays (under 'model'), got {type(data).__name__}")
@@ -88,10 +89,12 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if suffix == ".pkl":
         state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in load_zoo_pkl(path).items()}
     elif suffix in (".pth", ".pt"):
+        from vehicle_cls.torchfile import TorchFileError, load_torch_file
+
         try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from exc
+            data = load_torch_file(path)
+        except TorchFileError as exc:
+            raise CheckpointError(str(exc)) from None
         state = data.get("model", data) if isinstance(data, dict) else None
         if not isinstance(state, dict):
             raise CheckpointError(f"{path}: expected {{'model': {{name: tensor}}}}, got {type(data).__name__}")
@@ -103,8 +106,9 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
         try:
             state = load_file(str(path))
-        except Exception as exc:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from exc
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            first = (str(exc).splitlines() or [""])[0]
+            raise CheckpointError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {first})") from None
     else:
         raise CheckpointError(f"{path}: unknown weights format {suffix!r}; expected .pkl, .pth or .safetensors")
     return state
@@ -112,7 +116,9 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def save_state_dict(state: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
     """Write a network's weights (detectron2 names) as ``.safetensors``, atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from vehicle_cls.fileio import atomic_write_bytes
 
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -120,10 +126,7 @@ def save_state_dict(state: nn.Module | Mapping[str, torch.Tensor], path: str | o
     if isinstance(state, nn.Module):
         state = state.state_dict()
     state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(state, str(tmp), metadata={"format": "detectron2-names"})
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, save(state, metadata={"format": "detectron2-names"}))
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | os.PathLike = "<state dict>") -> None:

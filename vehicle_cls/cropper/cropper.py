@@ -202,11 +202,18 @@ class Cropper:
         return [[] if d.error else self.policy.choose(d) for d in self.detect(images, batch_size)]
 
     def crop(self, images: Any, batch_size: int | None = None) -> list[list[np.ndarray]]:
-        """Detect, choose and cut the crops on the CPU: per image a list of RGB uint8 arrays."""
+        """Detect, choose and cut the crops on the CPU: per image a list of RGB uint8 arrays (empty for
+        an input that failed, logged)."""
+        from vehicle_cls.cropper.choose import detect_and_choose
+
         decoded = [_decode(im) for im in _as_list(images)]
-        choices = self.choose(decoded, batch_size)
-        return [[apply_crop(im, c, self.policy) for c in chosen] if isinstance(im, np.ndarray) else []
-                for im, chosen in zip(decoded, choices)]
+        good = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
+        out: list[list[np.ndarray]] = [[] for _ in decoded]
+        for i, chosen in zip(good, detect_and_choose(self, [decoded[i] for i in good], batch_size=batch_size)):
+            if chosen.error:
+                logger.warning("%s", chosen.error)
+            out[i] = [apply_crop(decoded[i], c, self.policy) for c in chosen.choices]
+        return out
 
 
 def _split_settings(policy: CropPolicy | dict | str | None, settings: dict[str, Any]

@@ -37,6 +37,7 @@ from vehicle_cls.data.sample import (
 )
 from vehicle_cls.fileio import atomic_write_bytes
 from vehicle_cls.images import load_image
+from vehicle_cls.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ class CropCache:
                 todo.append(i)
         split = getattr(dataset, "split", None)
         writer = _ManifestWriter(self.manifest_path)
-        bar = _progress(len(todo), progress, f"crop ({mode})")
+        bar = progress_bar(len(todo), progress, f"crop ({mode})", "img")
         try:
             for start in range(0, len(todo), max(1, batch_size if mode == "detector" else 1)):
                 chunk = todo[start:start + max(1, batch_size if mode == "detector" else 1)]
@@ -185,12 +186,13 @@ class CropCache:
                     except Exception as exc:
                         self._record(writer, stats, dataset[i], split, mode, error=_one_line(exc))
                 if mode == "detector" and images:
+                    from vehicle_cls.cropper.choose import detect_and_choose  # imports torch: only when used
+
                     order = list(images)
-                    detections = cropper.detect([images[i] for i in order])
-                    if len(detections) != len(order):
-                        raise RuntimeError(f"cropper returned {len(detections)} results for {len(order)} images")
-                    for i, det in zip(order, detections):
-                        self._crop_detected(writer, stats, dataset[i], images[i], det, policy, split, image_format, jpeg_quality)
+                    # a detector exception propagates (the run stops; a rerun resumes after the last item)
+                    chosen = detect_and_choose(cropper, [images[i] for i in order], policy, isolate=False)
+                    for i, c in zip(order, chosen):
+                        self._crop_detected(writer, stats, dataset[i], images[i], c, policy, split, image_format, jpeg_quality)
                 elif images:
                     for i, image in images.items():
                         self._crop_gt(writer, stats, dataset[i], image, split, box_format, image_format, jpeg_quality)
@@ -228,11 +230,14 @@ class CropCache:
         config = {"version": 1, **settings, "classes": classes, "dataset": getattr(dataset, "name", "dataset")}
         atomic_write_bytes(self.config_path, (json.dumps(config, indent=2) + "\n").encode("utf-8"))
 
-    def _crop_detected(self, writer, stats, sample, image, det, policy, split, image_format, quality) -> None:
+    def _crop_detected(self, writer, stats, sample, image, chosen, policy, split, image_format, quality) -> None:
         from vehicle_cls.cropper.policy import apply_crop  # the cropper package imports torch: only when used
 
+        if chosen.error:
+            self._record(writer, stats, sample, split, "detector", error=chosen.error)
+            return
         try:
-            choices = list(policy.choose(det))
+            choices = chosen.choices
             if not choices:
                 self._record(writer, stats, sample, split, "detector", error="no vehicle found (policy has no fallback)")
                 return
@@ -362,19 +367,3 @@ def _one_line(exc: BaseException) -> str:
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, enabled: bool, desc: str) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="img")

@@ -26,6 +26,7 @@ from vehicle_cls.data.sample import (
     SampleList,
     check_box,
     check_on_error,
+    open_text,
     settle_problems,
 )
 
@@ -76,6 +77,10 @@ class CsvImages(SampleList):
         raw_labels = [r[2] for r in rows]
         if classes is None:
             classes = _classes_from(raw_labels)
+            if not classes:
+                which = f" for split {split!r}" if split is not None else ""
+                raise DatasetError(f"{csv_path}: no labelled rows{which} (only a header?); nothing to train or "
+                                   "evaluate on", problems)
         lookup = {c: i for i, c in enumerate(classes)}
         samples: list[Sample] = []
         for line, item, raw_label, box, _ in rows:
@@ -123,7 +128,7 @@ def _read_rows(
     """Parsed rows (line, path, label, box, split) and the problems of the malformed ones."""
     rows = []
     problems: list[Problem] = []
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+    with open_text(csv_path) as f:
         reader = csv.reader(f, delimiter=delimiter)
         names: list[str] = []
         if header:
@@ -172,9 +177,9 @@ def _read_rows(
 def seed_csv_dataset(csv_path: str | os.PathLike, split: str | None = "train", **kwargs) -> CsvImages:
     """The course project's ``car_dataset_labels.csv`` + ``car_ims/`` (boxes used when the CSV has bbox columns)."""
     csv_path = Path(csv_path)
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+    with open_text(csv_path) as f:
         header = [n.strip() for n in next(csv.reader(f), [])]
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+    with open_text(csv_path) as f:
         first = next(csv.DictReader(f), None) or {}
     images = csv_path.parent / "car_ims"
     in_csv_dir = bool(first.get("img_name")) and (csv_path.parent / first["img_name"]).is_file()

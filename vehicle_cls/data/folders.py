@@ -19,6 +19,7 @@ from vehicle_cls.data.sample import (
     SampleList,
     check_box,
     check_on_error,
+    open_text,
     settle_problems,
 )
 from vehicle_cls.images import iter_image_files
@@ -78,6 +79,9 @@ def _read_class_dirs(root: Path, dirs: list[Path], classes: list[str], recursive
     for d in dirs:
         label = index.get(d.name)
         images = _images_in(d, recursive)
+        if not images and label is not None:
+            logger.warning("%s: class folder %r has no images; the model keeps an output for it that no "
+                           "image trains", d, d.name)
         if label is None:
             problems.append(Problem(str(d), None, None, f"folder is not one of the {len(classes)} classes ({len(images)} images skipped)"))
             continue
@@ -86,7 +90,7 @@ def _read_class_dirs(root: Path, dirs: list[Path], classes: list[str], recursive
 
 
 def _read_names(path: Path) -> list[str]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with open_text(path) as f:
         names = [row[0].strip() for row in csv.reader(f) if row and row[0].strip()]
     if names and names[0].lower() in _NAME_HEADERS:
         names = names[1:]
@@ -148,7 +152,7 @@ def _attach_boxes(samples: list[Sample], anno_csv: Path, classes: list[str]) -> 
     """Give each sample its box from ``anno_csv``; disagreements and malformed lines are problems."""
     problems: list[Problem] = []
     rows: dict[str, tuple[int, tuple[float, float, float, float], int]] = {}
-    with open(anno_csv, newline="", encoding="utf-8-sig") as f:
+    with open_text(anno_csv) as f:
         for line_no, row in enumerate(csv.reader(f), start=1):
             if not row or not "".join(row).strip():
                 continue

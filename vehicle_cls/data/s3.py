@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 STATE_FILE = ".vehicle_cls_s3.jsonl"
 LOCK_FILE = ".vehicle_cls_s3.lock"
 _CHUNK = 1 << 20
+CONNECT_TIMEOUT_S = 5.0  # seconds to open a connection
+READ_TIMEOUT_S = 20.0  # seconds without a byte before a try is given up
+MAX_ATTEMPTS = 3  # tries in all, per request
 
 
 @dataclass
@@ -68,14 +71,31 @@ def resolve_endpoint(endpoint_url: str | None) -> str | None:
     return endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-def make_client(endpoint_url: str | None = None, *, unsigned: bool = False, region_name: str | None = None) -> Any:
-    """A boto3 S3 client (imported lazily) for ``endpoint_url``; ``unsigned`` for public buckets."""
+def make_client(
+    endpoint_url: str | None = None,
+    *,
+    unsigned: bool = False,
+    region_name: str | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT_S,
+    read_timeout: float = READ_TIMEOUT_S,
+    max_attempts: int = MAX_ATTEMPTS,
+) -> Any:
+    """A boto3 S3 client (imported lazily) for ``endpoint_url``; ``unsigned`` for public buckets.
+
+    Timeouts and retries are explicit (botocore's defaults, 60 s per try and several tries, let an endpoint
+    that never answers hold a run for minutes): at most ``max_attempts`` tries in all, each giving up after
+    ``connect_timeout`` s to connect or ``read_timeout`` s without a byte.
+    """
     try:
         import boto3
         from botocore.config import Config
     except ImportError as exc:
         raise ImportError("reading s3:// datasets needs boto3: pip install 'vehicle-cls[s3]'") from exc
-    extra: dict[str, Any] = {"retries": {"max_attempts": 5, "mode": "standard"}}
+    extra: dict[str, Any] = {
+        "retries": {"total_max_attempts": max_attempts, "mode": "standard"},
+        "connect_timeout": connect_timeout,
+        "read_timeout": read_timeout,
+    }
     if unsigned:
         from botocore import UNSIGNED
 
@@ -137,6 +157,7 @@ def _sync_objects(
 ) -> None:
     state_path = local / STATE_FILE
     state = _read_state(state_path)
+    _remove_orphan_parts(local, {rel for _, rel, _, _ in objects})
     todo = []
     for key, rel, size, etag in objects:
         target = local / rel
@@ -167,6 +188,16 @@ def _sync_objects(
             f"{uri}: {len(stats.failed)} of {len(objects)} objects failed to download (re-run to resume): "
             + "; ".join(stats.failed[:3])
         )
+
+
+def _remove_orphan_parts(local: Path, listed: set[str]) -> None:
+    """Partial downloads of objects no longer listed (deleted, renamed) would never be resumed: remove them.
+    (Partials of listed objects stay: they are continued.)"""
+    for part in [*local.rglob("*.part"), *local.rglob("*.part.json")]:
+        target = part.with_name(part.name.removesuffix(".json").removesuffix(".part"))
+        if target.relative_to(local).as_posix() not in listed:
+            part.unlink(missing_ok=True)
+            logger.info("removed %s: a partial download of an object no longer under the prefix", part)
 
 
 class _DirLock:

@@ -10,13 +10,14 @@ pixels are ``image[y1-1:y2, x1-1:x2]``; ``"xyxy"`` = 0-based pixel edges, ``imag
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, overload
+from typing import Literal, TextIO, overload
 
 import numpy as np
 
@@ -58,6 +59,19 @@ class DatasetError(ValueError):
     def __init__(self, message: str, problems: Sequence[Problem] = ()):
         self.problems = list(problems)
         super().__init__(" ".join(str(message).split()))
+
+
+@contextlib.contextmanager
+def open_text(path: str | os.PathLike) -> Iterator[TextIO]:
+    """Open a CSV or names file as UTF-8 (a BOM is fine); a byte that is not UTF-8 is a ``DatasetError``
+    naming the file, not a bare ``UnicodeDecodeError``."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            yield f
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start] if exc.start < len(exc.object) else 0
+        raise DatasetError(f"{os.fspath(path)}: not UTF-8 text (byte 0x{byte:02x} cannot be decoded); "
+                           "save it as UTF-8") from None
 
 
 def check_on_error(on_error: str) -> None:

@@ -259,9 +259,12 @@ def _listing(root: Path) -> set[str]:
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:
-    """(height, width) from the image header, or None when it cannot be read."""
+    """(height, width) from the image header, or None when it cannot be read (or is no regular file:
+    opening a FIFO would block)."""
     from PIL import Image
 
+    if not path.is_file():
+        return None
     try:
         with Image.open(path) as im:
             return im.size[1], im.size[0]

@@ -3,9 +3,10 @@
 Inputs become rows (a ``path``, or the file ``bytes`` read by Ray from local disk or object
 storage); actors decode them inside ``Pipeline`` so an unreadable image becomes a row with
 ``error`` set instead of failing the read stage (``ray.data.read_images`` would drop or raise).
-Output rows have exactly the keys of ``Prediction.to_dict()``; JSON Lines files reproduce those
-dicts exactly, Parquet stores them with a fixed typed schema (``topk`` as a list of
-``{label, score}`` structs). Ray and pyarrow are imported lazily (``pip install vehicle-cls[ray]``).
+Output rows (one per input image) have exactly the keys of ``Result.to_dict()``, every vehicle
+of the image in ``vehicles``; JSON Lines files reproduce those dicts exactly, Parquet stores them
+with a fixed typed schema (vehicles as a list of structs, ``topk`` as a list of ``{label, score}``).
+``index`` is the row's position in the input list when the inputs are paths. Ray and pyarrow are imported lazily (``pip install vehicle-cls[ray]``).
 """
 from __future__ import annotations
 
@@ -21,15 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from vehicle_cls.images import IMAGE_EXTENSIONS, describe_source, iter_image_files
-from vehicle_cls.results import Prediction
+from vehicle_cls.results import Result
 
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install vehicle-cls[ray]"
-PREDICTION_COLUMNS = (
-    "source", "frame", "label", "score", "class_index", "topk", "box", "detection", "fallback",
-    "image_size", "error",
-)
+RESULT_COLUMNS = ("source", "index", "frame", "timestamp", "image_size", "error", "vehicles")
 
 
 def import_ray() -> Any:
@@ -53,55 +51,64 @@ def _import_pyarrow() -> Any:
 
 
 # -- rows <-> Arrow ------------------------------------------------------------------------------
-def prediction_schema() -> Any:
-    """The Arrow schema of one prediction row (the keys of ``Prediction.to_dict()``)."""
+def result_schema() -> Any:
+    """The Arrow schema of one result row (the keys of ``Result.to_dict()``, vehicles nested)."""
     pa = _import_pyarrow()
-    return pa.schema([
-        ("source", pa.string()),
-        ("frame", pa.int64()),
+    detection = pa.struct([
+        ("box", pa.list_(pa.float64())),
+        ("score", pa.float64()),
+        ("class_id", pa.int64()),
+        ("class_name", pa.string()),
+    ])
+    vehicle = pa.struct([
+        ("box", pa.list_(pa.float64())),
+        ("detection", detection),
         ("label", pa.string()),
         ("score", pa.float64()),
         ("class_index", pa.int64()),
         ("topk", pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))),
-        ("box", pa.list_(pa.float64())),
-        ("detection", pa.struct([
-            ("box", pa.list_(pa.float64())),
-            ("score", pa.float64()),
-            ("class_id", pa.int64()),
-            ("class_name", pa.string()),
-        ])),
         ("fallback", pa.bool_()),
+        ("has_mask", pa.bool_()),
+    ])
+    return pa.schema([
+        ("source", pa.string()),
+        ("index", pa.int64()),
+        ("frame", pa.int64()),
+        ("timestamp", pa.float64()),
         ("image_size", pa.list_(pa.int64())),
         ("error", pa.string()),
+        ("vehicles", pa.list_(vehicle)),
     ])
 
 
 def dicts_to_table(rows: Sequence[dict[str, Any]]) -> Any:
-    """``Prediction.to_dict()`` dicts -> a pyarrow Table with ``prediction_schema()``."""
+    """``Result.to_dict()`` dicts -> a pyarrow Table with ``result_schema()``."""
     pa = _import_pyarrow()
-    columns: dict[str, list[Any]] = {name: [] for name in PREDICTION_COLUMNS}
+    columns: dict[str, list[Any]] = {name: [] for name in RESULT_COLUMNS}
     for row in rows:
-        for name in PREDICTION_COLUMNS:
+        for name in RESULT_COLUMNS:
             value = row.get(name)
-            if name == "topk":
-                value = [{"label": label, "score": score} for label, score in (value or [])]
+            if name == "vehicles":
+                value = [{**v, "topk": [{"label": label, "score": score} for label, score in v.get("topk") or []]}
+                         for v in value or []]
             columns[name].append(value)
-    return pa.Table.from_pydict(columns, schema=prediction_schema())
+    return pa.Table.from_pydict(columns, schema=result_schema())
 
 
 def table_to_dicts(table: Any) -> list[dict[str, Any]]:
-    """Arrow rows -> dicts equal to the ``Prediction.to_dict()`` they came from."""
+    """Arrow rows -> dicts equal to the ``Result.to_dict()`` they came from."""
     out = []
     for row in table.to_pylist():
-        row = {name: row.get(name) for name in PREDICTION_COLUMNS}
-        row["topk"] = [[item["label"], item["score"]] for item in (row["topk"] or [])]
+        row = {name: row.get(name) for name in RESULT_COLUMNS}
+        row["vehicles"] = [{**v, "topk": [[t["label"], t["score"]] for t in v["topk"] or []]}
+                           for v in row["vehicles"] or []]
         out.append(row)
     return out
 
 
 # -- the per-actor callable ----------------------------------------------------------------------
 def _named_bytes(data: bytes, name: str) -> io.BytesIO:
-    """File bytes that ``describe_source`` (hence ``Prediction.source``) reports by their path."""
+    """File bytes that ``describe_source`` (hence ``Result.source``) reports by their path."""
     buffer = io.BytesIO(data)
     buffer.name = name
     return buffer
@@ -121,38 +128,25 @@ def batch_inputs(batch: dict[str, Any]) -> tuple[list[Any], list[str]]:
     raise ValueError(f"a Ray batch needs a 'path', 'bytes' or 'image' column; got {sorted(batch)}")
 
 
-def align_predictions(
-    predictions: Sequence[Prediction], inputs: Sequence[Any], names: Sequence[str]
-) -> list[Prediction]:
-    """Give each prediction its input's name; inputs without a prediction get an error row."""
+def align_results(results: Sequence[Result], inputs: Sequence[Any], names: Sequence[str],
+                  indices: Sequence[int] | None = None) -> list[Result]:
+    """Give each result its input's name (and row index); an input without a result gets an error
+    row, so every input keeps at least one row (a video input keeps one per frame)."""
     described = [describe_source(x) for x in inputs]
-    if len(predictions) == len(inputs) and all(p.source == d for p, d in zip(predictions, described, strict=True)):
-        for pred, name in zip(predictions, names, strict=True):  # the normal case: one prediction per input, in order
-            pred.source = name
-        return list(predictions)
-    # every-vehicle mode: several predictions per input, in input order
-    out: list[Prediction] = []
-    seen = [False] * len(inputs)
-    position = 0
-    for pred in predictions:
-        k = position
-        while k < len(inputs) and described[k] != pred.source:
-            k += 1
-        if k == len(inputs):  # no input matches: keep the row as it is rather than lose it
-            out.append(pred)
-            continue
-        for skipped in range(position, k):
-            if not seen[skipped]:
-                out.append(Prediction.failed(names[skipped], "the pipeline returned no prediction for this input"))
-                seen[skipped] = True
-        pred.source = names[k]
-        seen[k] = True
-        position = k
-        out.append(pred)
-    out.extend(
-        Prediction.failed(names[i], "the pipeline returned no prediction for this input")
-        for i in range(len(inputs)) if not seen[i]
-    )
+    out: list[Result] = []
+    k = 0
+    pending = list(results)
+    for k, (desc, name) in enumerate(zip(described, names, strict=True)):
+        index = int(indices[k]) if indices is not None else k
+        mine = []
+        while pending and pending[0].source == desc:
+            mine.append(pending.pop(0))
+        if not mine:
+            mine = [Result.failed(name, index, f"{name}: the pipeline returned no result for this input")]
+        for result in mine:
+            result.source, result.index = name, index
+        out.extend(mine)
+    out.extend(pending)  # matched no input: keep the rows rather than lose them
     return out
 
 
@@ -176,14 +170,16 @@ class PipelinePredictor:
 
     def __call__(self, batch: dict[str, Any]) -> Any:
         inputs, names = batch_inputs(batch)
+        indices = [int(i) for i in batch["index"]] if "index" in batch else None
         try:
-            predictions = self.pipeline(inputs, batch_size=self.batch_size, topk=self.topk)
-            predictions = align_predictions(predictions, inputs, names)
+            results = self.pipeline(inputs, batch_size=self.batch_size, topk=self.topk)
+            results = align_results(results, inputs, names, indices)
         except Exception as exc:  # a whole-batch failure still yields one row per input
             logger.exception("batch of %d failed", len(inputs))
             reason = f"{type(exc).__name__}: {exc}"
-            predictions = [Prediction.failed(name, reason) for name in names]
-        return dicts_to_table([p.to_dict() for p in predictions])
+            results = [Result.failed(name, int(indices[i]) if indices else i, f"{name}: {reason}")
+                       for i, name in enumerate(names)]
+        return dicts_to_table([r.to_dict() for r in results])
 
 
 # -- the driver ----------------------------------------------------------------------------------
@@ -222,7 +218,7 @@ def input_dataset(inputs: Any, recursive: bool = True) -> Any:
         raise TypeError(f"predict_with_ray: unsupported inputs {describe_source(inputs)}")
     if not paths:
         raise ValueError(f"predict_with_ray: no images found in {describe_source(inputs)}")
-    return ray.data.from_items([{"path": p} for p in paths])
+    return ray.data.from_items([{"path": p, "index": i} for i, p in enumerate(paths)])
 
 
 def predict_with_ray(
@@ -291,9 +287,9 @@ def write_predictions(predictions: Any, output: str | os.PathLike[str], batch_si
         if suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            with pq.ParquetWriter(tmp, prediction_schema()) as writer:
+            with pq.ParquetWriter(tmp, result_schema()) as writer:
                 for table in batches:
-                    table = table.select(list(PREDICTION_COLUMNS)).cast(prediction_schema())
+                    table = table.select(list(RESULT_COLUMNS)).cast(result_schema())
                     writer.write_table(table)
                     rows += table.num_rows
                     failed += table.num_rows - table.column("error").null_count

@@ -7,6 +7,7 @@ file and the key instead of a silently ignored setting.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -129,7 +130,10 @@ class TrainConfig:
         return _build(cls, d, source, prefix="")
 
     def validate(self, source: str = "<config>") -> TrainConfig:
-        """Check value ranges that types alone cannot express."""
+        """Check value ranges that types alone cannot express (and that no number is infinite or NaN)."""
+        for key, value in _numbers(self.to_dict()):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{source}: {key}: must be a finite number, got {value!r}")
         checks = [
             ("data.train", bool(self.data.train), "is required (a dataset path or URI)"),
             ("data.val_fraction", 0.0 <= self.data.val_fraction < 1.0, "must be in [0, 1)"),
@@ -169,8 +173,13 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read recipe ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                          "save the recipe as UTF-8") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
@@ -207,6 +216,26 @@ def apply_override(raw: dict[str, Any], item: str) -> dict[str, Any]:
     return out
 
 
+class _DuplicateKey(yaml.YAMLError):
+    """The same key twice in one mapping (YAML keeps the last one silently)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in the same mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise _DuplicateKey(f"line {line}: duplicate key {key!r} (first given on line {seen[key]}); "
+                                    "YAML would silently keep only the last one")
+            if isinstance(key, typing.Hashable):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 # --- building dataclasses from plain values, with errors that name the key -------------------------
 
 def _build(cls: type, d: Any, source: str, prefix: str) -> Any:
@@ -227,6 +256,8 @@ def _build(cls: type, d: Any, source: str, prefix: str) -> Any:
 
 def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert (int -> float, list -> tuple)."""
+    if isinstance(value, float) and not math.isfinite(value):  # .inf / .nan: never a usable setting
+        raise ConfigError(f"{source}: {key}: must be a finite number, got {value!r}")
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, source, key + ".")
     origin = typing.get_origin(tp)
@@ -300,6 +331,16 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def _numbers(d: Mapping[str, Any], prefix: str = "") -> typing.Iterator[tuple[str, Any]]:
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            yield from _numbers(v, f"{prefix}{k}.")
+        elif isinstance(v, list):
+            yield from ((f"{prefix}{k}", x) for x in v)
+        else:
+            yield f"{prefix}{k}", v
 
 
 def _get_dotted(cfg: Any, key: str) -> Any:

@@ -87,8 +87,8 @@ def run_demo(out_dir: str | Path = "demo_output", *, baseline: bool = False, epo
     """Train on the shipped photos, evaluate on the held-out test split, write report + annotated examples."""
     from vehicle_cls.classifier import Classifier
     from vehicle_cls.train.evaluate import evaluate
-    from vehicle_cls.train.loop import train
     from vehicle_cls.train.report import write_report
+    from vehicle_cls.train.trainer import train
 
     t0 = time.perf_counter()
     out = Path(out_dir)

@@ -1,6 +1,7 @@
 """Evaluate a classifier bundle on a labelled dataset: probabilities, metrics, the failures.
 
-Images go through the classifier's own inference preprocessing (``preprocess_images``), whole
+Images go through the classifier backend's own inference preprocessing (``Classifier.transform``:
+torch or Keras alike), whole
 (``crop="none"``), cut to their annotation box (``"gt"``) or replaced by their cached detector crop
 (a ``CropCache``); a sample that cannot be read is reported and skipped, never ending the pass.
 """
@@ -15,7 +16,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from vehicle_cls.data import Sample, SampleList
-from vehicle_cls.train.augment import build_eval_transform
+from vehicle_cls.progress import progress_bar
 from vehicle_cls.train.metrics import ClassificationMetrics, compute_metrics
 
 logger = logging.getLogger(__name__)
@@ -89,25 +90,21 @@ def evaluate(
         from vehicle_cls.data import CropCache
 
         crop = CropCache(crop)
-    ds = SampleDataset(samples, build_eval_transform(classifier.preprocess), crop,
-                       box_format=getattr(samples, "box_format", "devkit"))
+    ds = SampleDataset(samples, classifier.transform, crop, box_format=getattr(samples, "box_format", "devkit"),
+                       input_format="numpy")
+    if not getattr(classifier.engine, "fork_safe", True):
+        num_workers = 0  # e.g. TensorFlow: its preprocessing must run in this process
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_skip_bad)
     probs, labels, indices, failed = [], [], [], []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(loader), desc=name, leave=False)
+    bar = progress_bar(len(loader), progress, name, "batch", leave=False)
     for images, y, idx, bad in loader:
         failed += [(f.path, f.reason) for f in bad]
         if len(y):
             probs.append(classifier.predict_proba(images, precision=precision).float().cpu().numpy())
             labels.append(y.numpy())
             indices.append(idx.numpy())
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+    bar.close()
     probs_a = np.concatenate(probs) if probs else np.zeros((0, len(classes)), dtype=np.float32)
     labels_a = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
     idx_a = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)

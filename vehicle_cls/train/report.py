@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from vehicle_cls.fileio import atomic_write_text
+from vehicle_cls.fileio import atomic_write_text, clean_stale_temps, ensure_dir
 from vehicle_cls.train.evaluate import EvalResult
 
 logger = logging.getLogger(__name__)
@@ -56,8 +56,8 @@ def write_report(
     plots: bool = True,
 ) -> dict[str, Path]:
     """Write report.json, report.md, predictions.jsonl and the plots into ``out_dir``; returns the paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(out_dir, "report folder")
+    clean_stale_temps(out)
     data = report_dict(result, worst)
     files: dict[str, Path] = {}
     if plots:
@@ -167,8 +167,8 @@ def comparison_table(reports: Sequence[dict[str, Any]]) -> str:
 def write_comparison(report_paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> dict[str, Path]:
     """Side-by-side table of several eval runs: comparison.md and comparison.json in ``out_dir``."""
     reports = [load_report(p) for p in report_paths]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(out_dir, "comparison folder")
+    clean_stale_temps(out)
     summary = [{k: r.get(k) for k in ("name", "model", "dataset", "split", "crop", "num_samples", "top1", "top5",
                                       "mean_class_accuracy")} | {"report": str(p)} for r, p in zip(reports, report_paths)]
     md = "# Comparison\n\n" + comparison_table(reports)

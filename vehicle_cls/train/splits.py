@@ -60,7 +60,12 @@ class DataSplits:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> DataSplits:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        """Read what ``save`` wrote; a damaged file is a one-line ``ValueError`` naming it."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: not a readable splits file ({type(exc).__name__}: {exc}); "
+                             "delete it to split the dataset again") from None
 
     def summary(self) -> str:
         test = "none" if self.test is None else str(len(self.test))

@@ -1,4 +1,5 @@
-"""The training loop: mixed precision, channels_last, warmup + cosine, checkpoints, exact resume, DDP.
+"""The trainer: mixed precision, channels_last, frozen-backbone warm-up, early stopping, checkpoints,
+exact resume, DDP.
 
 A run directory holds ``config.yaml`` (the resolved recipe), ``splits.json`` (which image went
 where), ``last.pt`` (everything needed to resume: model, optimizer, scheduler, scaler, epoch,
@@ -9,16 +10,12 @@ Determinism: the sampler is re-seeded from (seed, epoch) every epoch and the glo
 restored on resume, so an interrupted and resumed run ends with the same weights as an
 uninterrupted one (on the same device and thread count). Under ``torchrun`` each rank trains on a
 disjoint shard (DistributedSampler), gradients are averaged (DDP; gloo on CPU, nccl on CUDA) and
-only rank 0 writes files.
+only rank 0 writes files. Temporary files a killed run left in the run directory are removed at start.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import math
-import os
-import random
 import sys
 import time
 from collections.abc import Callable
@@ -26,141 +23,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
-from torch.utils.data.distributed import DistributedSampler
 
-from vehicle_cls.fileio import atomic_write_text
-from vehicle_cls.train.augment import build_batch_mix, build_eval_transform, build_train_transform
+from vehicle_cls import runtime
+from vehicle_cls.fileio import atomic_write_text, clean_stale_temps, ensure_dir
+from vehicle_cls.train.augment import build_batch_mix
+from vehicle_cls.train.checkpoint import LAST_NAME, load_last, rng_states, save_last, seed_everything, set_rng_states
 from vehicle_cls.train.config import TrainConfig
+from vehicle_cls.train.distributed import all_ranks_agree, all_reduce_sum, barrier, init_distributed, shutdown
+from vehicle_cls.train.loaders import build_loaders
+from vehicle_cls.train.optim import build_optimizer, build_scheduler, head_module
 from vehicle_cls.train.splits import DataSplits, prepare_splits
 
 logger = logging.getLogger(__name__)
 
-LAST_NAME = "last.pt"
 BEST_NAME = "best"
 
-
-# --- distributed setup ------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class DistInfo:
-    """This process's place in a torchrun job (world_size 1 when not distributed)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    initialized_here: bool = False
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_type: str) -> DistInfo:
-    """Join the process group described by torchrun's env vars (RANK, WORLD_SIZE, LOCAL_RANK)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, False)
-    backend = "nccl" if device_type == "cuda" else "gloo"
-    if device_type == "cuda":
-        torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend=backend, rank=rank, world_size=world)
-    logger.info("DDP: rank %d/%d (local %d), backend %s", rank, world, local_rank, backend)
-    return DistInfo(rank, world, local_rank, True)
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> this rank's CUDA device when available, else CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
-    return device
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> bf16 on CPU; bf16 on CUDA when supported, else fp16 (with a GradScaler)."""
-    if precision != "auto":
-        if precision == "fp16" and device.type == "cpu":
-            raise ValueError("run.precision fp16 needs CUDA; use bf16 or fp32 on CPU")
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if device.type == "cpu" else "fp32"
-
-
-class ShardSampler(Sampler[int]):
-    """Indices ``rank, rank + world, ...`` without padding (evaluation: every sample counted once)."""
-
-    def __init__(self, n: int, rank: int, world_size: int):
-        self.indices = list(range(rank, n, world_size))
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-# --- optimizer and schedule ---------------------------------------------------------------------------
-
-def head_module(model: nn.Module, arch: str) -> nn.Module:
-    """The classification head (``fc`` for ResNets) as named by the classifier factory."""
-    from vehicle_cls.classifier.factory import head_path
-
-    return model.get_submodule(head_path(arch))
-
-
-def param_groups(model: nn.Module, head: nn.Module, lr: float, weight_decay: float, backbone_lr_factor: float) -> list[dict]:
-    """Four groups (backbone/head x decay/no-decay); norm weights and biases (ndim <= 1) get no decay."""
-    head_ids = {id(p) for p in head.parameters()}
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {(h, d): [] for h in (False, True) for d in (False, True)}
-    for p in model.parameters():
-        groups[(id(p) in head_ids, p.ndim > 1)].append(p)
-    out = []
-    for (is_head, decay), params in groups.items():
-        if params:
-            out.append({
-                "params": params,
-                "lr": lr * (1.0 if is_head else backbone_lr_factor),
-                "weight_decay": weight_decay if decay else 0.0,
-                "name": f"{'head' if is_head else 'backbone'}{'' if decay else '_no_decay'}",
-            })
-    return out
-
-
-def build_optimizer(cfg: TrainConfig, model: nn.Module, head: nn.Module) -> torch.optim.Optimizer:
-    o = cfg.optim
-    groups = param_groups(model, head, o.lr, o.weight_decay, o.backbone_lr_factor)
-    if o.name == "sgd":
-        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
-    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
-
-
-def lr_factor(step: int, total_steps: int, warmup_steps: int, start_factor: float, schedule: str, min_factor: float) -> float:
-    """Multiplier of the base lr at ``step``: linear warmup, then cosine (or constant) decay."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return start_factor + (1.0 - start_factor) * step / warmup_steps
-    if schedule == "constant":
-        return 1.0
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-# --- results -----------------------------------------------------------------------------------------
 
 @dataclass
 class TrainResult:
@@ -176,35 +55,6 @@ class TrainResult:
     interrupted: bool = False  # stopped by run.max_steps before the last epoch
     history: list[dict[str, Any]] = field(default_factory=list)
 
-
-def rng_states(device: torch.device) -> dict[str, Any]:
-    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"].cpu())
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-# --- the trainer -------------------------------------------------------------------------------------
 
 class Trainer:
     """Train a classifier from a ``TrainConfig``; inject ``classifier``/``splits`` to skip building them.
@@ -223,18 +73,21 @@ class Trainer:
     # ---- setup ------------------------------------------------------------------------------------
     def _setup(self, resume: bool) -> None:
         cfg = self.cfg
-        self.device = resolve_device(cfg.run.device)
+        self.device = runtime.resolve_device(cfg.run.device)
         self.dist = init_distributed(self.device.type)
         if self.dist.enabled:
-            self.device = resolve_device(cfg.run.device, self.dist.local_rank)
-        self.precision = resolve_precision(cfg.run.precision, self.device)
+            self.device = runtime.resolve_device(cfg.run.device, self.dist.local_rank)
+        self.precision = runtime.resolve_precision(cfg.run.precision, self.device, training=True)
         if cfg.run.threads and self.device.type == "cpu":
             torch.set_num_threads(cfg.run.threads)
         if cfg.run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.run_dir = Path(cfg.run.out_dir)
+        if self.run_dir.exists() and not self.run_dir.is_dir():  # every rank: all fail alike, none waits
+            ensure_dir(self.run_dir, "run.out_dir")
         if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            ensure_dir(self.run_dir, "run.out_dir")
+            clean_stale_temps(self.run_dir)
         seed_everything(cfg.run.seed)
         self._setup_splits(resume)
         self._setup_model()
@@ -247,11 +100,13 @@ class Trainer:
         if self.dist.is_main:
             if self.splits is None:
                 self.splits = prepare_splits(self.cfg.data)
+            if not self.splits.classes:
+                raise ValueError(f"data.train {self.cfg.data.train}: the dataset has no classes (no labelled images)")
             self.splits.save(path)
             import yaml
 
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False), "utf-8")
-        self._barrier()
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        barrier(self.dist)
         if self.splits is None:  # other ranks read what rank 0 decided
             self.splits = DataSplits.load(path)
 
@@ -276,43 +131,13 @@ class Trainer:
         self.head = head_module(self.model, clf.arch)
 
     def _loaders(self) -> None:
-        from vehicle_cls.data.torch_dataset import SampleDataset, collate_skip_bad
-
-        cfg, d = self.cfg, self.dist
-        crop = _crop_arg(cfg.data.crop)
-        pre = self.classifier.preprocess
-        train_ds = SampleDataset(self.splits.train, build_train_transform(cfg.augment, pre), crop,
-                                 box_format=self.splits.box_format)
-        val_ds = SampleDataset(self.splits.val, build_eval_transform(pre), crop, box_format=self.splits.box_format)
-        if cfg.run.batch_size % d.world_size:
-            raise ValueError(f"run.batch_size {cfg.run.batch_size} is not divisible by the {d.world_size} DDP ranks")
-        self.local_batch = cfg.run.batch_size // d.world_size
-        self.sampler = DistributedSampler(train_ds, num_replicas=d.world_size, rank=d.rank, shuffle=True,
-                                          seed=cfg.run.seed, drop_last=False)
-        self.loader_gen = torch.Generator()
-        pin = self.device.type == "cuda"
-        workers = cfg.data.num_workers
-        self.train_loader = DataLoader(train_ds, batch_size=self.local_batch, sampler=self.sampler,
-                                       num_workers=workers, collate_fn=collate_skip_bad, pin_memory=pin,
-                                       generator=self.loader_gen, persistent_workers=False)
-        self.val_loader = DataLoader(val_ds, batch_size=max(1, cfg.run.eval_batch_size // d.world_size),
-                                     sampler=ShardSampler(len(val_ds), d.rank, d.world_size),
-                                     num_workers=workers, collate_fn=collate_skip_bad, pin_memory=pin,
-                                     generator=torch.Generator().manual_seed(0))
-        self.steps_per_epoch = len(self.train_loader)
-        if self.steps_per_epoch == 0:
-            raise ValueError("the training split is empty")
+        self.loaders = build_loaders(self.cfg, self.splits, self.classifier.preprocess, self.dist,
+                                     pin_memory=self.device.type == "cuda")
+        self.steps_per_epoch = len(self.loaders.train)
 
     # ---- helpers ------------------------------------------------------------------------------------
-    def _barrier(self) -> None:
-        if self.dist.enabled:
-            dist.barrier()
-
     def _autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return runtime.autocast(self.device, self.precision)
 
     def _set_frozen(self, frozen: bool) -> None:
         head_ids = {id(p) for p in self.head.parameters()}
@@ -338,11 +163,7 @@ class Trainer:
                     m.eval()
 
     def _reduce(self, values: list[float]) -> list[float]:
-        if not self.dist.enabled:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
-        dist.all_reduce(t)
-        return t.tolist()
+        return all_reduce_sum(values, self.dist, self.device)
 
     def _to_device(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
@@ -356,8 +177,7 @@ class Trainer:
         try:
             return self._fit(resume)
         finally:
-            if getattr(self, "dist", None) is not None and self.dist.initialized_here and dist.is_initialized():
-                dist.destroy_process_group()
+            shutdown(getattr(self, "dist", None))
 
     def _fit(self, resume: bool) -> TrainResult:
         cfg = self.cfg
@@ -365,12 +185,7 @@ class Trainer:
         self._loaders()
         o, r = cfg.optim, cfg.run
         self.optimizer = build_optimizer(cfg, self.model, self.head)
-        total = r.epochs * self.steps_per_epoch
-        warmup = round(o.warmup_epochs * self.steps_per_epoch)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda s: lr_factor(s, total, warmup, o.warmup_start_factor, o.schedule, o.min_lr_factor),
-        )
+        self.scheduler = build_scheduler(cfg, self.optimizer, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.criterion = nn.CrossEntropyLoss(label_smoothing=o.label_smoothing)
         self.mix = build_batch_mix(cfg.augment, len(self.splits.classes))
@@ -381,9 +196,7 @@ class Trainer:
         if not resume and last.is_file() and self.dist.is_main:
             logger.warning("%s exists; starting a new run over it (use --resume to continue it)", last)
         if resume:
-            if not last.is_file():
-                raise FileNotFoundError(f"{last}: no checkpoint to resume from (train without --resume first)")
-            ckpt = torch.load(last, map_location=self.device, weights_only=False)
+            ckpt = load_last(last, self.device)
             _warn_config_changes(ckpt.get("config", {}), cfg.to_dict())
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -438,7 +251,7 @@ class Trainer:
                 if self.dist.is_main:
                     if metric is None or improved:
                         self._save_best(epoch + 1, best, history)
-                    atomic_torch_save({
+                    save_last({
                         "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                         "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                         "epoch": epoch + 1, "step": step, "rng": rng_states(self.device),
@@ -446,7 +259,7 @@ class Trainer:
                         "history": history, "config": cfg.to_dict(), "classes": self.splits.classes,
                     }, last)
                     atomic_write_text(self.run_dir / "history.json", json.dumps(history, indent=1) + "\n")
-                self._barrier()
+                barrier(self.dist)
                 if r.early_stopping_patience and bad_epochs >= r.early_stopping_patience:
                     stopped_early = True
                     logger.info("early stopping: no %s improvement for %d epochs (best %.4f at epoch %s)",
@@ -467,9 +280,9 @@ class Trainer:
 
     def _train_epoch(self, net: nn.Module, epoch: int, step: int, writer: Any) -> tuple[dict[str, float], int, bool]:
         r = self.cfg.run
-        self.sampler.set_epoch(epoch)
-        self.loader_gen.manual_seed(r.seed * 1_000_003 + epoch)
+        self.loaders.start_epoch(epoch, r.seed)
         self._train_mode()
+        min_batch = 2 if any(m.training for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)) else 1
         loss_sum = correct = count = skipped = 0.0
         show = r.progress and self.dist.is_main and sys.stderr.isatty()
         bar = None
@@ -479,7 +292,7 @@ class Trainer:
             bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{r.epochs}", leave=False, dynamic_ncols=True)
         complete = True
         batches = 0
-        for batch in self.train_loader:
+        for batch in self.loaders.train:
             if r.max_steps is not None and step >= r.max_steps:
                 complete = False
                 break
@@ -488,7 +301,12 @@ class Trainer:
             if self.on_batch is not None:
                 self.on_batch(epoch, step, indices)
             batches += 1
-            if len(labels):
+            usable = all_ranks_agree(len(labels) >= min_batch, self.dist, self.device)  # every rank steps, or none
+            if not usable and len(labels):
+                logger.warning("epoch %d step %d: skipped a batch of %d usable image(s) (BatchNorm needs 2 or more)",
+                               epoch + 1, step, len(labels))
+                skipped += len(labels)
+            if usable:
                 images, labels = self._to_device(images), labels.to(self.device, non_blocking=True)
                 targets = labels
                 if self.mix is not None:
@@ -530,7 +348,7 @@ class Trainer:
         self.model.eval()
         loss_sum = c1 = c5 = count = skipped = 0.0
         k = min(5, len(self.splits.classes))
-        for images, labels, _, failed in self.val_loader:
+        for images, labels, _, failed in self.loaders.val:
             skipped += len(failed)
             if not len(labels):
                 continue
@@ -567,14 +385,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, classifier: Any = None, spl
           on_batch: Callable[[int, int, torch.Tensor], None] | None = None) -> TrainResult:
     """Train per ``cfg`` (continue from ``out_dir/last.pt`` with ``resume``); see ``Trainer``."""
     return Trainer(cfg, classifier=classifier, splits=splits, on_batch=on_batch).fit(resume=resume)
-
-
-def _crop_arg(crop: str) -> Any:
-    if crop in ("none", "gt"):
-        return crop
-    from vehicle_cls.data import CropCache
-
-    return CropCache(crop)
 
 
 def _epoch_line(row: dict, epochs: int, improved: bool) -> str:

@@ -1,0 +1,368 @@
+"""`vehicle-cls serve`: real HTTP on 127.0.0.1, concurrent clients, batching, limits, and the batcher alone.
+
+Every HTTP answer is compared with the in-process ``Pipeline`` run on the same bytes (a second
+instance loaded from the same bundle, no HTTP, no batching across requests).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from vehicle_cls import Classifier, Pipeline  # noqa: E402
+from vehicle_cls.classifier import Preprocess  # noqa: E402
+from vehicle_cls.serve.app import ServeConfig, create_app  # noqa: E402
+from vehicle_cls.serve.batcher import Batcher  # noqa: E402
+from vehicle_cls.serve.uploads import Limits, NamedBytes  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+CLASSES = ["bike", "car", "juggernaut", "minibus", "pickup", "truck"]
+TOPK = 3
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    import torch
+
+    torch.manual_seed(0)
+    clf = Classifier.create("resnet18", classes=CLASSES, weights=None,
+                            preprocess=Preprocess(input_size=64, resize="squash"))
+    return clf.save(tmp_path_factory.mktemp("serve") / "bundle")
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, bytes]:
+    files = sorted((DATA / "photos").glob("*.jpg")) + sorted((DATA / "predict").glob("*.jpg"))
+    return {p.name: p.read_bytes() for p in files}
+
+
+@pytest.fixture(scope="module")
+def oracle(bundle):
+    """Expected JSON for (name, bytes): the in-process pipeline, one image at a time."""
+    pipe = Pipeline.load(bundle, device="cpu", num_workers=0)
+    cache: dict[tuple[str, bytes], dict] = {}
+
+    def expect(name: str, data: bytes, position: int = 0) -> dict:
+        """``position``: the image's place in its request (results that carry an ``index`` report it)."""
+        if (name, data) not in cache:
+            cache[(name, data)] = pipe([NamedBytes(data, name)], topk=TOPK)[0].to_dict()
+        want = dict(cache[(name, data)])
+        if "index" in want:
+            want["index"] = position
+        return want
+
+    return expect
+
+
+def assert_close(got, want, path="$"):
+    """Equal JSON, floats within 1e-4 (batched and single-image convolutions round differently)."""
+    if isinstance(want, float) and isinstance(got, (int, float)):
+        assert math.isclose(got, want, abs_tol=1e-4), f"{path}: {got} != {want}"
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and set(got) == set(want), f"{path}: keys {sorted(got)} != {sorted(want)}"
+        for key in want:
+            assert_close(got[key], want[key], f"{path}.{key}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), f"{path}: {got} != {want}"
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_close(g, w, f"{path}[{i}]")
+    else:
+        assert got == want, f"{path}: {got!r} != {want!r}"
+
+
+class Server:
+    """uvicorn in a thread on a free 127.0.0.1 port; stopped (and joined) by ``stop``."""
+
+    def __init__(self, app):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        self.sock.close()
+        assert not self.thread.is_alive(), "server did not shut down"
+
+
+LIMITS = Limits(max_files=4, max_file_bytes=200_000)
+
+
+@pytest.fixture(scope="module")
+def server(bundle):
+    pipe = Pipeline.load(bundle, device="cpu")
+    app = create_app(pipe, ServeConfig(max_batch_size=8, max_wait_ms=30, topk=TOPK, limits=LIMITS))
+    with Server(app) as srv:
+        yield srv
+
+
+NOT_AN_IMAGE = b"this is a text file, not a JPEG\n"
+
+
+def _plan(photos: dict[str, bytes]) -> list[dict]:
+    """50 requests: single and multi-file uploads, JSON base64, bad files, and refused requests."""
+    names = sorted(photos)
+    truncated = photos[names[0]][:300]
+    plan = []
+    for i in range(50):
+        a, b = names[i % len(names)], names[(i * 3 + 1) % len(names)]
+        kind = i % 10
+        if kind in (0, 1, 2):
+            plan.append({"kind": "multipart", "files": [(a, photos[a])]})
+        elif kind == 3:
+            plan.append({"kind": "multipart", "files": [(a, photos[a]), ("notes.jpg", NOT_AN_IMAGE), (b, photos[b])]})
+        elif kind == 4:
+            plan.append({"kind": "json", "files": [(a, photos[a]), (b, photos[b])], "bad_b64": True})
+        elif kind == 5:
+            plan.append({"kind": "multipart", "files": [(f"cut_{a}", truncated)], "status": 422})
+        elif kind == 6:
+            plan.append({"kind": "multipart", "files": [(a, photos[a])] * 5, "status": 400})
+        elif kind == 7:
+            plan.append({"kind": "multipart", "files": [("big.jpg", photos[a] + b"\0" * 250_000)], "status": 413})
+        else:
+            plan.append({"kind": "json", "files": [(a, photos[a]), (b, photos[b]), (names[2], photos[names[2]])]})
+    return plan
+
+
+async def _send(client: httpx.AsyncClient, url: str, req: dict) -> httpx.Response:
+    if req["kind"] == "json":
+        images = [{"name": n, "data": base64.b64encode(d).decode()} for n, d in req["files"]]
+        if req.get("bad_b64"):
+            images.insert(1, {"name": "garbled.jpg", "data": "not*base64!"})
+        return await client.post(url + "/predict", json={"images": images})
+    files = [("files", (n, d, "image/jpeg")) for n, d in req["files"]]
+    return await client.post(url + "/predict", files=files)
+
+
+def test_fifty_concurrent_clients_are_batched_and_answered_correctly(server, photos, oracle):
+    plan = _plan(photos)
+
+    async def main():
+        limits = httpx.Limits(max_connections=50)
+        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+            return await asyncio.gather(*(_send(client, server.url, r) for r in plan))
+
+    before = httpx.get(server.url + "/metrics").json()
+    responses = asyncio.run(main())
+    assert len(responses) == len(plan)  # no request lost
+    expected_images = 0
+    for req, resp in zip(plan, responses):
+        status = req.get("status", 200)
+        assert resp.status_code == status, (req["kind"], [n for n, _ in req["files"]], resp.text[:300])
+        if status != 200:
+            detail = resp.json()["detail"]
+            assert isinstance(detail, str) and "\n" not in detail and detail
+            if status == 422:
+                assert detail == oracle(*req["files"][0])["error"]
+                expected_images += 1
+            continue
+        got = resp.json()
+        want: list = [(n, d) for n, d in req["files"]]
+        if req.get("bad_b64"):
+            want.insert(1, None)
+        want = [None if w is None else oracle(*w, position=i) for i, w in enumerate(want)]
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            if w is None:  # the garbled entry failed alone, with its name and reason
+                assert g["source"] == "garbled.jpg" and "invalid base64" in g["error"]
+            else:
+                assert_close(g, w)
+        expected_images += len(want)
+        assert all(g["error"] is None for g, w in zip(got, want) if w is not None and w["error"] is None)
+    after = httpx.get(server.url + "/metrics").json()
+    served = after["images"] - before["images"]
+    calls = after["model_calls"] - before["model_calls"]
+    assert after["requests"] - before["requests"] == len(plan)
+    assert served == expected_images
+    assert 0 < calls < served, f"{calls} model calls for {served} images: no batching"
+    assert after["max_batch_size"] > 1
+    assert after["queued"] == 0
+
+
+def test_bad_file_in_a_batch_fails_only_its_entry(server, photos, oracle):
+    name = sorted(photos)[0]
+    files = [("files", ("empty.jpg", b"", "image/jpeg")), ("files", (name, photos[name], "image/jpeg"))]
+    resp = httpx.post(server.url + "/predict", files=files, timeout=60)
+    assert resp.status_code == 200
+    bad, good = resp.json()
+    assert bad["source"] == "empty.jpg" and "empty file" in bad["error"]
+    assert_close(good, oracle(name, photos[name], position=1))
+
+
+@pytest.mark.parametrize("make, status, words", [
+    (lambda p: {"files": [("f", ("a.jpg", p * 1, "image/jpeg"))] * 5}, 400, "too many images"),
+    (lambda p: {"files": [("f", ("huge.jpg", p + b"\0" * 250_000, "image/jpeg"))]}, 413, "huge.jpg"),
+    (lambda p: {"content": b"x" * (LIMITS.max_body_bytes() + 1),
+                "headers": {"content-type": "application/json"}}, 413, "over the"),
+    (lambda p: {"data": {"field": "no file here"}, "files": []}, 400, "no image"),
+    (lambda p: {"content": p, "headers": {"content-type": "image/jpeg"}}, 415, "not supported"),
+    (lambda p: {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+    (lambda p: {"json": {"pictures": []}}, 400, "base64"),
+    (lambda p: {"json": []}, 400, "no image"),
+    (lambda p: {"files": [("f", ("readme.jpg", NOT_AN_IMAGE, "image/jpeg"))]}, 422, "readme.jpg"),
+])
+def test_refused_requests_get_a_4xx_with_one_line(server, photos, make, status, words):
+    payload = photos[sorted(photos)[0]]
+    kwargs = make(payload)
+    if kwargs.get("files") == []:  # httpx sends a form without file parts as multipart only with files
+        kwargs = {"content": b"--b\r\nContent-Disposition: form-data; name=\"field\"\r\n\r\nx\r\n--b--\r\n",
+                  "headers": {"content-type": "multipart/form-data; boundary=b"}}
+    resp = httpx.post(server.url + "/predict", timeout=60, **kwargs)
+    assert resp.status_code == status, resp.text[:300]
+    detail = resp.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail and words in detail
+
+
+def test_json_list_of_plain_base64_and_data_urls(server, photos, oracle):
+    names = sorted(photos)[:2]
+    body = [base64.b64encode(photos[names[0]]).decode(),
+            "data:image/jpeg;base64," + base64.b64encode(photos[names[1]]).decode()]
+    resp = httpx.post(server.url + "/predict", json=body, timeout=60)
+    assert resp.status_code == 200
+    got = resp.json()
+    assert_close(got[0], oracle("image[0]", photos[names[0]]))
+    assert_close(got[1], oracle("image[1]", photos[names[1]], position=1))
+
+
+def test_health_and_info_describe_the_model(server, bundle):
+    assert httpx.get(server.url + "/health").json() == {"status": "ok"}
+    info = httpx.get(server.url + "/info").json()
+    config = json.loads((bundle / "config.json").read_text())
+    assert info["classes"] == CLASSES == config["classes"]
+    assert info["preprocessing"]["input_size"] == 64 and info["preprocessing"]["resize"] == "squash"
+    assert info["cropper"] is None and info["device"] == "cpu" and info["topk"] == TOPK
+    assert info["batching"] == {"max_batch_size": 8, "max_wait_ms": 30}
+    assert info["limits"] == {"max_files": 4, "max_file_bytes": 200_000}
+
+
+# ---- the batcher on its own ----------------------------------------------------------------------
+
+
+class _Echo:
+    def __init__(self, value):
+        self.value = value
+
+    def to_dict(self):
+        return {"value": self.value}
+
+
+def _run_batcher(predict, n, max_batch_size, max_wait_ms=20.0, per_request=1):
+    async def main():
+        batcher = Batcher(predict, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+        await batcher.start()
+        try:
+            reqs = [[f"r{i}-{j}" for j in range(per_request)] for i in range(n)]
+            out = await asyncio.gather(*(batcher.submit(r) for r in reqs), return_exceptions=True)
+            return reqs, out, batcher.stats
+        finally:
+            await batcher.stop()
+
+    return asyncio.run(main())
+
+
+def test_batcher_groups_concurrent_requests_and_keeps_order():
+    calls = []
+
+    def predict(sources):
+        calls.append(list(sources))
+        time.sleep(0.01)
+        return [_Echo(s) for s in sources]
+
+    reqs, out, stats = _run_batcher(predict, n=30, max_batch_size=8, per_request=2)
+    assert [[d["value"] for d in o] for o in out] == reqs
+    assert all(len(c) <= 8 for c in calls) and max(len(c) for c in calls) == 8
+    assert stats.model_calls == len(calls) < 60 and stats.images == 60
+    assert sorted(s for c in calls for s in c) == sorted(s for r in reqs for s in r)
+
+
+def test_batcher_without_batching_calls_once_per_image():
+    calls = []
+    _, out, stats = _run_batcher(lambda s: calls.append(s) or [_Echo(x) for x in s], n=10, max_batch_size=1)
+    assert len(calls) == 10 == stats.model_calls and all(len(c) == 1 for c in calls)
+
+
+def test_batcher_model_failure_fails_that_batch_only():
+    state = {"n": 0}
+
+    def predict(sources):
+        state["n"] += 1
+        if state["n"] == 1:
+            raise MemoryError("out of memory")
+        return [_Echo(s) for s in sources]
+
+    async def main():
+        batcher = Batcher(predict, max_batch_size=4, max_wait_ms=5)
+        await batcher.start()
+        try:
+            first = await asyncio.gather(batcher.submit(["a"]), return_exceptions=True)
+            second = await batcher.submit(["b"])
+            return first, second
+        finally:
+            await batcher.stop()
+
+    first, second = asyncio.run(main())
+    assert isinstance(first[0], RuntimeError) and "MemoryError: out of memory" in str(first[0])
+    assert second == [{"value": "b"}]
+
+
+def test_batcher_refuses_a_pipeline_that_returns_the_wrong_count():
+    _, out, _ = _run_batcher(lambda s: [_Echo(x) for x in s] * 2, n=2, max_batch_size=4)
+    assert all(isinstance(o, RuntimeError) and "exactly one result per image" in str(o) for o in out)
+
+
+# ---- the command ---------------------------------------------------------------------------------
+
+
+def test_cli_serve_answers_over_http(bundle, photos, oracle):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "vehicle_cls", "serve", "--model", str(bundle), "--device", "cpu",
+                             "--port", str(port), "--topk", str(TOPK), "--max-files", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "vehicle-cls serve did not come up"
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        name = sorted(photos)[-1]
+        resp = httpx.post(url + "/predict", files=[("f", (name, photos[name], "image/jpeg"))], timeout=60)
+        assert resp.status_code == 200
+        assert_close(resp.json()[0], oracle(name, photos[name]))
+        too_many = httpx.post(url + "/predict", files=[("f", (name, photos[name], "image/jpeg"))] * 3, timeout=60)
+        assert too_many.status_code == 400 and "limit is 2" in too_many.json()["detail"]
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -1,0 +1,45 @@
+"""The one interface every classifier backend implements (``TorchBackend``, ``KerasBackend``).
+
+A backend owns its model, its class names and its preprocessing; callers (``Classifier``,
+``Pipeline``, evaluation) only use the methods below and never ask which backend they hold.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class ClassifierBackend(Protocol):
+    """What ``Classifier`` needs from a backend."""
+
+    name: str  # "torch" | "keras": the bundle's "backend" entry
+    classes: list[str]
+    fork_safe: bool  # False: its ``transform`` must not run in forked DataLoader workers
+
+    def to(self, device: Any) -> ClassifierBackend:
+        """Run on ``device``; returns self."""
+
+    def use_channels_last(self) -> None:
+        """Prefer the channels-last memory layout where it helps (a no-op where it does not apply)."""
+
+    def save(self, directory: str | os.PathLike, training: dict[str, Any] | None = None,
+             cropper: dict[str, Any] | None = None) -> Path:
+        """Write the bundle (weights + ``config.json``)."""
+
+    def transform(self, image: Any) -> Any:
+        """One RGB image -> its model input as a tensor that ``predict_batch`` takes stacked."""
+
+    def predict_batch(self, batch: Any, precision: str = "fp32") -> Any:
+        """Probabilities (N, C) as a float32 torch tensor for a stack of ``transform`` outputs."""
+
+    def prepare_crops(self, image: np.ndarray, choices: Sequence[Any], mask_fill: Sequence[int] = ...,
+                      tensor: Any = None) -> Any:
+        """Model inputs for the chosen crops (``CropChoice``-like: box, mask) of one RGB image."""
+
+    def classify(self, prepared: Sequence[Any], precision: str = "fp32", batch_size: int = ...) -> np.ndarray:
+        """Probabilities (M, C) for the crops of several ``prepare_crops`` results, in order."""

@@ -1,0 +1,146 @@
+"""The torch side of ``Classifier``: a torchvision backbone, its preprocessing and its bundle format.
+
+``TorchBackend`` and ``keras_backend.KerasBackend`` implement the same interface (see
+``backend.ClassifierBackend``), so ``Pipeline``, ``Classifier.predict`` and evaluation never ask
+which one they hold. Crops are cut and resized on the model's device with ``roi_align``.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vehicle_cls.classifier import bundle
+from vehicle_cls.classifier.factory import create_model, get_head, head_path
+from vehicle_cls.classifier.preprocess import Preprocess, crop_resize_on_device, preprocess_images
+from vehicle_cls.fastpath import InferenceCopies, classify_logits
+from vehicle_cls.runtime import resolve_device, resolve_precision
+
+
+class TorchBackend:
+    """A torchvision classification model with the exact preprocessing it was trained with."""
+
+    name = "torch"
+    fork_safe = True  # DataLoader worker processes may run its transform
+
+    def __init__(self, model: nn.Module, arch: str, classes: Sequence[str], preprocess: Preprocess | None = None,
+                 dropout: float = 0.2, device: str | torch.device = "cpu"):
+        self.arch = arch
+        self.classes = list(classes)
+        self.preprocess = preprocess or Preprocess()
+        self.dropout = float(dropout)
+        self.device = resolve_device(device)
+        n_out = get_head(model, arch).out_features
+        if n_out != len(self.classes):
+            raise ValueError(f"head has {n_out} outputs but {len(self.classes)} classes were given")
+        self.model = model.to(self.device).eval()
+        self._fast = InferenceCopies()  # bf16/fp16 inference copies of ``model``
+
+    def __repr__(self) -> str:
+        return f"TorchBackend(arch={self.arch!r}, preprocess={self.preprocess}, device={str(self.device)!r})"
+
+    # ---- bundle -----------------------------------------------------------------------------
+    @classmethod
+    def load(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> TorchBackend:
+        """Open a torch bundle; refuses weights that do not fit ``config.json``."""
+        config = bundle.read_config(directory)
+        arch, classes = config["arch"], config["classes"]
+        try:
+            preprocess = Preprocess.from_dict(config["preprocess"])
+            model = create_model(arch, len(classes), weights=None, dropout=config.get("dropout") or 0.0)
+        except (ValueError, TypeError) as exc:
+            raise bundle.BundleError(f"{Path(directory) / bundle.CONFIG_NAME}: {exc}") from None
+        state = bundle.read_weights(directory)
+        bundle.check_weights_fit(
+            model.state_dict(), state, head_weight_key=_head_weight_key(model, arch),
+            num_classes=len(classes), arch=arch, where=str(directory),
+        )
+        model.load_state_dict(state, strict=True)
+        return cls(model, arch, classes, preprocess, config.get("dropout") or 0.0, device)
+
+    def save(self, directory: str | os.PathLike, training: dict[str, Any] | None = None,
+             cropper: dict[str, Any] | None = None) -> Path:
+        """Write ``model.safetensors`` + ``config.json``."""
+        config = bundle.make_config(
+            backend="torch", arch=self.arch, classes=self.classes, dropout=self.dropout,
+            preprocess=self.preprocess.to_dict(), cropper=cropper, training=training,
+        )
+        model = getattr(self.model, "_orig_mod", self.model)  # torch.compile wrapper -> plain names
+        return bundle.write_torch_bundle(Path(directory), model.state_dict(), config)
+
+    # ---- placement --------------------------------------------------------------------------
+    def to(self, device: str | torch.device) -> TorchBackend:
+        self.device = resolve_device(device)
+        self.model.to(self.device)
+        return self
+
+    def use_channels_last(self) -> None:
+        """Store conv weights channels-last (faster convolutions on CUDA and recent CPUs)."""
+        self.model.to(memory_format=torch.channels_last)
+
+    # ---- inference --------------------------------------------------------------------------
+    def predict_batch(self, batch: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+        """Softmax probabilities (N, C) float32 on the device for a preprocessed NCHW batch: fp32 runs
+        the model as it is, bf16/fp16 its inference copy (vehicle_cls.fastpath: BN folded, low-precision
+        weights, channels_last)."""
+        precision = resolve_precision(precision, self.device)
+        return classify_logits(self._fast, self.model, batch, precision, self.device).softmax(dim=1)
+
+    def transform(self, image: Any) -> torch.Tensor:
+        """One image (RGB uint8 HxWx3 array, PIL image or CHW tensor) -> its (3, S, S) model input."""
+        from vehicle_cls.images import load_image
+
+        if not isinstance(image, torch.Tensor):
+            image = load_image(image)
+        return preprocess_images([image], self.preprocess, "cpu")[0]
+
+    def prepare_crops(self, image: np.ndarray, choices: Sequence[Any], mask_fill: Sequence[int] = (124, 116, 104),
+                      tensor: torch.Tensor | None = None) -> torch.Tensor:
+        """(K, 3, S, S) model inputs for the chosen crops of one RGB image, computed on the device
+        (``tensor``: the image as CHW uint8, e.g. pinned memory, when the caller has it)."""
+        if tensor is None:
+            if not image.flags.writeable or not image.flags.c_contiguous:  # torch wants writable memory
+                image = np.array(image, order="C")
+            tensor = torch.from_numpy(image).permute(2, 0, 1)
+        cfg = self.preprocess
+        img = tensor.to(self.device, non_blocking=True)
+        out: list[torch.Tensor | None] = [None] * len(choices)
+        plain = [i for i, c in enumerate(choices) if c.box is not None and getattr(c, "mask", None) is None]
+        if plain:
+            boxes = torch.tensor([choices[i].box for i in plain], dtype=torch.float32, device=self.device)
+            for i, crop in zip(plain, crop_resize_on_device(img, boxes, cfg)):
+                out[i] = crop
+        for i, c in enumerate(choices):
+            if out[i] is not None:
+                continue
+            source = img
+            mask = getattr(c, "mask", None)
+            if mask is not None:
+                keep = torch.from_numpy(np.asarray(mask, dtype=bool)).to(self.device)
+                fill = torch.tensor(tuple(mask_fill), dtype=img.dtype, device=self.device).view(3, 1, 1)
+                source = torch.where(keep, img, fill)
+            boxes = None if c.box is None else torch.tensor([c.box], dtype=torch.float32, device=self.device)
+            out[i] = crop_resize_on_device(source, boxes, cfg)[0]
+        if not out:
+            return torch.zeros((0, 3, cfg.input_size, cfg.input_size), device=self.device)
+        return torch.stack(out)  # type: ignore[arg-type]
+
+    def classify(self, prepared: Sequence[torch.Tensor], precision: str = "fp32", batch_size: int = 64) -> np.ndarray:
+        """Probabilities (M, C) for the crops of several ``prepare_crops`` calls, ``batch_size`` at a time."""
+        if not prepared:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        x = torch.cat(list(prepared))
+        parts = [self.predict_batch(x[i : i + batch_size], precision).cpu() for i in range(0, len(x), batch_size)]
+        return torch.cat(parts).numpy() if parts else np.zeros((0, len(self.classes)), dtype=np.float32)
+
+
+def _head_weight_key(model: nn.Module, arch: str) -> str:
+    path = head_path(arch)
+    head = model.get_submodule(path)
+    return f"{path}.{len(head) - 1}.weight" if isinstance(head, nn.Sequential) else f"{path}.weight"
+

@@ -1,0 +1,176 @@
+"""The FastAPI application: POST /predict (batched), GET /health, /info and /metrics.
+
+``create_app(pipeline, ServeConfig(...))`` builds the app around one model instance. /predict takes
+multipart file parts or JSON base64 (see ``uploads``) and answers a JSON list with one object per
+image, what ``vehicle-cls predict`` writes per line (``index``, where results carry one, is the
+image's position in the request). A request with one image that cannot
+be decoded gets 422; in a request with several, a bad image only sets its own entry's ``error``.
+Refused requests (too large, too many images, wrong content type) get a 4xx with a one-line
+``detail``.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from vehicle_cls.serve.batcher import Batcher
+from vehicle_cls.serve.uploads import Limits, UploadError, sources_from_form, sources_from_json
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeConfig:
+    """Batching budget, request limits and the number of classes listed per image."""
+
+    max_batch_size: int = 16
+    max_wait_ms: float = 10.0
+    limits: Limits = field(default_factory=Limits)
+    topk: int = 5
+
+
+@dataclass
+class RequestStats:
+    """Per-app request counters (for /metrics)."""
+
+    requests: int = 0
+    ok: int = 0
+    refused: int = 0  # 4xx
+    failed: int = 0  # 5xx
+    images: int = 0
+    started: float = field(default_factory=time.time)
+
+
+def model_info(pipeline: Any) -> dict[str, Any]:
+    """What /info reports about the model: classes, preprocessing, cropper, device."""
+    clf = pipeline.classifier
+    preprocess = getattr(clf, "preprocess", None)
+    cropper = getattr(pipeline, "cropper", None)
+    return {
+        "arch": getattr(clf, "arch", None),
+        "backend": getattr(clf, "backend", None),
+        "classes": list(clf.classes),
+        "num_classes": len(clf.classes),
+        "preprocessing": preprocess.to_dict() if preprocess is not None else None,
+        "cropper": cropper.to_config() if cropper is not None else None,
+        "device": str(pipeline.device),
+        "precision": getattr(pipeline, "precision", None),
+    }
+
+
+def create_app(pipeline: Any, config: ServeConfig | None = None) -> FastAPI:
+    """An app serving ``pipeline`` (anything whose ``pipeline(sources, batch_size=, topk=)`` returns
+    one object with ``to_dict()`` per source)."""
+    from vehicle_cls import __version__
+
+    cfg = config or ServeConfig()
+    if cfg.topk < 1:
+        raise ValueError(f"topk must be >= 1, not {cfg.topk}")
+    batcher = Batcher(lambda sources: pipeline(sources, batch_size=len(sources), topk=cfg.topk),
+                      max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms)
+    stats = RequestStats()
+    info = model_info(pipeline)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        logger.info("serving %s on %s (batches up to %d, %g ms)", info["arch"], info["device"],
+                    cfg.max_batch_size, cfg.max_wait_ms)
+        try:
+            yield
+        finally:
+            await batcher.stop()
+
+    app = FastAPI(title="vehicle-cls", version=__version__, lifespan=lifespan)
+    app.state.batcher = batcher
+    app.state.stats = stats
+
+    def refuse(status: int, detail: str) -> JSONResponse:
+        stats.refused += 1
+        return JSONResponse({"detail": " ".join(detail.split())}, status_code=status)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        """200 while the model worker runs, 503 otherwise."""
+        ok = batcher.running
+        return JSONResponse({"status": "ok" if ok else "unavailable"}, status_code=200 if ok else 503)
+
+    @app.get("/info")
+    async def get_info() -> dict[str, Any]:
+        """The model (classes, preprocessing, cropper, device), batching and limits."""
+        return {**info, "version": __version__, "topk": cfg.topk,
+                "batching": {"max_batch_size": cfg.max_batch_size, "max_wait_ms": cfg.max_wait_ms},
+                "limits": asdict(cfg.limits)}
+
+    @app.get("/metrics")
+    async def metrics() -> dict[str, Any]:
+        """Request and model-call counters: model_calls < images means requests were batched."""
+        return {**{k: v for k, v in asdict(stats).items() if k != "started"},
+                "uptime_seconds": round(time.time() - stats.started, 3), "queued": batcher.queued(),
+                **batcher.stats.to_dict()}
+
+    @app.post("/predict")
+    async def predict(request: Request) -> JSONResponse:
+        """One JSON object per image, in upload order."""
+        stats.requests += 1
+        try:
+            sources = await _read_sources(request, cfg.limits)
+        except UploadError as exc:
+            return refuse(exc.status, exc.detail)
+        stats.images += len(sources)
+        try:
+            results = await batcher.submit(sources)
+        except RuntimeError as exc:
+            stats.failed += 1
+            return JSONResponse({"detail": " ".join(str(exc).split())}, status_code=503)
+        for position, result in enumerate(results):  # the position in this request, not in the shared batch
+            if "index" in result:
+                result["index"] = position
+        if len(results) == 1 and results[0].get("error"):
+            return refuse(422, results[0]["error"])
+        stats.ok += 1
+        return JSONResponse(results)
+
+    return app
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise UploadError(413, f"request body is {int(declared) / 2**20:.1f} MB, over the {limit / 2**20:.1f} MB limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise UploadError(413, f"request body is over the {limit / 2**20:.1f} MB limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _read_sources(request: Request, limits: Limits) -> list[Any]:
+    """The request's images as named sources (reads at most ``limits.max_body_bytes()``)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("multipart/form-data", "application/json"):
+        raise UploadError(415, f"content type {kind or '(none)'!r} is not supported: "
+                               "send multipart/form-data files or application/json base64")
+    body = await _read_body(request, limits.max_body_bytes())
+    if kind == "application/json":
+        return sources_from_json(body, limits)
+
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=10_000, max_fields=10_000)
+    except Exception as exc:  # starlette's multipart parser: malformed body
+        raise UploadError(400, f"cannot parse the multipart body ({getattr(exc, 'detail', exc)})") from None
+    try:
+        return await sources_from_form(form, limits)
+    finally:
+        await form.close()

@@ -1,0 +1,119 @@
+"""Turn an HTTP request body into named image sources, enforcing the size and count limits.
+
+Two request forms: ``multipart/form-data`` (every file part is one image) and ``application/json``
+(a list of base64 strings, or ``{"images": [...]}`` whose items are base64 strings or
+``{"name": ..., "data": <base64>}``). Limits raise ``UploadError`` (status + one-line message);
+an entry that is present but unreadable (bad base64) stays in the list as an ``Undecodable``
+source, so the pipeline reports it in that entry's ``error`` and the rest of the request still runs.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from vehicle_cls.images import ImageError
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may carry."""
+
+    max_files: int = 16
+    max_file_bytes: int = 10 * MB
+
+    def max_body_bytes(self) -> int:
+        """Largest body worth reading: every file at its limit, base64-inflated, plus form overhead."""
+        return self.max_files * (self.max_file_bytes * 4 // 3 + 4096) + 65536
+
+
+class UploadError(Exception):
+    """A request the service refuses as a whole: HTTP ``status`` and a one-line ``detail``."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status = status
+        self.detail = " ".join(detail.split())
+
+
+class NamedBytes(io.BytesIO):
+    """Uploaded bytes that carry their file name (``load_image`` and the results report ``name``)."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self.name = name
+
+
+class Undecodable:
+    """An entry that never was an image file (e.g. invalid base64): reading it raises its reason."""
+
+    def __init__(self, name: str, reason: str):
+        self.name = name
+        self.reason = reason
+
+    def read(self) -> bytes:
+        raise ImageError(self.name, self.reason)
+
+
+def _mb(n: int) -> str:
+    return f"{n / MB:.1f} MB"
+
+
+def check_count(n: int, limits: Limits) -> None:
+    if n == 0:
+        raise UploadError(400, "no image in the request: send multipart file parts or a JSON list of base64 strings")
+    if n > limits.max_files:
+        raise UploadError(400, f"too many images in one request: {n} (the limit is {limits.max_files})")
+
+
+def check_size(name: str, size: int, limits: Limits) -> None:
+    if size > limits.max_file_bytes:
+        raise UploadError(413, f"{name}: {_mb(size)} is over the {_mb(limits.max_file_bytes)} per-image limit")
+
+
+def sources_from_json(body: bytes, limits: Limits) -> list[Any]:
+    """Sources from a JSON body (see the module docstring)."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UploadError(400, f"request body is not valid JSON ({exc})") from None
+    items = payload.get("images") if isinstance(payload, dict) else payload
+    if not isinstance(items, list):
+        raise UploadError(400, 'JSON body must be a list of base64 strings or {"images": [...]}')
+    check_count(len(items), limits)
+    sources: list[Any] = []
+    for i, item in enumerate(items):
+        name, data = f"image[{i}]", item
+        if isinstance(item, dict):
+            name, data = str(item.get("name") or name), item.get("data")
+        if not isinstance(data, str):
+            sources.append(Undecodable(name, 'not a base64 string (give a string or {"name", "data"})'))
+            continue
+        if "," in data[:100] and data.startswith("data:"):  # a data: URL
+            data = data.split(",", 1)[1]
+        check_size(name, len(data) * 3 // 4, limits)
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            sources.append(Undecodable(name, f"invalid base64 ({exc})"))
+            continue
+        sources.append(NamedBytes(raw, name))
+    return sources
+
+
+async def sources_from_form(form: Any, limits: Limits) -> list[Any]:
+    """Sources from a parsed multipart form: every file part, in order."""
+    files = [(key, value) for key, value in form.multi_items() if hasattr(value, "read") and hasattr(value, "filename")]
+    check_count(len(files), limits)
+    sources = []
+    for i, (_, upload) in enumerate(files):
+        name = upload.filename or f"image[{i}]"
+        data = await upload.read()
+        check_size(name, len(data), limits)
+        sources.append(NamedBytes(data, name))
+    return sources
