@@ -171,7 +171,9 @@ class Cropper:
         good = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
         bs = batch_size or self.batch_size
         out: list[Any] = list(decoded)
-        for chunk in plan_batches([decoded[i].shape[:2] for i in good], bs, self._grouping(grouping), self.settings):
+        mode = self._grouping(grouping)
+        settings = self.settings if mode == "size" else None
+        for chunk in plan_batches([decoded[i].shape[:2] for i in good], bs, mode, settings):
             indices = [good[j] for j in chunk]
             for i, det in zip(indices, self.backend([decoded[i] for i in indices])):
                 out[i] = det
@@ -180,8 +182,9 @@ class Cropper:
     def _grouping(self, grouping: str) -> str:
         if grouping not in GROUPINGS:
             raise ValueError(f"grouping must be one of {GROUPINGS}, not {grouping!r}")
-        if grouping == "auto":
-            return "single" if self.device.type == "cpu" else "size"
+        if grouping == "auto":  # a stand-in backend without a device counts as CPU
+            device = getattr(self.backend, "device", None)
+            return "size" if device is not None and torch.device(device).type != "cpu" else "single"
         return grouping
 
     @property
@@ -259,12 +262,15 @@ def _make_backend(backend: str, config: str, state: dict, settings: InferenceSet
 
 
 def plan_batches(shapes: list[tuple[int, int]], batch_size: int, grouping: str,
-                 settings: InferenceSettings) -> list[list[int]]:
-    """Indices into ``shapes`` (original HxW) per forward pass, for a resolved ``grouping``."""
+                 settings: InferenceSettings | None = None) -> list[list[int]]:
+    """Indices into ``shapes`` (original HxW) per forward pass, for a resolved ``grouping``
+    (``settings``, the test sizes, are needed for "size")."""
     if grouping == "single":
         return [[i] for i in range(len(shapes))]
     if grouping == "padded":
         return [list(range(i, min(i + batch_size, len(shapes)))) for i in range(0, len(shapes), batch_size)]
+    if settings is None:
+        raise ValueError('grouping "size" needs the test settings')
     groups: dict[tuple[int, int], list[int]] = {}
     for i, (h, w) in enumerate(shapes):
         groups.setdefault(resized_shape(h, w, settings.min_size_test, settings.max_size_test), []).append(i)
