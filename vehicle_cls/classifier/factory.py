@@ -8,9 +8,7 @@ fetch and where to put the file.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -121,9 +119,9 @@ def pretrained_weights_enum(arch: str, weights: str):  # -> torchvision WeightsE
 def weights_cache_path(url: str) -> Path:
     """Where the ImageNet weights at ``url`` are cached: the one vehicle_cls weights cache
     (``$VEHICLE_CLS_HOME``), the same file ``vehicle-cls download --list`` reports."""
-    from vehicle_cls.weights import cache_dir
+    from vehicle_cls.weights import cached_path
 
-    return cache_dir() / os.path.basename(urlparse(url).path)
+    return cached_path(_registry_name(url))
 
 
 def _registry_name(url: str) -> str:
