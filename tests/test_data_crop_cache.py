@@ -213,3 +213,23 @@ def test_cli_gt_and_detector_modes(dataset, tmp_path, monkeypatch, capsys):
     assert cropper.calls > 0
     code = _cli(["crop", str(root), "--out", str(tmp_path / "det"), "--no-progress"])  # resume: nothing new
     assert "7 already done" in capsys.readouterr().out
+
+
+def test_temporaries_of_a_killed_run_are_cleaned_when_the_cache_resumes(dataset, tmp_path):
+    import subprocess
+    import sys
+
+    from vehicle_cls import fileio
+
+    ds, cropper = dataset
+    out = tmp_path / "cache"
+    CropCache(out).build(ds, cropper, batch_size=2)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    leftovers = [out / "crops" / f".car9-0123.jpg.{fileio._host_tag()}-{dead}-abcd1234.tmp",
+                 out / f".config.json.{fileio._host_tag()}-{dead}-abcd1234.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"half a file")
+    stats = CropCache(out).build(ds, FakeCropper(cropper.table), batch_size=2)
+    assert stats.already_done == 7
+    assert not any(p.exists() for p in leftovers)

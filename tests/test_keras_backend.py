@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -156,6 +157,23 @@ def test_bundle_round_trip(model_files, tmp_path):
     )
     again = KerasBackend.load(tmp_path / "bundle")
     np.testing.assert_array_equal(again.predict_proba(images), backend.predict_proba(images))
+
+
+def test_bundle_save_is_one_directory_swap_with_normal_permissions(model_files, tmp_path):
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        backend = KerasBackend.from_file(model_files["tiny.keras"], CLASSES, preprocess="caffe")
+        first = backend.save(tmp_path / "bundle")
+        inode = (first / "model.keras").stat().st_ino
+        backend.save(first, training={"epochs": 2})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((first / "model.keras").stat().st_mode) == 0o644  # not mkstemp's 0600
+    assert (first / "model.keras").stat().st_ino != inode  # the second save came in whole, as a new file
+    assert json.loads((first / "config.json").read_text())["training"] == {"epochs": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no temporary directory left beside it
 
 
 def test_h5_round_trip_keeps_other_config_fields(model_files, tmp_path):

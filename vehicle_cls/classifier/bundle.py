@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from vehicle_cls.fileio import atomic_directory, atomic_write_bytes  # noqa: F401 - keras_backend writes config.json through it
+from vehicle_cls.fileio import atomic_directory
 
 BUNDLE_FORMAT = "vehicle_cls.classifier"
 FORMAT_VERSION = 1

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from vehicle_cls.classifier import bundle
+from vehicle_cls.fileio import atomic_directory
 
 logger = logging.getLogger(__name__)
 
@@ -244,25 +244,18 @@ class KerasBackend:
         training: dict[str, Any] | None = None,
         cropper: dict[str, Any] | None = None,
     ) -> Path:
-        """Write ``model.keras`` and our fields of ``config.json`` (other fields already there are kept)."""
+        """Write ``model.keras`` and our fields of ``config.json`` (other fields already there are kept),
+        swapped in as one directory like a torch bundle, so a kill never mixes two saves."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         self.settings.model_file = MODEL_FILE
-        fd, tmp = tempfile.mkstemp(prefix=".model-", suffix=".keras", dir=directory)
-        os.close(fd)
-        try:
-            self.model.save(tmp)
-            os.replace(tmp, directory / MODEL_FILE)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        config_path = directory / CONFIG_FILE
-        previous = _read_json_or_empty(config_path)
+        previous = _read_json_or_empty(directory / CONFIG_FILE)
         config = {**previous, **self.to_config(
             training=training if training is not None else previous.get("training"),
             cropper=cropper if cropper is not None else previous.get("cropper"),
         )}
-        bundle.atomic_write_bytes(config_path, (json.dumps(config, indent=2) + "\n").encode("utf-8"))
+        with atomic_directory(directory) as tmp:
+            self.model.save(os.fspath(tmp / MODEL_FILE))
+            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         return directory
 
     def to_config(

@@ -35,7 +35,7 @@ from vehicle_cls.data.sample import (
     continuous_box,
     pixel_box,
 )
-from vehicle_cls.fileio import atomic_write_bytes
+from vehicle_cls.fileio import atomic_write_bytes, clean_stale_temps
 from vehicle_cls.images import load_image
 from vehicle_cls.progress import progress_bar
 
@@ -162,6 +162,8 @@ class CropCache:
         box_format = box_format or getattr(dataset, "box_format", "devkit")
         self._check_settings(dataset, cropper, policy, mode, image_format)
         (self.root / CROPS_DIR).mkdir(parents=True, exist_ok=True)
+        for folder in (self.root, self.root / CROPS_DIR):  # temporaries of a killed earlier run
+            clean_stale_temps(folder)
         _repair_tail(self.manifest_path)
         self._entries = None
         done = self.entries()

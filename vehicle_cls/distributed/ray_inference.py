@@ -15,12 +15,12 @@ import io
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vehicle_cls.fileio import temp_name
 from vehicle_cls.images import IMAGE_EXTENSIONS, describe_source, iter_image_files
 from vehicle_cls.results import Result
 
@@ -279,8 +279,7 @@ def write_predictions(predictions: Any, output: str | os.PathLike[str], batch_si
         predictions.write_parquet(path)
         return RayPredictSummary(output=path, format="parquet-dir")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".predictions-", suffix=suffix, dir=Path(path).parent)
-    os.close(fd)
+    tmp = os.fspath(Path(path).parent / temp_name(Path(path).name))  # umask permissions; stale ones are cleaned
     rows = failed = 0
     try:
         batches = predictions.iter_batches(batch_size=batch_size, batch_format="pyarrow")
