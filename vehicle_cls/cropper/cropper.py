@@ -17,6 +17,7 @@ from vehicle_cls.cropper.rcnn import InferenceSettings, check_config
 from vehicle_cls.cropper.transforms import resized_shape
 from vehicle_cls.images import ImageError, load_image
 from vehicle_cls.results import Detections
+from vehicle_cls.runtime import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class Cropper:
     # ---------------------------------------------------------------- construction
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, config: str = "faster_rcnn_R_101_FPN_3x",
-                        backend: str = "torch", device: str | torch.device = "cpu",
+                        backend: str = "torch", device: str | torch.device = "auto",
                         policy: CropPolicy | dict | str | None = None, *, precision: str = "fp32",
                         channels_last: bool = False, batch_size: int = 1, weights_name: str | None = None,
                         **settings: Any) -> Cropper:
@@ -92,7 +93,7 @@ class Cropper:
         return cls.from_checkpoint(path, weights_name=name, **kwargs)
 
     @classmethod
-    def from_config(cls, d: dict[str, Any], device: str | torch.device = "cpu", **overrides: Any) -> Cropper:
+    def from_config(cls, d: dict[str, Any], device: str | torch.device = "auto", **overrides: Any) -> Cropper:
         """Rebuild a cropper from :meth:`to_config` output (what a classifier bundle stores)."""
         from vehicle_cls.weights import KNOWN_WEIGHTS
 
@@ -249,6 +250,7 @@ def _make_backend(backend: str, config: str, state: dict, settings: InferenceSet
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    device = resolve_device(device)
     if backend == "auto":
         backend = "detectron2" if detectron2_available() else "torch"
         logger.info("cropper backend: %s", backend)
