@@ -7,9 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from local_servers import moto_s3
 
 boto3 = pytest.importorskip("boto3")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 from vehicle_cls.data import DatasetError, open_dataset  # noqa: E402
 from vehicle_cls.data.s3 import local_dir_for, parse_s3_uri, sync_s3_prefix  # noqa: E402
@@ -19,11 +20,8 @@ PHOTOS = Path(__file__).parent / "data" / "vehicle_photos"
 
 @pytest.fixture(scope="module")
 def endpoint():
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_s3() as url:
+        yield url
 
 
 @pytest.fixture()

@@ -8,12 +8,12 @@ import http.server
 import io
 import os
 import pickle
-import threading
 from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
+from local_servers import serve_http
 from safetensors.torch import save as safetensors_bytes
 
 from vehicle_cls.cropper.checkpoint import CheckpointError, load_state_dict
@@ -63,13 +63,8 @@ class _NoLengthHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoLengthHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serve_http(_NoLengthHandler) as url:
+        yield url
 
 
 def _files(root):

@@ -9,9 +9,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from local_servers import moto_s3
 
 boto3 = pytest.importorskip("boto3")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 from vehicle_cls.data import DatasetError  # noqa: E402
 from vehicle_cls.data import s3 as s3mod  # noqa: E402
@@ -70,11 +71,8 @@ def test_endpoint_that_never_answers_fails_with_a_clear_error(silent_endpoint, t
 
 @pytest.fixture(scope="module")
 def endpoint():
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_s3() as url:
+        yield url
 
 
 def test_partials_of_objects_no_longer_listed_are_removed(endpoint, tmp_path, monkeypatch):

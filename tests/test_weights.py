@@ -6,13 +6,13 @@ import pickle
 import hashlib
 import http.server
 import socket
-import threading
 import urllib.request
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import pytest
+from local_servers import serve_http
 
 from vehicle_cls import weights
 from vehicle_cls.weights import KNOWN_WEIGHTS, WeightsError, cache_dir, fetch_weights
@@ -56,13 +56,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serve_http(_Handler) as url:
+        yield url
 
 
 def leftovers(directory: Path) -> list[str]:
