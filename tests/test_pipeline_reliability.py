@@ -1,5 +1,6 @@
-"""Reliability of the pipeline (issue 9): non-finite classifier outputs, bounded decoded pixels, and
-TensorFlow + torch(vision) in one process whatever was imported first."""
+"""Reliability of the pipeline (issue 9): non-finite classifier outputs, bounded decoded pixels, large
+JPEGs decoded reduced with results in original pixels, and TensorFlow + torch(vision) in one process
+whatever was imported first."""
 from __future__ import annotations
 
 import importlib.util
@@ -15,7 +16,8 @@ import torch
 import vehicle_cls.pipeline as pipeline_mod
 from vehicle_cls.classifier import Classifier, Preprocess
 from vehicle_cls.pipeline import Pipeline
-from vehicle_cls.results import Detections
+from vehicle_cls.images import load_image
+from vehicle_cls.results import PALETTE, Detections
 
 PHOTOS = sorted((Path(__file__).parent / "data" / "predict").glob("*.jpg"))
 CLASSES = ["car", "minibus", "truck"]
@@ -111,6 +113,109 @@ def test_batches_are_cut_by_decoded_pixels(clf, monkeypatch, num_workers):
     assert cropper.calls == [3, 3, 3, 1]  # a batch is cut once it holds >= 25 000 pixels, not at 16 images
     # never more than the budget plus what the decode threads had started
     assert peak["held"] <= 25_000 + max(num_workers, 1) * 10_000
+
+
+# ---- 9.13: large JPEGs decoded reduced --------------------------------------------------------
+BIG_W, BIG_H = 4000, 2400
+BRIGHT = (1203, 805, 2797, 1795)  # the "vehicle": x1, y1, x2, y2 (exclusive) in original pixels
+
+
+@pytest.fixture(scope="module")
+def big_jpeg(tmp_path_factory) -> Path:
+    from PIL import Image
+
+    pixels = np.full((BIG_H, BIG_W, 3), 40, np.uint8)
+    x1, y1, x2, y2 = BRIGHT
+    pixels[y1:y2, x1:x2] = (230, 200, 50)
+    path = tmp_path_factory.mktemp("big") / "big.jpg"
+    Image.fromarray(pixels).save(path, quality=95)
+    return path
+
+
+class _BrightCropper:
+    """Finds the bright rectangle by thresholding (an oracle independent of the pipeline); records the
+    sizes of the images it is given."""
+
+    def __init__(self):
+        from vehicle_cls.cropper import CropPolicy
+
+        self.policy, self.shapes = CropPolicy(margin=0.1, mask=True), []
+
+    def detect(self, images, batch_size=None):
+        out = []
+        for im in images:
+            self.shapes.append(im.shape[:2])
+            mask = im.mean(axis=2) > 120
+            ys, xs = np.nonzero(mask)
+            box = [[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]]
+            out.append(Detections(box, [0.9], [2], mask[None], image_size=im.shape[:2]))
+        return out
+
+
+def _run_big(clf, path, max_decode_side, **kwargs):
+    cropper = _BrightCropper()
+    pipe = Pipeline(cropper, clf, device="cpu", num_workers=0, max_decode_side=max_decode_side)
+    (result,) = pipe([path], keep_images=True, **kwargs)
+    assert result.ok, result.error
+    return result, cropper.shapes
+
+
+def test_large_jpeg_is_decoded_reduced_and_reported_in_original_pixels(clf, big_jpeg):
+    full, full_shapes = _run_big(clf, big_jpeg, None)
+    small, small_shapes = _run_big(clf, big_jpeg, 500)
+    assert full_shapes == [(BIG_H, BIG_W)] and small_shapes == [(BIG_H // 8, BIG_W // 8)]  # 1/8 scale
+    assert small.image.shape == (BIG_H // 8, BIG_W // 8, 3) and full.image.shape == (BIG_H, BIG_W, 3)
+    assert small.image_size == full.image_size == (BIG_H, BIG_W)
+    (f,), (s,) = full.vehicles, small.vehicles
+    # the detection in original pixels: within a decoded pixel or two (8 original pixels each) of the truth
+    np.testing.assert_allclose(f.detection.box, BRIGHT, atol=2)
+    np.testing.assert_allclose(s.detection.box, BRIGHT, atol=16)
+    np.testing.assert_allclose(s.box, f.box, atol=16)
+    assert s.mask.shape == (BIG_H // 8, BIG_W // 8)  # masks stay at the decoded size
+    assert s.label == f.label
+    np.testing.assert_allclose([p for _, p in s.topk], [p for _, p in f.topk], atol=0.02)
+    # plot: boxes and masks drawn where they belong, on the kept reduced image and on the full-size file
+    for drawn, scale in ((small.plot(line_width=1), 8), (small.plot(str(big_jpeg), line_width=1), 1)):
+        arr = np.asarray(drawn)
+        assert arr.shape[:2] == (BIG_H // scale, BIG_W // scale)
+        x1, y1, x2, y2 = (round(v / scale) for v in s.box)
+        bottom = arr[max(y2 - 2, 0):y2 + 2, (x1 + x2) // 2]
+        assert any(px.tolist() == list(PALETTE[0]) for px in bottom)  # the box's bottom edge
+        cx, cy = (BRIGHT[0] + BRIGHT[2]) // 2 // scale, (BRIGHT[1] + BRIGHT[3]) // 2 // scale
+        kept = small.image if scale == 8 else np.asarray(load_image(big_jpeg))
+        assert np.abs(arr[cy, cx].astype(int) - kept[cy, cx]).max() > 10  # the mask is tinted
+        assert np.abs(arr[5, -5].astype(int) - kept[5, -5]).max() == 0  # outside it is not
+
+
+def test_given_boxes_are_scaled_to_the_reduced_image_and_back(clf, big_jpeg, monkeypatch):
+    seen = []
+    real = clf.engine.prepare_crops
+
+    def record(image, choices, *args, **kwargs):
+        seen.append((image.shape[:2], [c.box for c in choices]))
+        return real(image, choices, *args, **kwargs)
+
+    monkeypatch.setattr(clf.engine, "prepare_crops", record)
+    box = (1100.0, 700.0, 2900.0, 1900.0)
+    full, _ = _run_big(clf, big_jpeg, None, boxes=[box])
+    small, _ = _run_big(clf, big_jpeg, 500, boxes=[box])
+    assert full.vehicles[0].box == small.vehicles[0].box == box  # reported as given
+    assert small.image_size == (BIG_H, BIG_W)
+    assert seen[0] == ((BIG_H, BIG_W), [box])
+    assert seen[1][0] == (BIG_H // 8, BIG_W // 8)
+    np.testing.assert_allclose(seen[1][1][0], [v / 8 for v in box])  # cropped on the reduced image
+    assert small.vehicles[0].label == full.vehicles[0].label
+    np.testing.assert_allclose([p for _, p in small.vehicles[0].topk], [p for _, p in full.vehicles[0].topk],
+                               atol=0.02)
+
+
+def test_arrays_are_never_reduced(clf):
+    image = np.full((1200, 1600, 3), 40, np.uint8)
+    cropper = _CountingCropper()
+    (result,) = Pipeline(cropper, clf, device="cpu", num_workers=0, max_decode_side=100)([image], keep_images=True)
+    assert result.image_size == (1200, 1600) and result.image.shape == (1200, 1600, 3)
+    with pytest.raises(ValueError, match="max_decode_side"):
+        Pipeline(None, clf, device="cpu", max_decode_side=0)
 
 
 # ---- 9.14: tensorflow and torchvision in one process, either order ---------------------------

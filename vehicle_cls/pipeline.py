@@ -5,7 +5,8 @@ Images are decoded by a thread pool fed by a producer thread (so neither disk, g
 decoding stalls the model), and every input image (every video frame) yields exactly one
 ``Result`` with all the vehicles found in it, in input order, with ``error`` set instead of
 raising when it cannot be read. Decoded pixels are bounded (``max_batch_pixels``): a batch is cut
-early and decoding waits when the images held exceed the budget.
+early and decoding waits when the images held exceed the budget. Large JPEGs are decoded reduced
+(``max_decode_side``); boxes and ``image_size`` are still reported in original pixels.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import shutil
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +27,19 @@ import torch
 from vehicle_cls.classifier import Classifier
 from vehicle_cls.classifier.bundle import read_config
 from vehicle_cls.cropper.choose import Chosen, detect_and_choose
-from vehicle_cls.images import ImageError, load_image
+from vehicle_cls.images import ImageError, load_image_reduced
 from vehicle_cls.inputs import InputItem, expand_inputs, expands, is_single_source
 from vehicle_cls.progress import progress_bar
-from vehicle_cls.results import Detection, Result, label_vehicle
+from vehicle_cls.results import Box, Detection, Result, label_vehicle
 from vehicle_cls.runtime import resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MASK_FILL = (124, 116, 104)
 DEFAULT_MAX_BATCH_PIXELS = 100_000_000  # ~300 MB of RGB; a 4000x3000 photo is 12 M
+# ~3x the detector's 1333 px test size and more than a classifier crop (224-448 px input) needs: a
+# 13000 px JPEG is decoded at 1/2 (6500 px, a quarter of the pixels); JPEGs under 8192 px at full size
+DEFAULT_MAX_DECODE_SIDE = 4096
 CROPPER_DIR = "cropper"  # custom detector weights are copied here inside the bundle
 
 
@@ -47,10 +51,24 @@ class _Decoded:
     image: np.ndarray | None = None  # RGB uint8 HxWx3
     tensor: torch.Tensor | None = None  # CHW uint8 view of ``image``; pinned for CUDA
     error: str | None = None
+    full_size: tuple[int, int] | None = None  # (height, width) of the original; None: as decoded
 
     @property
     def pixels(self) -> int:
         return 0 if self.image is None else int(self.image.shape[0]) * int(self.image.shape[1])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the original image, what results report."""
+        assert self.image is not None
+        return self.full_size or (int(self.image.shape[0]), int(self.image.shape[1]))
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """(x, y) original pixels per decoded pixel: 1 unless a large JPEG was decoded reduced."""
+        assert self.image is not None
+        h, w = self.size
+        return w / self.image.shape[1], h / self.image.shape[0]
 
 
 @dataclass
@@ -61,6 +79,7 @@ class _Choice:
     detection: Detection | None = None
     fallback: bool = False
     mask: np.ndarray | None = None
+    original_box: Box | None = None  # a user's box as given (original pixels), reported unchanged
 
 
 class _Raised:
@@ -109,13 +128,19 @@ class Pipeline:
         channels_last: bool = True,
         frame_stride: int = 1,
         max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS,
+        max_decode_side: int | None = DEFAULT_MAX_DECODE_SIDE,
     ):
+        """``max_decode_side``: decode a JPEG (path or bytes) whose longer side exceeds it at the JPEG
+        decoder's 1/2, 1/4 or 1/8 scale that stays >= it (None: always full size); results still use
+        original pixels."""
         if classifier is None:
             raise ValueError("Pipeline needs a classifier (Classifier.create(...) or Classifier.load(dir))")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
         if max_batch_pixels < 1:
             raise ValueError(f"max_batch_pixels must be >= 1, not {max_batch_pixels}")
+        if max_decode_side is not None and max_decode_side < 1:
+            raise ValueError(f"max_decode_side must be >= 1 or None, not {max_decode_side}")
         self.cropper = cropper
         self.classifier = classifier
         self.device = resolve_device(device) if device is not None else classifier.device
@@ -132,6 +157,7 @@ class Pipeline:
         self.num_workers = int(num_workers)
         self.frame_stride = int(frame_stride)
         self.max_batch_pixels = int(max_batch_pixels)
+        self.max_decode_side = None if max_decode_side is None else int(max_decode_side)
         classifier.to(self.device)
         if channels_last:
             classifier.engine.use_channels_last()
@@ -246,8 +272,13 @@ class Pipeline:
     def _decode_item(self, item: InputItem) -> _Decoded:
         if item.error is not None:
             return _Decoded(item, error=item.error)
+        full_size = None
         try:
-            image = item.image if item.image is not None else load_image(item.source)
+            if item.image is not None:  # a video frame: already decoded
+                image = item.image
+            else:
+                image, (width, height) = load_image_reduced(item.source, self.max_decode_side)
+                full_size = (int(height), int(width))
         except ImageError as exc:
             return _Decoded(item, error=str(exc))
         except Exception as exc:  # a decoder bug must not end the batch either
@@ -257,7 +288,7 @@ class Pipeline:
         tensor = torch.from_numpy(image).permute(2, 0, 1)
         if self.device.type == "cuda":
             tensor = tensor.pin_memory()
-        return _Decoded(item, image=image, tensor=tensor)
+        return _Decoded(item, image=image, tensor=tensor, full_size=full_size)
 
     def _decoded(self, items: Iterator[InputItem], prefetch: int, budget: _PixelBudget) -> Iterator[_Decoded]:
         """Decode ``items`` in order with ``num_workers`` threads, at most ``prefetch`` in flight and
@@ -329,7 +360,7 @@ class Pipeline:
             for pos in good:
                 index, dec = batch[pos]
                 try:
-                    choices[pos] = _choices_from_boxes(box_list, index, dec.image.shape[:2])
+                    choices[pos] = _choices_from_boxes(box_list, index, dec.size, dec.scale)
                 except ValueError as exc:
                     results[pos].error = f"{dec.item.name}: {exc}"
         elif self.cropper is not None:
@@ -358,9 +389,14 @@ class Pipeline:
             result = results[pos]
             if not result.ok:
                 continue
+            scale = batch[pos][1].scale
+            box = getattr(choice, "original_box", None) or _original_box(choice.box, scale)
+            detection = getattr(choice, "detection", None)
+            if detection is not None and scale != (1.0, 1.0):
+                detection = replace(detection, box=_original_box(detection.box, scale))
             try:
                 result.vehicles.append(label_vehicle(
-                    probs[j], classes, topk, choice.box, getattr(choice, "detection", None),  # type: ignore[index]
+                    probs[j], classes, topk, box, detection,  # type: ignore[index]
                     getattr(choice, "mask", None), bool(getattr(choice, "fallback", False))))
             except ValueError as exc:  # e.g. NaN probabilities: this input fails, the batch goes on
                 result.error, result.vehicles = f"{result.source}: {exc}", []
@@ -371,8 +407,7 @@ class Pipeline:
         if dec.error is not None:
             return Result.failed(item.name, index, dec.error, item.frame, item.timestamp)
         return Result(item.name, index, frame=item.frame, timestamp=item.timestamp,
-                      image_size=(int(dec.image.shape[0]), int(dec.image.shape[1])),
-                      image=dec.image if keep else None)
+                      image_size=dec.size, image=dec.image if keep else None)
 
     def _choose(self, images: list[np.ndarray]) -> list[Chosen]:
         """The cropper's crop choices per image; a failure is isolated to the image that caused it."""
@@ -445,8 +480,18 @@ def _box_list(boxes: Sequence[Any] | None, inputs: Any) -> list[Any] | None:
     return box_list
 
 
-def _choices_from_boxes(box_list: list[Any], index: int, hw: tuple[int, int]) -> list[_Choice]:
-    """Crop choices for image ``index`` from user boxes, clamped to the image."""
+def _original_box(box: Box | None, scale: tuple[float, float]) -> Box | None:
+    """``box`` from decoded pixels to original pixels (``scale``: (x, y) original per decoded pixel)."""
+    if box is None or scale == (1.0, 1.0):
+        return box
+    sx, sy = scale
+    return (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+
+
+def _choices_from_boxes(box_list: list[Any], index: int, hw: tuple[int, int],
+                        scale: tuple[float, float] = (1.0, 1.0)) -> list[_Choice]:
+    """Crop choices for image ``index`` from user boxes (original pixels ``hw``), clamped to the image
+    and mapped onto the decoded image (``scale``: (x, y) original pixels per decoded pixel)."""
     if index >= len(box_list):
         raise ValueError(f"no box given for image {index} (boxes has {len(box_list)} entries)")
     entry = box_list[index]
@@ -461,5 +506,9 @@ def _choices_from_boxes(box_list: list[Any], index: int, hw: tuple[int, int]) ->
         box = (min(max(x1, 0.0), w), min(max(y1, 0.0), h), min(max(x2, 0.0), w), min(max(y2, 0.0), h))
         if box[2] - box[0] < 1 or box[3] - box[1] < 1:
             raise ValueError(f"box {[float(v) for v in (x1, y1, x2, y2)]} is empty or outside the {w}x{h} image")
-        chosen.append(_Choice(box))
+        if scale == (1.0, 1.0):
+            chosen.append(_Choice(box))
+        else:
+            sx, sy = scale
+            chosen.append(_Choice((box[0] / sx, box[1] / sy, box[2] / sx, box[3] / sy), original_box=box))
     return chosen

@@ -113,7 +113,8 @@ class Vehicle:
 
     box: Box | None = None  # crop box in original pixels; None = the whole image
     detection: Detection | None = None  # the detector's class, id and score behind ``box``
-    mask: np.ndarray | None = field(default=None, repr=False, compare=False)  # bool HxW (Mask R-CNN)
+    # bool HxW (Mask R-CNN) of the decoded image: smaller than image_size when a large JPEG was decoded reduced
+    mask: np.ndarray | None = field(default=None, repr=False, compare=False)
     label: str | None = None
     score: float | None = None  # softmax probability of ``label``
     class_index: int | None = None
@@ -252,7 +253,7 @@ ERROR_COLOR = (220, 40, 40)
 def draw_result(pil: Image.Image, result: Result, line_width: int | None = None, masks: bool = True) -> Image.Image:
     """Annotate a copy of ``pil`` with each vehicle's box (one colour per vehicle), mask and label,
     or the error (red). Boxes are in the coordinates of ``result.image_size``; another image size
-    (e.g. an enlarged copy) is drawn scaled to fit."""
+    (e.g. an enlarged copy, or the reduced decode kept by the pipeline) is drawn scaled to fit, masks too."""
     pil = pil.convert("RGB").copy()
     sx = sy = 1.0
     if result.image_size is not None:
@@ -282,15 +283,18 @@ def draw_result(pil: Image.Image, result: Result, line_width: int | None = None,
 
 
 def _blend_masks(pil: Image.Image, result: Result) -> Image.Image:
-    """Tint each vehicle's mask with its colour (40 % opacity)."""
+    """Tint each vehicle's mask, resized to the image when it differs, with its colour (40 % opacity)."""
     arr = None
     for i, v in enumerate(result.vehicles):
-        if v.mask is None or v.mask.shape != (pil.height, pil.width):
+        if v.mask is None or v.mask.ndim != 2 or not v.mask.any():
             continue
+        mask = np.asarray(v.mask, dtype=bool)
+        if mask.shape != (pil.height, pil.width):
+            mask = np.asarray(Image.fromarray(mask).resize(pil.size, Image.Resampling.NEAREST), dtype=bool)
         if arr is None:
             arr = np.asarray(pil, dtype=np.float32).copy()
         color = np.asarray(PALETTE[i % len(PALETTE)], dtype=np.float32)
-        arr[v.mask] = 0.6 * arr[v.mask] + 0.4 * color
+        arr[mask] = 0.6 * arr[mask] + 0.4 * color
     return pil if arr is None else Image.fromarray(arr.round().astype(np.uint8))
 
 
