@@ -108,7 +108,7 @@ class TwoVehicles:
 
 def test_pipeline_every_vehicle_in_one_result(backend):
     images = _photos()[:2]
-    results = Pipeline(TwoVehicles(), backend.clf, device="cpu", num_workers=0)(images, topk=3)
+    results = Pipeline(TwoVehicles(), backend.clf, device="cpu", num_workers=0, precision="fp32")(images, topk=3)
     assert [len(r) for r in results] == [2, 2]
     for result, image in zip(results, images):
         assert [v.detection.class_name for v in result] == ["car", "truck"]

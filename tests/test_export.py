@@ -47,12 +47,10 @@ def test_export_matches_pytorch_on_real_photos(bundle, tmp_path, fmt, suffix):
 
     batch = preprocess_images([load_image(p) for p in PHOTOS], clf.preprocess, torch.device("cpu")).numpy()
     probs = run_export(out, batch)
-    preds = Pipeline(None, clf, device="cpu")(PHOTOS, topk=6)
+    preds = Pipeline(None, clf, device="cpu", precision="fp32")(PHOTOS, topk=6)
     for p, row in zip(preds, probs):
         got = {sidecar["classes"][i]: float(v) for i, v in enumerate(row)}
-        d = p.to_dict()
-        topk = d["vehicles"][0]["topk"] if "vehicles" in d else d["topk"]  # Result (one whole-image vehicle) or Prediction
-        for label, prob in topk:
+        for label, prob in p.best.topk:  # one whole-image vehicle per Result
             assert abs(got[label] - prob) < 2e-3, (p.source, label, got[label], prob)
     assert len({int(np.argmax(r)) for r in probs}) > 1  # the photos are told apart, not one constant answer
 

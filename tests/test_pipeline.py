@@ -83,7 +83,7 @@ def test_order_and_per_item_errors_nothing_lost(clf, files):
     array = _rgb("pickup5.jpg")[:70]
     inputs = [files["car5.jpg"], files["empty"], str(files["truck5.jpg"]), files["truncated"], files["text"],
               files["missing"], files["emptydir"], array, files["folder"], files["minibus5.jpg"]]
-    preds = Pipeline(None, clf, "cpu", batch_size=3, num_workers=2)(inputs, topk=6)
+    preds = Pipeline(None, clf, "cpu", batch_size=3, num_workers=2, precision="fp32")(inputs, topk=6)
     expected_sources = [str(files["car5.jpg"]), str(files["empty"]), str(files["truck5.jpg"]),
                         str(files["truncated"]), str(files["text"]), str(files["missing"]), str(files["emptydir"]),
                         "<ndarray shape=(70, 100, 3) dtype=uint8>", str(files["folder"] / "a.jpg"),
@@ -114,14 +114,14 @@ def test_order_and_per_item_errors_nothing_lost(clf, files):
 
 
 def test_one_image_and_topk(clf, files):
-    preds = Pipeline(None, clf)(files["car5.jpg"], topk=2)
+    preds = Pipeline(None, clf, precision="fp32")(files["car5.jpg"], topk=2)
     assert len(preds) == 1 and len(preds[0].best.topk) == 2
     ref = _reference_probs(clf, _load(files["car5.jpg"]))
     assert [name for name, _ in preds[0].best.topk] == [CLASSES[i] for i in np.argsort(-ref)[:2]]
 
 
 def test_generator_folder_and_glob_inputs(clf, files, tmp_path):
-    pipe = Pipeline(None, clf, batch_size=2)
+    pipe = Pipeline(None, clf, batch_size=2, precision="fp32")
     folder_preds = pipe(files["folder"], topk=6)
     assert [p.source for p in folder_preds] == [str(files["folder"] / "a.jpg"), str(files["folder"] / "b.jpg")]
     glob_preds = pipe(str(tmp_path / "good_*.png"), topk=6)
@@ -140,12 +140,13 @@ def test_generator_failure_propagates_and_workers_stop(clf, files):
         raise RuntimeError("camera unplugged")
 
     with pytest.raises(RuntimeError, match="camera unplugged"):
-        Pipeline(None, clf, num_workers=2)(broken())
+        Pipeline(None, clf, num_workers=2, precision="fp32")(broken())
     assert not [t for t in threading.enumerate() if t.name.startswith("vehicle_cls-")]
 
 
 def test_stream_is_lazy_on_endless_input_and_cleans_up(clf, files):
-    stream = Pipeline(None, clf, batch_size=2, num_workers=2).stream(itertools.repeat(files["car5.jpg"]))
+    pipe = Pipeline(None, clf, batch_size=2, num_workers=2, precision="fp32")
+    stream = pipe.stream(itertools.repeat(files["car5.jpg"]))
     first = list(itertools.islice(stream, 5))
     stream.close()
     assert len(first) == 5 and all(p.ok for p in first)
@@ -191,7 +192,7 @@ def test_every_vehicle_mode_one_result_per_image_with_all_vehicles(clf, files):
 
     cropper = FakeCropper(DETECTIONS, CropPolicy(select="all", min_score=0.5))
     inputs = [files["car5.jpg"], files["text"], files["truck5.jpg"], files["minibus5.jpg"]]
-    results = Pipeline(cropper, clf, batch_size=4)(inputs, topk=6)
+    results = Pipeline(cropper, clf, batch_size=4, precision="fp32")(inputs, topk=6)
     assert [Path(r.source).name for r in results] == ["good_car5.png", "text.jpg", "good_truck5.png",
                                                        "good_minibus5.png"]
     assert [len(r) for r in results] == [2, 0, 1, 1]
@@ -227,7 +228,7 @@ def test_no_fallback_gives_an_ok_result_without_vehicles(clf, files):
     from vehicle_cls.cropper import CropPolicy
 
     cropper = FakeCropper(DETECTIONS, CropPolicy(select="largest", fallback=False))
-    results = Pipeline(cropper, clf)([files["truck5.jpg"], files["car5.jpg"]])
+    results = Pipeline(cropper, clf, precision="fp32")([files["truck5.jpg"], files["car5.jpg"]])
     assert len(results) == 2
     assert results[0].ok and len(results[0]) == 0 and results[0].best is None and results[0].image_size == (90, 100)
     assert [v.box for v in results[1]] == [(40, 30, 95, 95)]  # the largest vehicle (55x65 > 55x60)
@@ -237,7 +238,8 @@ def test_detector_failure_is_isolated_to_its_image(clf, files):
     from vehicle_cls.cropper import CropPolicy
 
     cropper = FakeCropper(DETECTIONS, CropPolicy(), fail_on=(90, 100))
-    preds = Pipeline(cropper, clf, batch_size=3)([files["car5.jpg"], files["truck5.jpg"], files["minibus5.jpg"]])
+    pipe = Pipeline(cropper, clf, batch_size=3, precision="fp32")
+    preds = pipe([files["car5.jpg"], files["truck5.jpg"], files["minibus5.jpg"]])
     assert [p.ok for p in preds] == [True, False, True] and [len(p) for p in preds] == [1, 0, 1]
     assert "detector failed" in preds[1].error and "out of memory" in preds[1].error
     assert preds[1].error.startswith(str(files["truck5.jpg"]))
@@ -258,7 +260,7 @@ def test_masked_crop_blanks_outside_the_mask(clf, files):
             return [CropChoice((0.0, 0.0, 80.0, 80.0), None, False, mask)]
 
     cropper = FakeCropper({}, MaskPolicy())
-    pred = Pipeline(cropper, clf)([files["car5.jpg"]], topk=6)[0]
+    pred = Pipeline(cropper, clf, precision="fp32")([files["car5.jpg"]], topk=6)[0]
     assert pred[0].mask is mask and pred.to_dict()["vehicles"][0]["has_mask"] is True
     blanked = np.where(mask[:, :, None], img, np.array([124, 116, 104], np.uint8))
     np.testing.assert_allclose(_probs(pred), _reference_probs(clf, blanked, (0, 0, 80, 80)), atol=1e-5)
@@ -270,7 +272,7 @@ def test_given_boxes_classify_those_regions(clf, files):
     img_a, img_b = _load(files["car5.jpg"]), _load(files["truck5.jpg"])
     boxes = [(5, 10, 60, 70), None, [(0, 0, 50, 50), (-20, 40, 120, 95)], (200, 200, 300, 300)]
     inputs = [files["car5.jpg"], files["truck5.jpg"], files["car5.jpg"], files["truck5.jpg"]]
-    preds = Pipeline(None, clf)(inputs, boxes=boxes, topk=6)
+    preds = Pipeline(None, clf, precision="fp32")(inputs, boxes=boxes, topk=6)
     assert [len(p) for p in preds] == [1, 1, 2, 0]
     np.testing.assert_allclose(_probs(preds[0]), _reference_probs(clf, img_a, (5, 10, 60, 70)), atol=1e-5)
     np.testing.assert_allclose(_probs(preds[1]), _reference_probs(clf, img_b), atol=1e-5)
@@ -278,7 +280,7 @@ def test_given_boxes_classify_those_regions(clf, files):
     np.testing.assert_allclose(_probs(preds[2][1]), _reference_probs(clf, img_a, (0, 40, 100, 95)), atol=1e-5)
     assert preds[3].error and "outside the 100x90 image" in preds[3].error
     with pytest.raises(ValueError, match="boxes has 1 entries but there are 2 inputs"):
-        Pipeline(None, clf)([files["car5.jpg"], files["truck5.jpg"]], boxes=[None])
+        Pipeline(None, clf, precision="fp32")([files["car5.jpg"], files["truck5.jpg"]], boxes=[None])
 
 
 # ---- video -----------------------------------------------------------------------------------
@@ -313,8 +315,8 @@ def test_video_frames_with_stride(clf, tmp_path, files):
     decoded = _read_video(video)  # the codec is lossy: the reference is what OpenCV decodes
     assert len(decoded) == 7
     (tmp_path / "broken.mp4").write_text("not a video")
-    preds = Pipeline(None, clf, batch_size=2).stream([video, files["car5.jpg"], tmp_path / "broken.mp4"],
-                                                     frame_stride=3, topk=6)
+    pipe = Pipeline(None, clf, batch_size=2, precision="fp32")
+    preds = pipe.stream([video, files["car5.jpg"], tmp_path / "broken.mp4"], frame_stride=3, topk=6)
     preds = list(preds)
     assert [(Path(p.source).name, p.frame, p.timestamp) for p in preds] == [
         ("clip.mp4", 0, 0.0), ("clip.mp4", 3, 0.3), ("clip.mp4", 6, 0.6), ("good_car5.png", None, None),
@@ -332,21 +334,21 @@ def test_videos_inside_folders_are_read(clf, tmp_path):
     (folder / "sub").mkdir(parents=True)
     _write_video(folder / "sub" / "b.mp4", [base] * 2)
     shutil.copy(PHOTOS / "truck5.jpg", folder / "a.jpg")
-    results = Pipeline(None, clf)(folder)
+    results = Pipeline(None, clf, precision="fp32")(folder)
     assert [(Path(r.source).name, r.frame) for r in results] == [("a.jpg", None), ("b.mp4", 0), ("b.mp4", 1)]
     assert all(r.ok for r in results)
 
 
 # ---- misc ------------------------------------------------------------------------------------
 def test_keep_images_and_plot(clf, files):
-    pred = Pipeline(None, clf)([files["car5.jpg"]], keep_images=True)[0]
+    pred = Pipeline(None, clf, precision="fp32")([files["car5.jpg"]], keep_images=True)[0]
     assert np.array_equal(pred.image, _load(files["car5.jpg"]))
     assert pred.plot().size == (100, 100)
     assert np.abs(np.asarray(pred.plot(), np.int16) - pred.image).max() > 0  # the label is drawn
 
 
 def test_bf16_autocast_close_to_fp32(clf, files):
-    fp32 = Pipeline(None, clf)([files["car5.jpg"]], topk=6)[0]
+    fp32 = Pipeline(None, clf, precision="fp32")([files["car5.jpg"]], topk=6)[0]
     bf16 = Pipeline(None, clf, precision="bf16")([files["car5.jpg"]], topk=6)[0]
     np.testing.assert_allclose(_probs(bf16), _probs(fp32), atol=0.05)
 
@@ -408,7 +410,7 @@ def test_cuda_path_matches_cpu(files):
     clf = Classifier.create("resnet18", classes=CLASSES, preprocess=Preprocess(64, "letterbox"), device="cpu")
     inputs = [files["car5.jpg"], files["empty"], files["minibus5.jpg"], files["truck5.jpg"]]
     boxes = [(5, 10, 60, 70), None, None, [(0, 0, 50, 50), (20, 20, 90, 80)]]
-    cpu = Pipeline(None, clf, device="cpu", batch_size=2)(inputs, boxes=boxes, topk=6)
+    cpu = Pipeline(None, clf, device="cpu", batch_size=2, precision="fp32")(inputs, boxes=boxes, topk=6)
     for precision, atol in (("fp32", 1e-4), ("fp16", 2e-2), ("bf16", 5e-2)):
         gpu = Pipeline(None, clf, device="cuda", batch_size=2, precision=precision)(inputs, boxes=boxes, topk=6)
         assert [(p.source, [v.box for v in p], p.ok) for p in gpu] == [(p.source, [v.box for v in p], p.ok) for p in cpu]

@@ -124,7 +124,7 @@ class Pipeline:
         device: str | torch.device | None = None,
         batch_size: int = 16,
         num_workers: int = 2,
-        precision: str = "fp32",
+        precision: str = "auto",
         channels_last: bool = True,
         frame_stride: int = 1,
         max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS,

@@ -40,8 +40,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--save-vis", metavar="DIR", help="save one annotated image per input image (every vehicle "
                    "drawn) and one annotated .mp4 per input video into DIR")
     p.add_argument("--no-crop", action="store_true", help="classify whole images (ignore the bundle's cropper)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="fp32",
-                   help="autocast precision of the classifier (default: fp32)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="auto (default): the fast path where it keeps agreement with fp32 (bf16 on CPUs with "
+                        "native bf16 and on CUDA); fp32: the exact reference")
     p.add_argument("--frame-stride", type=int, default=1, help="video: classify every N-th frame (default: 1)")
     p.add_argument("--num-workers", type=int, default=2, help="image decoding threads (default: 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

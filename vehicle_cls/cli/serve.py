@@ -29,8 +29,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (default: auto)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="autocast precision of the classifier (default: fp32)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="auto (default): the fast path where it keeps agreement with fp32 (bf16 on CPUs with "
+                        "native bf16 and on CUDA); fp32: the exact reference")
     p.add_argument("--no-crop", action="store_true", help="classify whole images (ignore the bundle's cropper)")
     p.add_argument("--max-batch-size", type=int, default=16, help="images per model call (default: 16)")
     p.add_argument("--max-wait-ms", type=float, default=10.0,
