@@ -305,3 +305,29 @@ def test_cuda_classifier_agrees_with_cpu_fp32():
         assert bool((out.argmax(1) == ref.argmax(1))[clear].all())
         assert (out - ref).abs().max() < 0.05
         model.to("cpu")
+
+
+# ---------------------------------------------------------------------------- the pipeline's default
+def test_pipeline_default_is_the_fast_path_and_agrees_with_fp32(zoo_pkl):
+    """``Pipeline()`` runs ``precision="auto"``; its chosen crops and top-1 labels match the fp32 run."""
+    from vehicle_cls import Pipeline
+    from vehicle_cls.classifier import Classifier, Preprocess
+    from vehicle_cls.runtime import resolve_precision
+
+    photos = PHOTOS[:6]
+    model, _ = _calibrated_resnet50([_rgb(p) for p in PHOTOS])
+    clf = Classifier(model, "resnet50", [f"c{i}" for i in range(6)], Preprocess(160), device="cpu")
+    ref = Pipeline(Cropper.from_checkpoint(zoo_pkl, **SETTINGS), clf, device="cpu", precision="fp32")(photos, topk=2)
+    pipe = Pipeline(Cropper.from_checkpoint(zoo_pkl, **SETTINGS), clf, device="cpu")
+    assert pipe.precision == resolve_precision("auto", "cpu") and pipe.cropper.precision == pipe.precision
+    fast = pipe(photos, topk=2)
+    assert [r.ok for r in fast] == [r.ok for r in ref] == [True] * len(photos)
+    for r, f in zip(ref, fast):
+        assert len(r) == len(f), r.source
+        for a, b in zip(r, f):
+            if a.box is None or b.box is None:
+                assert a.box is None and b.box is None, r.source
+            else:
+                assert _iou(np.array([a.box]), np.array([b.box]))[0, 0] >= 0.98, (r.source, a.box, b.box)
+            if a.topk[0][1] - a.topk[1][1] >= 0.05:  # not a near-tie
+                assert a.label == b.label, (r.source, a.topk, b.topk)
