@@ -81,17 +81,3 @@ def test_cli_parser_imports_no_serving_or_onnx_libraries():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip().splitlines()[-1] == "[]"
-
-
-def test_missing_serve_and_export_extras_are_named(monkeypatch):
-    import sys
-
-    from vehicle_cls import export
-    from vehicle_cls.cli import serve
-
-    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(ImportError, match=r"pip install vehicle-cls\[serve\]"):
-        serve.import_serving()
-    with pytest.raises(ImportError, match=r"pip install vehicle-cls\[export\]"):
-        export.import_onnx()

@@ -81,16 +81,17 @@ def test_modules_import_optional_deps_lazily(module):
     assert _heavy(_modules_after(code)) == []
 
 
-def test_missing_extras_are_named(monkeypatch):
-    from vehicle_cls.classifier import keras_backend
-    from vehicle_cls.distributed import ray_inference
-
-    monkeypatch.setitem(sys.modules, "tensorflow", None)  # as if not installed
-    monkeypatch.setitem(sys.modules, "ray", None)
-    with pytest.raises(ImportError, match=r"pip install vehicle-cls\[keras\]"):
-        keras_backend.import_keras()
-    with pytest.raises(ImportError, match=r"pip install vehicle-cls\[ray\]"):
-        ray_inference.import_ray()
+@pytest.mark.parametrize("module, importer, missing, extra", [
+    ("vehicle_cls.classifier.keras_backend", "import_keras", "tensorflow", "keras"),
+    ("vehicle_cls.distributed.ray_inference", "import_ray", "ray", "ray"),
+    ("vehicle_cls.cli.serve", "import_serving", "uvicorn", "serve"),
+    ("vehicle_cls.export", "import_onnx", "onnxruntime", "export"),
+])
+def test_missing_extras_are_named(monkeypatch, module, importer, missing, extra):
+    load = getattr(importlib.import_module(module), importer)
+    monkeypatch.setitem(sys.modules, missing, None)  # as if not installed
+    with pytest.raises(ImportError, match=rf"pip install vehicle-cls\[{extra}\]"):
+        load()
 
 
 def test_dockerfile_matches_pyproject():
