@@ -15,7 +15,6 @@ import hashlib
 import http.client
 import logging
 import os
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vehicle_cls.fileio import clean_stale_temps, open_new_file, temp_name
+from vehicle_cls.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def _download(url: str, dest: Path, sha256: str | None, sha256_prefix: str | Non
                 raise WeightsError(_offline_message(url, dest, exc)) from exc
             with response:
                 total = int(response.headers.get("Content-Length") or 0) or None
-                bar = _progress_bar(total, dest.name, progress)
+                bar = progress_bar(total, progress, dest.name, "B", unit_scale=True, unit_divisor=1024)
                 received = 0
                 try:
                     while True:
@@ -164,13 +164,11 @@ def _download(url: str, dest: Path, sha256: str | None, sha256_prefix: str | Non
                         out.write(chunk)
                         digest.update(chunk)
                         received += len(chunk)
-                        if bar is not None:
-                            bar.update(len(chunk))
+                        bar.update(len(chunk))
                 except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
                     raise WeightsError(_offline_message(url, dest, exc)) from exc
                 finally:
-                    if bar is not None:
-                        bar.close()
+                    bar.close()
             if total is not None and received != total:
                 raise WeightsError(
                     _offline_message(url, dest, f"download incomplete: {received} of {total} bytes")
@@ -238,16 +236,6 @@ def _offline_message(url: str, dest: Path, reason: object) -> str:
         f"could not download {url} ({reason}). Download that file yourself and put it at {dest} "
         f"({also}{ENV_HOME} sets the cache directory)"
     )
-
-
-def _progress_bar(total: int | None, desc: str, progress: bool | None):
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc)
 
 
 def copy_into_cache(name: str, source: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:

@@ -28,6 +28,7 @@ from torch import nn
 
 from vehicle_cls import runtime
 from vehicle_cls.fileio import atomic_write_text, clean_stale_temps, ensure_dir
+from vehicle_cls.progress import progress_bar
 from vehicle_cls.train.augment import build_batch_mix
 from vehicle_cls.train.checkpoint import LAST_NAME, load_last, rng_states, save_last, seed_everything, set_rng_states
 from vehicle_cls.train.config import TrainConfig
@@ -285,11 +286,7 @@ class Trainer:
         min_batch = 2 if any(m.training for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)) else 1
         loss_sum = correct = count = skipped = 0.0
         show = r.progress and self.dist.is_main and sys.stderr.isatty()
-        bar = None
-        if show:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{r.epochs}", leave=False, dynamic_ncols=True)
+        bar = progress_bar(self.steps_per_epoch, show, f"epoch {epoch + 1}/{r.epochs}", "step", leave=False)
         complete = True
         batches = 0
         for batch in self.loaders.train:
@@ -330,11 +327,9 @@ class Trainer:
                     writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], step)
             self.scheduler.step()
             step += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / max(count, 1):.3f}")
-        if bar is not None:
-            bar.close()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum / max(count, 1):.3f}")
+        bar.close()
         if batches < self.steps_per_epoch:
             complete = False
         loss_sum, correct, count, skipped = self._reduce([loss_sum, correct, count, skipped])
