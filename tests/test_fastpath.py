@@ -15,11 +15,12 @@ import torch
 from PIL import Image
 
 from vehicle_cls.cropper import Cropper, CropPolicy
+from vehicle_cls.cropper.checkpoint import load_into
 from vehicle_cls.cropper.cropper import plan_batches
 from vehicle_cls.cropper.layers import Conv2d, FrozenBatchNorm2d
 from vehicle_cls.cropper.rcnn import GeneralizedRCNN, InferenceSettings
 from vehicle_cls.cropper.synthetic import synthetic_d2_state_dict, write_zoo_pkl
-from vehicle_cls.cropper.transforms import preprocess_image, preprocess_on_device
+from vehicle_cls.cropper.transforms import batch_images, preprocess_image, preprocess_on_device
 from vehicle_cls.fastpath import (
     DETECTOR_PARTS,
     InferenceCopies,
@@ -117,6 +118,31 @@ def test_prepare_detector_casts_only_the_given_parts():
     assert everything.backbone.bottom_up.stem.conv1.weight.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="unknown detector part"):
         prepare_detector(model, "cpu", "bf16", ("neck",))
+
+
+def test_cpu_fast_heads_pool_and_project_like_the_reference():
+    """The CPU fast copy's ROI poolers (roi_align_bag) and box head (fc1 as a conv) give the reference's
+    numbers up to fp32 rounding on the same features and real proposals (box and mask poolers)."""
+    model = GeneralizedRCNN(True, InferenceSettings(**SETTINGS)).eval()
+    state = synthetic_d2_state_dict("mask_rcnn_R_101_FPN_3x", seed=0)
+    load_into(model, {k: torch.from_numpy(v) for k, v in state.items()}, "synthetic")
+    fast = prepare_detector(model, "cpu", "bf16")
+    heads, ref = fast.roi_heads, model.roi_heads
+    assert heads.box_pooler.kernel == heads.mask_pooler.kernel == "embedding_bag"
+    assert ref.box_pooler.kernel == "torchvision"  # the reference keeps detectron2's kernel
+    image = preprocess_image(_rgb(PHOTOS[0]), SETTINGS["min_size_test"], SETTINGS["max_size_test"])
+    with torch.inference_mode():
+        batch, sizes = batch_images([image], model.pixel_mean, model.backbone.size_divisibility)
+        features = model.backbone(batch)
+        proposals = [p[0] for p in model.proposal_generator(features, sizes)]
+        assert len(proposals[0]) > 100
+        feats = [features[f] for f in ref.in_features]
+        feats_cl = [f.contiguous(memory_format=torch.channels_last) for f in feats]
+        for pooler, fast_pooler in ((ref.box_pooler, heads.box_pooler), (ref.mask_pooler, heads.mask_pooler)):
+            torch.testing.assert_close(fast_pooler(feats_cl, proposals), pooler(feats, proposals), rtol=0, atol=1e-5)
+        pooled = ref.box_pooler(feats, proposals)
+        torch.testing.assert_close(heads.box_head(pooled.contiguous(memory_format=torch.channels_last)),
+                                   ref.box_head(pooled), rtol=1e-4, atol=1e-4)
 
 
 # ---------------------------------------------------------------------------- detector agreement

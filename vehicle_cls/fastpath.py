@@ -10,6 +10,7 @@ import copy
 import logging
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vehicle_cls.runtime import AUTOCAST_DTYPES
@@ -64,7 +65,7 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
 #: detections (0.3 % rounding per layer grows to 11-14 % at the FPN outputs; changed proposals move
 #: boxes, IoU down to 0); even the box head alone in bf16 changed the chosen crop on 1 of 24 photos
 #: (scores move by up to 0.02 around the 0.5 threshold) for ~4 % of the time. So the default fast
-#: detector keeps fp32 arithmetic (folded norms, channels_last, parallel ROIAlign); low-precision
+#: detector keeps fp32 arithmetic (folded norms, channels_last, gathered ROIAlign); low-precision
 #: parts are an explicit opt-in (``Cropper.set_precision("bf16", parts=DETECTOR_PARTS)``).
 DETECTOR_LOW_PRECISION_PARTS: tuple[str, ...] = ()
 DETECTOR_PARTS = ("backbone", "rpn_head", "box_head", "mask_head")
@@ -74,14 +75,22 @@ def prepare_detector(model: nn.Module, device: torch.device | str, precision: st
                      parts: tuple[str, ...] = DETECTOR_LOW_PRECISION_PARTS) -> nn.Module:
     """An inference copy of our GeneralizedRCNN for ``precision``: FrozenBN folded into the convs,
     everything channels_last, ``parts`` in the precision's dtype, the rest fp32; anchors and the box
-    predictor (class logits and box deltas) always fp32."""
+    predictor (class logits and box deltas) always fp32. On the CPU the ROI poolers use one weighted
+    gather (``roi_align_bag``) and the box head's fc1 runs as a 7x7 conv (oneDNN), both the same sums."""
     unknown = set(parts) - set(DETECTOR_PARTS)
     if unknown:
         raise ValueError(f"unknown detector part(s) {sorted(unknown)}; known: {list(DETECTOR_PARTS)}")
     dtype = precision_dtype(precision)
     fast = copy.deepcopy(model).eval()
     fold_frozen_norms(fast)
-    fast.to(torch.device(device))
+    device = torch.device(device)
+    fast.to(device)
+    if device.type == "cpu":
+        heads = fast.roi_heads
+        heads.box_head = ConvFCBoxHead(heads.box_head, heads.box_pooler.output_size)
+        for pooler in (heads.box_pooler, getattr(heads, "mask_pooler", None)):
+            if pooler is not None:
+                pooler.kernel = "embedding_bag"
     if dtype is not None:  # anchors, pixel mean and the box predictor stay fp32
         heads = fast.roi_heads
         modules = {"backbone": fast.backbone, "rpn_head": fast.proposal_generator.rpn_head,
@@ -93,6 +102,27 @@ def prepare_detector(model: nn.Module, device: torch.device | str, precision: st
     for p in fast.parameters():
         p.requires_grad_(False)
     return fast
+
+
+class ConvFCBoxHead(nn.Module):
+    """detectron2's FC box head with fc1 as a ``size``x``size`` convolution over the pooled (R, C, size, size)
+    features: the same weights and sum (flatten's C-major order is the conv weight's layout), but on the
+    CPU oneDNN's conv takes half the time of the (R, C*size*size) matmul and reads channels_last as it is."""
+
+    def __init__(self, head: nn.Module, size: int):
+        super().__init__()
+        out_dim, in_dim = head.fc1.weight.shape
+        channels = in_dim // (size * size)
+        self.fc1 = nn.Conv2d(channels, out_dim, kernel_size=size)
+        with torch.no_grad():
+            self.fc1.weight.copy_(head.fc1.weight.view(out_dim, channels, size, size))
+            self.fc1.bias.copy_(head.fc1.bias)
+        self.fc1.to(head.fc1.weight.device, head.fc1.weight.dtype)
+        self.fc2 = head.fc2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.fc1(x.to(self.fc1.weight.dtype)))
+        return F.relu(self.fc2(torch.flatten(x, start_dim=1)))
 
 
 def prepare_classifier(model: nn.Module, device: torch.device | str, precision: str,

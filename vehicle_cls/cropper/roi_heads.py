@@ -11,6 +11,11 @@ from torchvision.ops import batched_nms, roi_align
 
 from vehicle_cls.cropper.boxes import apply_deltas, box_area, clip_boxes
 from vehicle_cls.cropper.layers import Conv2d
+from vehicle_cls.cropper.roi_align_bag import roi_align_bag
+
+#: how ROIPooler pools: torchvision's kernel (detectron2's exact numbers) or one weighted gather
+#: (``roi_align_bag``: the same up to fp32 rounding, ~20x faster on the CPU; the fast path's choice)
+POOLING_KERNELS = ("torchvision", "embedding_bag")
 
 
 def assign_levels(boxes: torch.Tensor, min_level: int = 2, max_level: int = 5,
@@ -24,8 +29,12 @@ def assign_levels(boxes: torch.Tensor, min_level: int = 2, max_level: int = 5,
 class ROIPooler(nn.Module):
     """Multi-level ``roi_align(aligned=True)`` (detectron2's ROIAlignV2) over p2..p5."""
 
-    def __init__(self, output_size: int, strides=(4, 8, 16, 32), sampling_ratio: int = 0, aligned: bool = True):
+    def __init__(self, output_size: int, strides=(4, 8, 16, 32), sampling_ratio: int = 0, aligned: bool = True,
+                 kernel: str = "torchvision"):
         super().__init__()
+        if kernel not in POOLING_KERNELS:
+            raise ValueError(f"kernel must be one of {POOLING_KERNELS}, not {kernel!r}")
+        self.kernel = kernel
         self.output_size = output_size
         self.scales = tuple(1.0 / s for s in strides)
         self.min_level = int(-math.log2(self.scales[0]))
@@ -46,6 +55,8 @@ class ROIPooler(nn.Module):
         index = torch.repeat_interleave(torch.arange(len(boxes), dtype=all_boxes.dtype, device=all_boxes.device), sizes)
         rois = torch.cat([index[:, None], all_boxes], dim=1)
         levels = assign_levels(all_boxes, self.min_level, self.max_level)
+        if self.kernel == "embedding_bag":
+            return self._pool_bag(features, rois, levels)
         c, s = features[0].shape[1], self.output_size
         output = torch.zeros((len(rois), c, s, s), dtype=features[0].dtype, device=features[0].device)
         jobs = []
@@ -69,6 +80,19 @@ class ROIPooler(nn.Module):
         for inds, part in pooled:
             output.index_put_((inds,), part.to(output.dtype))
         return output
+
+    def _pool_bag(self, features: list[torch.Tensor], rois: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        """The same pooling through ``roi_align_bag`` (fp32, channels_last in and out)."""
+        c, s = features[0].shape[1], self.output_size
+        output = torch.zeros((len(rois), s, s, c), dtype=features[0].dtype, device=features[0].device)
+        for level, (feat, scale) in enumerate(zip(features, self.scales)):
+            inds = torch.nonzero(levels == level, as_tuple=True)[0]
+            if len(inds) == 0:
+                continue
+            feat32 = feat.float().contiguous(memory_format=torch.channels_last)
+            part = roi_align_bag(feat32, rois[inds], s, scale, self.sampling_ratio, self.aligned)
+            output.index_put_((inds,), part.permute(0, 2, 3, 1).to(output.dtype))
+        return output.permute(0, 3, 1, 2)
 
 
 def _split(inds: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
