@@ -19,9 +19,9 @@ class TorchBackend:
 
     ``precision="fp32"`` runs the reference model (detectron2's numbers, CPU preprocessing with
     PIL as detectron2 does). "bf16"/"fp16" run a prepared copy (:func:`vehicle_cls.fastpath.prepare_detector`:
-    norms folded, channels_last, on the CPU ROIAlign as one weighted gather and fc1 as a conv, ``parts`` in
-    bf16/fp16). On CUDA the fast path
-    resizes on the device (within one level of PIL's resize, not bit-equal, hence not for fp32).
+    norms folded, channels_last, on the CPU ROIAlign as one weighted gather and fc1 as a conv, ``parts``
+    in bf16/fp16). On CUDA the fast path resizes on the device (within one level of PIL's resize, not
+    bit-equal, hence not for fp32).
     """
 
     name = "torch"
