@@ -7,8 +7,13 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 TF_SPEC ?= tensorflow-cpu==2.21.0
 PYTEST_ARGS ?=
+# `make bench`: the seed loop vs Pipeline benchmark, with ../shared's calibrated R101-FPN weights when
+# they are beside the clone (generated once into .bench/), else the project's synthetic weights.
+SHARED ?= ../shared
+BENCH_WEIGHTS ?= .bench/model_final_faster.pkl
+BENCH_ARGS ?=
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test bench install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,5 +37,10 @@ demo: $(VENV)/.installed-core
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+bench: $(VENV)/.installed-core
+	@if [ ! -f $(BENCH_WEIGHTS) ] && [ -f $(SHARED)/weights/weights.py ]; then \
+		mkdir -p $(dir $(BENCH_WEIGHTS)) && $(BIN)/python $(SHARED)/weights/weights.py faster $(BENCH_WEIGHTS); fi
+	$(BIN)/python benchmarks/bench_seed_loop.py $$( [ -f $(BENCH_WEIGHTS) ] && echo --weights $(BENCH_WEIGHTS) ) $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .bench

@@ -8,7 +8,9 @@ one). Variants run round robin, ``--repeats`` times, best run kept; peak RSS is 
 ``bf16-all`` also runs the detector's backbone and heads in bf16: faster, but it does not keep
 agreement with fp32 (see fastpath.DETECTOR_LOW_PRECISION_PARTS); it shows what that costs and buys.
 Also measured in the same run: the fast classifier's achieved FLOP/s on ready batches as a fraction
-of a plain bf16 (CUDA: fp16) matmul's rate.
+of a plain bf16 (CUDA: fp16) matmul's rate, and the roofline (roofline.py): the pipeline's FLOPs per
+image against the machine's fp32 and bf16 conv rates, i.e. the largest speed-up over the seed loop
+that the same arithmetic could reach here; each variant's achieved GFLOP/s is reported against it.
 
     python benchmarks/bench_seed_loop.py --weights model_final_faster.pkl      # 16 photos, CPU
     python benchmarks/bench_seed_loop.py --device cuda --weights ... --images 64
@@ -42,7 +44,9 @@ from vehicle_cls.cropper import Cropper, CropPolicy, apply_crop  # noqa: E402
 from vehicle_cls.fastpath import DETECTOR_PARTS  # noqa: E402
 from vehicle_cls.images import load_image  # noqa: E402
 from vehicle_cls.pipeline import Pipeline  # noqa: E402
-from vehicle_cls.runtime import resolve_precision  # noqa: E402
+from vehicle_cls.runtime import AUTOCAST_DTYPES, resolve_precision  # noqa: E402
+
+from roofline import roofline  # noqa: E402  (benchmarks/roofline.py)
 
 SHARED_PHOTOS = ROOT.parent / "shared" / "data" / "vehicle_types"
 
@@ -205,12 +209,18 @@ def main() -> None:
              "ratio_to_seed": round(best[v] / base, 2), "peak_rss_mib": round(peak[v])} for v in variants]
     fast = resolve_precision("auto", device)
     flops = classifier_flops_fraction(clf, fast, 32, args.matmul_seconds)
+    cropper.set_precision("fp32")
+    roof = roofline(cropper, load_image(paths[0]), flops["gflop_per_image"], 1.0 / base,
+                    AUTOCAST_DTYPES.get(fast) or torch.bfloat16, seconds=args.matmul_seconds / 2)
+    per_image = roof["detector_gflop_per_image"] + roof["classifier_gflop_per_image"]
+    for row in rows:
+        row["achieved_gflops"] = round(row["images_per_s"] * per_image, 1)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus")
     print(json.dumps({"device": name, "torch": torch.__version__, "weights": str(args.weights or "synthetic"),
                       "photos": f"{len(paths)} from {args.photos}", "batch_size": args.batch_size,
                       "repeats": args.repeats, "load_avg_1min": round(os.getloadavg()[0], 2), "results": rows,
-                      "classifier_vs_matmul": flops}, indent=2))
+                      "classifier_vs_matmul": flops, "roofline": roof}, indent=2))
     if device.type == "cuda":
         print(json.dumps({"cuda_peak_mib": round(torch.cuda.max_memory_allocated(device) / 2**20)}))
 
