@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -188,3 +192,83 @@ def test_max_nonfinite_steps_default_and_override(tmp_path):
     recipe.write_text("data: {train: x}\n")
     assert load_config(recipe).run.max_nonfinite_steps == 5
     assert load_config(recipe, ["run.max_nonfinite_steps=1"]).run.max_nonfinite_steps == 1
+
+
+DDP_WORKER = textwrap.dedent('''
+    import json, os, sys
+    import torch
+    from torch import nn
+    from vehicle_cls.classifier import Classifier, Preprocess
+    from vehicle_cls.train.config import TrainConfig
+    from vehicle_cls.train.trainer import train
+
+    data, out, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+    rank = int(os.environ.get("RANK", "0"))
+
+    class PoisonableNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.poison = False
+            self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                                          nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.fc = nn.Sequential(nn.Dropout(0.0), nn.Linear(4, 2))
+        def forward(self, x):
+            if self.poison:
+                x = x * float("nan")
+            return self.fc(self.features(x))
+
+    torch.manual_seed(0)
+    net = PoisonableNet()
+    clf = Classifier(net, "resnet18", ["bike", "car"], Preprocess(input_size=12))
+    cfg = TrainConfig.from_dict({
+        "data": {"train": data, "val_fraction": 0.25, "num_workers": 0},
+        "optim": {"lr": 0.05, "warmup_epochs": 0},
+        "augment": {"enabled": False},
+        "run": {"out_dir": out, "epochs": 2, "batch_size": 4, "precision": "fp32", "tensorboard": False,
+                "progress": False, "threads": 1, "channels_last": False, "max_nonfinite_steps": 2},
+    }).validate()
+
+    def poison(epoch, step, idx):  # only rank 1 sees NaN: rank 0 must skip the same steps, or DDP hangs
+        if rank == 1:
+            net.poison = (epoch, step) == (0, 1) if mode == "transient" else epoch >= 1
+
+    report = {"rank": rank}
+    try:
+        result = train(cfg, classifier=clf, on_batch=poison)
+        report["nonfinite"] = [row["train_nonfinite"] for row in result.history]
+        report["weights"] = {k: v.tolist() for k, v in net.named_parameters()}  # BatchNorm statistics are per rank
+    except RuntimeError as exc:
+        report["error"] = f"{type(exc).__name__}: {exc}"
+    with open(f"{out}.rank{rank}.json", "w") as f:
+        json.dump(report, f)
+''')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["transient", "persistent"])
+def test_ddp_ranks_agree_on_a_nan_loss_of_one_rank(tmp_path, mode):
+    """A NaN loss on rank 1 only: both ranks skip that step (no hang) and, when it persists, both stop."""
+    data = _data(tmp_path / "d", per_class=5)  # 8 train images, global batch 4: 2 steps per epoch, 2 images per rank
+    script = tmp_path / "worker.py"
+    script.write_text(DDP_WORKER)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), str(data), str(out), mode],
+                          env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (json.loads(Path(f"{out}.rank{r}.json").read_text()) for r in (0, 1))
+    if mode == "transient":
+        assert r0["nonfinite"] == r1["nonfinite"] == [1, 0]
+        assert r0["weights"] == r1["weights"]  # both ranks skipped the same update
+        assert _all_finite(torch.load(out / "last.pt", weights_only=True)) == []
+    else:  # epoch 2 = steps 2, 3: the second NaN step in a row stops both ranks
+        assert r1["error"].startswith("NonFiniteLossError: epoch 2 step 3: the training loss was nan for 2 step(s)")
+        assert r0["error"].startswith("NonFiniteLossError: epoch 2 step 3: the training loss was not finite on "
+                                      "another rank for 2 step(s)")
+        for r in (r0, r1):
+            assert r["error"].endswith(f"last good checkpoint: {out / 'last.pt'} (epoch 1)")
+        state = torch.load(out / "last.pt", weights_only=True)
+        assert state["epoch"] == 1 and _all_finite(state) == []
