@@ -61,6 +61,7 @@ def model_info(pipeline: Any) -> dict[str, Any]:
         "cropper": cropper.to_config() if cropper is not None else None,
         "device": str(pipeline.device),
         "precision": getattr(pipeline, "precision", None),
+        "max_decode_side": getattr(pipeline, "max_decode_side", None),  # larger JPEGs are decoded reduced
     }
 
 
