@@ -94,9 +94,15 @@ def test_single_nan_batch_is_skipped_and_training_continues(tmp_path, caplog):
         net.poison = (epoch, step) == (0, 1)
 
     with caplog.at_level(logging.WARNING, logger="vehicle_cls.train"):
-        result = train(_cfg(data, tmp_path / "run"), classifier=clf, on_batch=poison)
+        result = train(_cfg(data, tmp_path / "run", tensorboard=True), classifier=clf, on_batch=poison)
     assert result.epochs_completed == 2
     assert [row["train_nonfinite"] for row in result.history] == [1, 0]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = EventAccumulator(str(tmp_path / "run" / "tb"))
+    tb.Reload()
+    assert [(e.step, e.value) for e in tb.Scalars("train/nonfinite_steps")] == [(1, 1.0)]
+    assert [(e.step, e.value) for e in tb.Scalars("epoch/train_nonfinite")] == [(1, 1.0), (2, 0.0)]
     skipped = [r.getMessage() for r in caplog.records if "skipped this step's update" in r.getMessage()]
     assert skipped == ["epoch 1 step 1: loss nan; skipped this step's update (1 in a row, the run stops at 5)"]
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
@@ -148,6 +154,26 @@ def test_persistent_nan_stops_with_one_line_and_keeps_the_last_finite_checkpoint
 
     best = load_file(run / "best" / "model.safetensors")
     assert best and all(bool(torch.isfinite(t).all()) for t in best.values() if t.is_floating_point())
+
+
+class NanInEvalNet(PoisonableNet):
+    """Trains normally but answers NaN in eval mode (a model broken only at validation)."""
+
+    def forward(self, x):
+        out = super().forward(x)
+        return out if self.training else out * float("nan")
+
+
+def test_epoch_with_a_nan_validation_loss_is_not_saved(tmp_path, caplog):
+    data = _data(tmp_path / "d")
+    torch.manual_seed(0)
+    clf = Classifier(NanInEvalNet(), "resnet18", CLASSES, Preprocess(input_size=12))
+    with caplog.at_level(logging.WARNING, logger="vehicle_cls.train"):
+        result = train(_cfg(data, tmp_path / "run", epochs=1, tensorboard=False), classifier=clf)
+    assert result.epochs_completed == 1 and result.best_dir is None
+    assert not (tmp_path / "run" / "last.pt").exists()
+    assert any(r.getMessage() == "epoch 1: not saved, the validation loss is nan; last good checkpoint: none written yet"
+               for r in caplog.records)
 
 
 def _cli(*argv: str) -> int:
