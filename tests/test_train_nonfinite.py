@@ -172,8 +172,8 @@ def test_epoch_with_a_nan_validation_loss_is_not_saved(tmp_path, caplog):
         result = train(_cfg(data, tmp_path / "run", epochs=1, tensorboard=False), classifier=clf)
     assert result.epochs_completed == 1 and result.best_dir is None
     assert not (tmp_path / "run" / "last.pt").exists()
-    assert any(r.getMessage() == "epoch 1: not saved, the validation loss is nan; last good checkpoint: none written yet"
-               for r in caplog.records)
+    assert any(r.getMessage() == "epoch 1: not saved, the validation loss is nan; "
+               "last good checkpoint: none written yet" for r in caplog.records)
 
 
 def _cli(*argv: str) -> int:

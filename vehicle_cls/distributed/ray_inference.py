@@ -108,7 +108,7 @@ def schema_for(rows: str) -> Any:
 def results_to_table(results: Sequence[Result], rows: str = "image") -> Any:
     """Results -> a pyarrow Table: one row per result (``to_dict``) or per vehicle (``to_rows``)."""
     if rows == "image":
-        return results_to_table(results, self.rows)
+        return dicts_to_table([r.to_dict() for r in results])
     schema = schema_for(rows)
     flat = [row for r in results for row in r.to_rows()]
     return _import_pyarrow().Table.from_pylist(flat, schema=schema)

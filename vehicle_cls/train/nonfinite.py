@@ -5,8 +5,9 @@ rank alike (the ranks agree through one all-reduce, so none waits for another), 
 statistics its forward pass wrote are put back. After ``run.max_nonfinite_steps`` such steps in a
 row the run stops with ``NonFiniteLossError``, one line naming the epoch, the step and the last good
 checkpoint. An epoch is not saved while it ends in such a streak (or its validation loss is not
-finite), and the run stops rather than save NaN/inf weights. Gradients that overflow under fp16 with a finite loss stay the GradScaler's job (it
-skips those steps and lowers its scale); they are not counted here.
+finite), and the run stops rather than save NaN/inf weights. Gradients that overflow under fp16
+with a finite loss stay the GradScaler's job (it skips those steps and lowers its scale); they are
+not counted here.
 """
 from __future__ import annotations
 
@@ -78,7 +79,8 @@ class NonFiniteGuard:
             return
         raise NonFiniteLossError(
             f"epoch {epoch + 1}: {bad or 'a tensor on another rank'} is not finite after the epoch's steps "
-            f"(the learning rate may be too high); stopped, these weights not saved; last good checkpoint: {self.last_good}")
+            f"(the learning rate may be too high); stopped, these weights not saved; "
+            f"last good checkpoint: {self.last_good}")
 
 
 def _first_nonfinite(model: nn.Module, optimizer: torch.optim.Optimizer) -> str | None:

@@ -11,6 +11,8 @@ restored on resume, so an interrupted and resumed run ends with the same weights
 uninterrupted one (on the same device and thread count). Under ``torchrun`` each rank trains on a
 disjoint shard (DistributedSampler), gradients are averaged (DDP; gloo on CPU, nccl on CUDA) and
 only rank 0 writes files. Temporary files a killed run left in the run directory are removed at start.
+A step with a NaN/inf loss is skipped on every rank and a persistent one stops the run without
+saving (``nonfinite.NonFiniteGuard``).
 """
 from __future__ import annotations
 
@@ -345,8 +347,9 @@ class Trainer:
         if batches < self.steps_per_epoch:
             complete = False
         loss_sum, correct, count, skipped = self._reduce([loss_sum, correct, count, skipped])
-        stats = {"train_loss": loss_sum / max(count, 1), "train_top1": correct / max(count, 1), "train_skipped": int(skipped),
-                 "train_nonfinite": self.guard.total - nonfinite_before}  # same on every rank: not summed
+        stats = {"train_loss": loss_sum / max(count, 1), "train_top1": correct / max(count, 1),
+                 "train_skipped": int(skipped),
+                 "train_nonfinite": self.guard.total - nonfinite_before}  # the same on every rank: not summed
         return stats, step, complete
 
     def _update(self, loss: torch.Tensor) -> None:
