@@ -262,6 +262,7 @@ def bright_bundle(model_dir, tmp_path, monkeypatch):
     ("500", 500, (500, 800)),         # 1/4
     ("none", None, (2000, 3200)),
     ("0", None, (2000, 3200)),
+    ("00", None, (2000, 3200)),
 ])
 def test_max_decode_side_reaches_the_pipeline_and_results_stay_in_original_pixels(bright_bundle, tmp_path, option,
                                                                                    side, decoded):

@@ -65,12 +65,12 @@ def parse_max_decode_side(text: str | None) -> dict[str, Any]:
     if text is None:
         return {}
     value = text.strip().lower()
-    if value in ("none", "0"):
+    if value == "none":
         return {"max_decode_side": None}
     if not (value.isascii() and value.isdigit()):
         raise ValueError(f"--max-decode-side must be a whole number of pixels (>= 1), or 0 / none for full size; "
                          f"got {text!r}")
-    return {"max_decode_side": int(value)}
+    return {"max_decode_side": int(value) or None}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -48,7 +48,7 @@ class RequestStats:
 
 
 def model_info(pipeline: Any) -> dict[str, Any]:
-    """What /info reports about the model: classes, preprocessing, cropper, device."""
+    """What /info reports about the model: classes, preprocessing, cropper, device, decoding limit."""
     clf = pipeline.classifier
     preprocess = getattr(clf, "preprocess", None)
     cropper = getattr(pipeline, "cropper", None)
