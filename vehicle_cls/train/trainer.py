@@ -20,6 +20,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,7 +340,7 @@ class Trainer:
                         writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], step)
                 elif writer is not None:
                     writer.add_scalar("train/nonfinite_steps", self.guard.total, step)
-            self.scheduler.step()
+            self._scheduler_step()
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / max(count, 1):.3f}")
@@ -361,6 +362,14 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+
+    def _scheduler_step(self) -> None:
+        """Advance the lr schedule one step, also after a skipped step (without torch's warning that
+        the optimizer has not stepped yet: skipping it was deliberate)."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before",
+                                    category=UserWarning)
+            self.scheduler.step()
 
     @torch.no_grad()
     def _validate(self) -> dict[str, float]:
