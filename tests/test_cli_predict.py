@@ -233,3 +233,62 @@ def test_video_in_gives_an_annotated_video_out(street_bundle, tmp_path):
         written.append(f)
     cap.release()
     assert len(written) == 3 and written[0].shape == (100, 100, 3)
+
+
+# ---- --max-decode-side -----------------------------------------------------------------------------
+@pytest.fixture()
+def bright_bundle(model_dir, tmp_path, monkeypatch):
+    from big_jpeg import with_bright_cropper, write_big_jpeg
+
+    bundle = tmp_path / "bright_bundle"
+    shutil.copytree(model_dir, bundle)
+    cropper = with_bright_cropper(bundle, monkeypatch)
+    from vehicle_cls.pipeline import Pipeline
+
+    made = []
+    real_init = Pipeline.__init__
+
+    def spy(self, *a, **kw):
+        real_init(self, *a, **kw)
+        made.append(self)
+
+    monkeypatch.setattr(Pipeline, "__init__", spy)
+    return bundle, write_big_jpeg(tmp_path / "big.jpg"), cropper, made
+
+
+@pytest.mark.parametrize("option, side, decoded", [
+    (None, "default", (2000, 3200)),  # 4096 > 3200: full size
+    ("1000", 1000, (1000, 1600)),     # 1/2 scale keeps the longer side >= 1000
+    ("500", 500, (500, 800)),         # 1/4
+    ("none", None, (2000, 3200)),
+    ("0", None, (2000, 3200)),
+    ("00", None, (2000, 3200)),
+])
+def test_max_decode_side_reaches_the_pipeline_and_results_stay_in_original_pixels(bright_bundle, tmp_path, option,
+                                                                                   side, decoded):
+    from big_jpeg import BIG_H, BIG_W, BRIGHT
+
+    from vehicle_cls.pipeline import DEFAULT_MAX_DECODE_SIDE
+
+    bundle, big, cropper, made = bright_bundle
+    out = tmp_path / "preds.jsonl"
+    extra = {} if option is None else {"--max-decode-side": option}
+    args = _args(paths=[str(big)], **{"--model": str(bundle), "--out": str(out), "--num-workers": "0"}, **extra)
+    assert args.func(args) == EXIT_OK
+    (pipe,) = made
+    assert pipe.max_decode_side == (DEFAULT_MAX_DECODE_SIDE if side == "default" else side)
+    assert cropper.shapes == [decoded]  # the detector saw the reduced image ...
+    (d,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert d["error"] is None and d["image_size"] == [BIG_H, BIG_W]  # ... the result is in original pixels
+    scale = BIG_H / decoded[0]
+    np.testing.assert_allclose(d["vehicles"][0]["detection"]["box"], BRIGHT, atol=scale)
+    np.testing.assert_allclose(d["vehicles"][0]["box"], BRIGHT, atol=scale)
+
+
+@pytest.mark.parametrize("bad", ["-1", "abc", "1.5", "\u00b2", ""])
+def test_bad_max_decode_side_is_one_line(model_dir, bad, capsys):
+    args = _args(paths=[str(PHOTOS / "car5.jpg")], **{"--model": str(model_dir), "--max-decode-side": bad})
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err == (f"vehicle-cls predict: error: --max-decode-side must be a whole number of pixels (>= 1), "
+                   f"or 0 / none for full size; got {bad!r}\n")

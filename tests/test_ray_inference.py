@@ -128,3 +128,86 @@ def test_align_keeps_every_input():
     assert [(r.source, r.index, len(r), r.error is not None) for r in rows] == [
         ("a.jpg", 10, 2, False), ("b.jpg", 11, 0, True), ("c.jpg", 12, 0, False),
     ]
+
+
+# ---- rows="vehicle": one flat row per vehicle ------------------------------------------------------
+def _stand_in_cropper():
+    """A detector stand-in with 0, 1 or 2 vehicles per image (by its mean brightness), no whole-image
+    fallback. Defined in a function so Ray pickles the class by value into its actors."""
+    from vehicle_cls.cropper import CropPolicy
+
+    class MeanCropper:
+        def __init__(self):
+            self.policy = CropPolicy(select="all", fallback=False)
+
+        def detect(self, images, batch_size=None):
+            from vehicle_cls.results import Detections
+
+            out = []
+            for im in images:
+                h, w = im.shape[:2]
+                n = int(im.mean()) % 3
+                boxes = [[0, 0, w // 2, h // 2], [w // 4, h // 4, w, h]][:n]
+                out.append(Detections(boxes, [0.9, 0.8][:n], [2, 7][:n], image_size=(h, w)))
+            return out
+
+    return MeanCropper()
+
+
+def _assert_same_rows(got: list[dict], want: list[dict]) -> None:
+    key = lambda r: (r["source"], -1 if r["vehicle"] is None else r["vehicle"])  # noqa: E731
+    got, want = sorted(got, key=key), sorted(want, key=key)
+    assert [key(r) for r in got] == [key(r) for r in want]  # every vehicle, every empty or failed input, once
+    for g, w in zip(got, want):
+        assert set(g) == set(w)
+        for name in w:
+            if isinstance(w[name], float):
+                assert g[name] == pytest.approx(w[name], abs=1e-5), name
+            else:
+                assert g[name] == w[name], name
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_vehicle_rows_match_pipeline_to_rows(local_ray, bundle_dir, images_dir, tmp_path, suffix):
+    from vehicle_cls.pipeline import Pipeline
+
+    paths = sorted(str(p) for p in images_dir.iterdir())
+    results = Pipeline.load(bundle_dir, cropper=_stand_in_cropper(), num_workers=0)(paths, topk=3)
+    want = [row for r in results for row in r.to_rows()]
+    kinds = sorted(len(r) for r in results)
+    assert kinds.count(0) >= 3 and 1 in kinds and 2 in kinds  # failed, empty, one and two vehicles all present
+    out = tmp_path / f"vehicles{suffix}"
+    summary = predict_with_ray(paths, bundle_dir, batch_size=3, concurrency=1, topk=3, output=out, rows="vehicle",
+                               pipeline_kwargs={"cropper": _stand_in_cropper(), "num_workers": 0})
+    if suffix == ".parquet":
+        table = pq.read_table(out)
+        assert table.schema.names == list(want[0])  # the columns of to_rows, in its order
+        got = table.to_pylist()
+    else:
+        got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (summary.rows, summary.failed) == (len(want), 2)
+    _assert_same_rows(got, want)
+    failed = [r for r in got if r["error"] is not None]
+    assert len(failed) == 2 and all(r["vehicle"] is None and r["label"] is None for r in failed)
+
+
+def test_vehicle_rows_of_a_failed_batch_keep_every_input(tmp_path):
+    """A batch whose pipeline call raises still gives one flat row per input, with the error."""
+    from vehicle_cls.distributed.ray_inference import PipelinePredictor
+
+    predictor = PipelinePredictor.__new__(PipelinePredictor)  # no model: the call below fails for the batch
+
+    class Broken:
+        def __call__(self, *a, **kw):
+            raise RuntimeError("CUDA out of memory")
+
+    predictor.pipeline, predictor.topk, predictor.batch_size, predictor.rows = Broken(), 3, None, "vehicle"
+    table = predictor({"path": ["a.jpg", "b.jpg"], "index": [4, 5]})
+    rows = table.to_pylist()
+    assert [(r["source"], r["index"], r["vehicle"]) for r in rows] == [("a.jpg", 4, None), ("b.jpg", 5, None)]
+    assert all(r["error"] == f"{r['source']}: RuntimeError: CUDA out of memory" for r in rows)
+
+
+def test_unknown_rows_kind_is_refused(bundle_dir):
+    with pytest.raises(ValueError, match="rows must be 'image' .* or 'vehicle' .*, not 'frame'"):
+        predict_with_ray(["x.jpg"], bundle_dir, rows="frame")

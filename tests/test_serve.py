@@ -366,3 +366,49 @@ def test_cli_serve_answers_over_http(bundle, photos, oracle):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def _serve_args(*argv: str):
+    import argparse
+
+    from vehicle_cls.cli import serve as serve_cli
+
+    parser = argparse.ArgumentParser(prog="vehicle-cls")
+    serve_cli.register(parser.add_subparsers())
+    return parser.parse_args(["serve", *argv])
+
+
+def test_cli_serve_max_decode_side_reaches_the_pipeline(bundle, tmp_path, monkeypatch):
+    """``serve --max-decode-side 500``: a large JPEG is decoded at 1/4 and still answered in original pixels."""
+    import shutil
+
+    from big_jpeg import BIG_H, BIG_W, BRIGHT, with_bright_cropper, write_big_jpeg
+
+    served = tmp_path / "bundle"
+    shutil.copytree(bundle, served)
+    cropper = with_bright_cropper(served, monkeypatch)
+    big = write_big_jpeg(tmp_path / "big.jpg").read_bytes()
+    captured = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: captured.update(app=app))
+    args = _serve_args("--model", str(served), "--device", "cpu", "--max-decode-side", "500", "--num-workers", "0",
+                       "--max-file-mb", "20")
+    assert args.func(args) == 0
+    with Server(captured["app"]) as srv:
+        assert httpx.get(srv.url + "/info", timeout=30).json()["max_decode_side"] == 500
+        resp = httpx.post(srv.url + "/predict", files=[("f", ("big.jpg", big, "image/jpeg"))], timeout=120)
+    assert resp.status_code == 200, resp.text
+    (d,) = resp.json()
+    assert cropper.shapes == [(BIG_H // 4, BIG_W // 4)]
+    assert d["image_size"] == [BIG_H, BIG_W]
+    for box in (d["vehicles"][0]["box"], d["vehicles"][0]["detection"]["box"]):
+        assert all(abs(a - b) <= 4 for a, b in zip(box, BRIGHT)), box
+
+
+@pytest.mark.parametrize("bad", ["-3", "big"])
+def test_cli_serve_bad_max_decode_side_is_one_line(bundle, bad, capsys):
+    from vehicle_cls.cli import main
+
+    assert main(["serve", "--model", str(bundle), "--max-decode-side", bad]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"vehicle-cls serve: error: --max-decode-side must be a whole number of pixels (>= 1), "
+                   f"or 0 / none for full size; got {bad!r}\n")

@@ -45,9 +45,32 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         "native bf16 and on CUDA); fp32: the exact reference")
     p.add_argument("--frame-stride", type=int, default=1, help="video: classify every N-th frame (default: 1)")
     p.add_argument("--num-workers", type=int, default=2, help="image decoding threads (default: 2)")
+    add_max_decode_side(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
+
+
+def add_max_decode_side(parser: argparse.ArgumentParser) -> None:
+    """The ``--max-decode-side`` option (shared with ``serve``); ``parse_max_decode_side`` reads it."""
+    parser.add_argument("--max-decode-side", metavar="PX", default=None,
+                        help="decode a JPEG whose longer side exceeds PX at the decoder's 1/2, 1/4 or 1/8 scale that "
+                             "keeps it >= PX, to bound memory; boxes and image_size stay in original pixels "
+                             "(default: 4096, the Pipeline's; 0 or none: always full size)")
+
+
+def parse_max_decode_side(text: str | None) -> dict[str, Any]:
+    """``Pipeline`` keyword for ``--max-decode-side`` ({} when not given: the Pipeline's default);
+    ``ValueError`` (one line) for anything but a whole number >= 0 or ``none``."""
+    if text is None:
+        return {}
+    value = text.strip().lower()
+    if value == "none":
+        return {"max_decode_side": None}
+    if not (value.isascii() and value.isdigit()):
+        raise ValueError(f"--max-decode-side must be a whole number of pixels (>= 1), or 0 / none for full size; "
+                         f"got {text!r}")
+    return {"max_decode_side": int(value) or None}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +86,11 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             print(f"vehicle-cls predict: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return EXIT_USAGE
+    try:
+        decode = parse_max_decode_side(args.max_decode_side)
+    except ValueError as exc:
+        print(f"vehicle-cls predict: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
     from pathlib import Path
 
@@ -71,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     from vehicle_cls.pipeline import Pipeline
 
     pipe = Pipeline.load(args.model, device=args.device, cropper=not args.no_crop, batch_size=args.batch_size,
-                         num_workers=args.num_workers, precision=args.precision, frame_stride=args.frame_stride)
+                         num_workers=args.num_workers, precision=args.precision, frame_stride=args.frame_stride,
+                         **decode)
     tty = sys.stdout.isatty()
     out: TextIO | None = None
     if args.out:

@@ -6,7 +6,11 @@ storage); actors decode them inside ``Pipeline`` so an unreadable image becomes 
 Output rows (one per input image) have exactly the keys of ``Result.to_dict()``, every vehicle
 of the image in ``vehicles``; JSON Lines files reproduce those dicts exactly, Parquet stores them
 with a fixed typed schema (vehicles as a list of structs, ``topk`` as a list of ``{label, score}``).
-``index`` is the row's position in the input list when the inputs are paths. Ray and pyarrow are imported lazily (``pip install vehicle-cls[ray]``).
+``index`` is the row's position in the input list when the inputs are paths. With
+``rows="vehicle"`` the output is flat instead, one row per vehicle (``Result.to_rows()``: image
+fields repeated, box as ``x1..y2``), and an image with no vehicle or an error keeps one row with
+empty vehicle fields, so a Parquet table loses no input. Ray and pyarrow are imported lazily
+(``pip install vehicle-cls[ray]``).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install vehicle-cls[ray]"
 RESULT_COLUMNS = ("source", "index", "frame", "timestamp", "image_size", "error", "vehicles")
+ROW_KINDS = ("image", "vehicle")
 
 
 def import_ray() -> Any:
@@ -79,6 +84,34 @@ def result_schema() -> Any:
         ("error", pa.string()),
         ("vehicles", pa.list_(vehicle)),
     ])
+
+
+def vehicle_row_schema() -> Any:
+    """The Arrow schema of ``Result.to_rows()`` rows (one per vehicle, flat)."""
+    pa = _import_pyarrow()
+    return pa.schema([
+        ("source", pa.string()), ("index", pa.int64()), ("frame", pa.int64()), ("timestamp", pa.float64()),
+        ("image_height", pa.int64()), ("image_width", pa.int64()), ("error", pa.string()),
+        ("vehicle", pa.int64()), ("label", pa.string()), ("score", pa.float64()), ("class_index", pa.int64()),
+        ("x1", pa.float64()), ("y1", pa.float64()), ("x2", pa.float64()), ("y2", pa.float64()),
+        ("detector_class", pa.string()), ("detector_score", pa.float64()), ("fallback", pa.bool_()),
+    ])
+
+
+def schema_for(rows: str) -> Any:
+    """``result_schema()`` for ``rows="image"``, ``vehicle_row_schema()`` for ``rows="vehicle"``."""
+    if rows not in ROW_KINDS:
+        raise ValueError(f"rows must be 'image' (one row per input) or 'vehicle' (one row per vehicle), not {rows!r}")
+    return result_schema() if rows == "image" else vehicle_row_schema()
+
+
+def results_to_table(results: Sequence[Result], rows: str = "image") -> Any:
+    """Results -> a pyarrow Table: one row per result (``to_dict``) or per vehicle (``to_rows``)."""
+    if rows == "image":
+        return dicts_to_table([r.to_dict() for r in results])
+    schema = schema_for(rows)
+    flat = [row for r in results for row in r.to_rows()]
+    return _import_pyarrow().Table.from_pylist(flat, schema=schema)
 
 
 def dicts_to_table(rows: Sequence[dict[str, Any]]) -> Any:
@@ -160,8 +193,12 @@ class PipelinePredictor:
         topk: int = 5,
         batch_size: int | None = None,
         pipeline_kwargs: dict[str, Any] | None = None,
+        rows: str = "image",
     ):
         from vehicle_cls.pipeline import Pipeline
+
+        schema_for(rows)  # refuse an unknown kind before loading the model
+        self.rows = rows
 
         self.pipeline = Pipeline.load(model_dir, device=device, **(pipeline_kwargs or {}))
         self.topk = topk
@@ -179,7 +216,7 @@ class PipelinePredictor:
             reason = f"{type(exc).__name__}: {exc}"
             results = [Result.failed(name, int(indices[i]) if indices else i, f"{name}: {reason}")
                        for i, name in enumerate(names)]
-        return dicts_to_table([r.to_dict() for r in results])
+        return results_to_table(results, self.rows)
 
 
 # -- the driver ----------------------------------------------------------------------------------
@@ -190,7 +227,7 @@ class RayPredictSummary:
     output: str
     format: str  # "jsonl", "parquet" (one file) or "parquet-dir" (Ray's part files)
     rows: int | None = None
-    failed: int | None = None
+    failed: int | None = None  # rows with an error: the failed inputs (one row each, either kind)
 
 
 def input_dataset(inputs: Any, recursive: bool = True) -> Any:
@@ -235,8 +272,11 @@ def predict_with_ray(
     model_batch_size: int | None = None,
     preserve_order: bool = False,
     pipeline_kwargs: dict[str, Any] | None = None,
+    rows: str = "image",
 ) -> Any:
-    """Classify every input with ``concurrency`` Pipeline actors; write or return one row per input.
+    """Classify every input with ``concurrency`` Pipeline actors; write or return one row per input
+    (``rows="image"``: ``Result.to_dict()``) or one flat row per vehicle (``rows="vehicle"``:
+    ``Result.to_rows()``; an input without vehicles, or failed, keeps one row with its error).
 
     ``inputs``: a Ray Dataset (``path``, ``bytes`` or ``image`` column), a folder, glob, file,
     ``s3://``-style URI or a list of paths. ``output``: ``*.jsonl`` or ``*.parquet`` (one file,
@@ -244,6 +284,7 @@ def predict_with_ray(
     folder of Parquet part files written by the workers), or None (return the lazy Dataset).
     ``pipeline_kwargs`` go to ``Pipeline.load`` in each actor (e.g. ``num_workers``, ``precision``).
     """
+    schema_for(rows)
     ray = import_ray()
     dataset = input_dataset(inputs)
     if preserve_order:
@@ -258,7 +299,7 @@ def predict_with_ray(
         PipelinePredictor,
         fn_constructor_kwargs={
             "model_dir": os.fspath(model_dir), "device": device, "topk": topk,
-            "batch_size": model_batch_size or batch_size, "pipeline_kwargs": pipeline_kwargs,
+            "batch_size": model_batch_size or batch_size, "pipeline_kwargs": pipeline_kwargs, "rows": rows,
         },
         batch_size=batch_size,
         batch_format="numpy",
@@ -268,11 +309,13 @@ def predict_with_ray(
     )
     if output is None:
         return predictions
-    return write_predictions(predictions, output, batch_size=batch_size)
+    return write_predictions(predictions, output, batch_size=batch_size, rows=rows)
 
 
-def write_predictions(predictions: Any, output: str | os.PathLike[str], batch_size: int = 256) -> RayPredictSummary:
-    """Write a predictions Dataset: one JSONL / Parquet file (atomic, counted) or a Parquet folder."""
+def write_predictions(predictions: Any, output: str | os.PathLike[str], batch_size: int = 256,
+                      rows: str = "image") -> RayPredictSummary:
+    """Write a predictions Dataset: one JSONL / Parquet file (atomic, counted) or a Parquet folder.
+    ``rows`` says which rows the Dataset holds ("image" or "vehicle"); ``failed`` counts rows with an error."""
     path = os.fspath(output)
     suffix = Path(path).suffix.lower()
     if suffix not in (".jsonl", ".json", ".parquet"):
@@ -280,29 +323,31 @@ def write_predictions(predictions: Any, output: str | os.PathLike[str], batch_si
         return RayPredictSummary(output=path, format="parquet-dir")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = os.fspath(Path(path).parent / temp_name(Path(path).name))  # umask permissions; stale ones are cleaned
-    rows = failed = 0
+    schema = schema_for(rows)
+    count = failed = 0
     try:
         batches = predictions.iter_batches(batch_size=batch_size, batch_format="pyarrow")
         if suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            with pq.ParquetWriter(tmp, result_schema()) as writer:
+            with pq.ParquetWriter(tmp, schema) as writer:
                 for table in batches:
-                    table = table.select(list(RESULT_COLUMNS)).cast(result_schema())
+                    table = table.select(schema.names).cast(schema)
                     writer.write_table(table)
-                    rows += table.num_rows
+                    count += table.num_rows
                     failed += table.num_rows - table.column("error").null_count
         else:
             with open(tmp, "w", encoding="utf-8") as f:
                 for table in batches:
-                    for row in table_to_dicts(table):
+                    dicts = table_to_dicts(table) if rows == "image" else table.select(schema.names).to_pylist()
+                    for row in dicts:
                         f.write(json.dumps(row) + "\n")
-                        rows += 1
+                        count += 1
                         failed += row["error"] is not None
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    logger.info("wrote %d predictions (%d failed) to %s", rows, failed, path)
+    logger.info("wrote %d %s rows (%d with an error) to %s", count, rows, failed, path)
     kind = "parquet" if suffix == ".parquet" else "jsonl"
-    return RayPredictSummary(output=path, format=kind, rows=rows, failed=failed)
+    return RayPredictSummary(output=path, format=kind, rows=count, failed=failed)

@@ -48,7 +48,7 @@ class RequestStats:
 
 
 def model_info(pipeline: Any) -> dict[str, Any]:
-    """What /info reports about the model: classes, preprocessing, cropper, device."""
+    """What /info reports about the model: classes, preprocessing, cropper, device, decoding limit."""
     clf = pipeline.classifier
     preprocess = getattr(clf, "preprocess", None)
     cropper = getattr(pipeline, "cropper", None)
@@ -61,6 +61,7 @@ def model_info(pipeline: Any) -> dict[str, Any]:
         "cropper": cropper.to_config() if cropper is not None else None,
         "device": str(pipeline.device),
         "precision": getattr(pipeline, "precision", None),
+        "max_decode_side": getattr(pipeline, "max_decode_side", None),  # larger JPEGs are decoded reduced
     }
 
 

@@ -108,6 +108,7 @@ class RunConfig:
     tensorboard: bool = True
     progress: bool = True  # tqdm bar (also off when stderr is not a terminal)
     log_every: int = 10  # steps between TensorBoard scalar writes
+    max_nonfinite_steps: int = 5  # stop after this many steps in a row with a NaN/inf loss (each is skipped)
 
 
 @dataclass
@@ -158,6 +159,7 @@ class TrainConfig:
             ("run.max_steps", self.run.max_steps is None or self.run.max_steps >= 1, "must be null or >= 1"),
             ("run.freeze_backbone_epochs", self.run.freeze_backbone_epochs >= 0, "must be >= 0"),
             ("run.early_stopping_patience", self.run.early_stopping_patience >= 0, "must be >= 0"),
+            ("run.max_nonfinite_steps", self.run.max_nonfinite_steps >= 1, "must be >= 1"),
         ]
         for key, ok, why in checks:
             if not ok:

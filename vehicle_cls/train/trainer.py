@@ -11,6 +11,8 @@ restored on resume, so an interrupted and resumed run ends with the same weights
 uninterrupted one (on the same device and thread count). Under ``torchrun`` each rank trains on a
 disjoint shard (DistributedSampler), gradients are averaged (DDP; gloo on CPU, nccl on CUDA) and
 only rank 0 writes files. Temporary files a killed run left in the run directory are removed at start.
+A step with a NaN/inf loss is skipped on every rank and a persistent one stops the run without
+saving (``nonfinite.NonFiniteGuard``).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +37,7 @@ from vehicle_cls.train.checkpoint import LAST_NAME, load_last, rng_states, save_
 from vehicle_cls.train.config import TrainConfig
 from vehicle_cls.train.distributed import all_ranks_agree, all_reduce_sum, barrier, init_distributed, shutdown
 from vehicle_cls.train.loaders import build_loaders
+from vehicle_cls.train.nonfinite import NonFiniteGuard
 from vehicle_cls.train.optim import build_optimizer, build_scheduler, head_module
 from vehicle_cls.train.splits import DataSplits, prepare_splits
 
@@ -190,6 +194,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.criterion = nn.CrossEntropyLoss(label_smoothing=o.label_smoothing)
         self.mix = build_batch_mix(cfg.augment, len(self.splits.classes))
+        self.guard = NonFiniteGuard(self.model, r.max_nonfinite_steps, self.dist, self.device)
         start_epoch, step = 0, 0
         best, best_epoch, bad_epochs = None, None, 0
         history: list[dict[str, Any]] = []
@@ -208,6 +213,9 @@ class Trainer:
             history = ckpt["history"]
             set_rng_states(ckpt["rng"])
             logger.info("resumed %s at epoch %d (step %d)", last, start_epoch, step)
+            self.guard.last_good = f"{last} (epoch {start_epoch})"
+        elif last.is_file():
+            self.guard.last_good = f"none written by this run ({last}, from an earlier run, left as it was)"
         writer = None
         if self.dist.is_main and r.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -233,13 +241,19 @@ class Trainer:
                     logger.info("stopped at step %d (run.max_steps) inside epoch %d; last.pt holds epoch %d",
                                 step, epoch + 1, epoch)
                     break
+                self.guard.check_weights(self.model, self.optimizer, epoch)  # never save NaN weights
                 val = self._validate()
                 row = {"epoch": epoch + 1, "step": step, "lr": self.optimizer.param_groups[0]["lr"],
                        **train_stats, **val, "seconds": round(time.perf_counter() - t0, 3)}
                 history.append(row)
                 metric = val.get(r.monitor)
+                blocker = self.guard.save_blocker(val.get("val_loss"))
                 improved = metric is not None and (best is None or (metric > best if higher else metric < best))
-                if metric is None or improved:
+                if blocker is not None:
+                    improved = False
+                    logger.warning("epoch %d: not saved, %s; last good checkpoint: %s",
+                                   epoch + 1, blocker, self.guard.last_good)
+                elif metric is None or improved:
                     best, best_epoch, bad_epochs = metric, epoch + 1, 0
                 else:
                     bad_epochs += 1
@@ -249,7 +263,7 @@ class Trainer:
                         if k not in ("epoch", "step") and isinstance(v, (int, float)):
                             writer.add_scalar(f"epoch/{k}", v, epoch + 1)
                     writer.flush()
-                if self.dist.is_main:
+                if self.dist.is_main and blocker is None:
                     if metric is None or improved:
                         self._save_best(epoch + 1, best, history)
                     save_last({
@@ -260,6 +274,8 @@ class Trainer:
                         "history": history, "config": cfg.to_dict(), "classes": self.splits.classes,
                     }, last)
                     atomic_write_text(self.run_dir / "history.json", json.dumps(history, indent=1) + "\n")
+                if blocker is None:
+                    self.guard.last_good = f"{last} (epoch {epoch + 1})"
                 barrier(self.dist)
                 if r.early_stopping_patience and bad_epochs >= r.early_stopping_patience:
                     stopped_early = True
@@ -285,6 +301,7 @@ class Trainer:
         self._train_mode()
         min_batch = 2 if any(m.training for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)) else 1
         loss_sum = correct = count = skipped = 0.0
+        nonfinite_before = self.guard.total
         show = r.progress and self.dist.is_main and sys.stderr.isatty()
         bar = progress_bar(self.steps_per_epoch, show, f"epoch {epoch + 1}/{r.epochs}", "step", leave=False)
         complete = True
@@ -308,24 +325,22 @@ class Trainer:
                 targets = labels
                 if self.mix is not None:
                     images, targets = self.mix(images, labels)
+                self.guard.snapshot()
                 with self._autocast():
                     logits = net(images)
                     loss = self.criterion(logits.float(), targets)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                if self.cfg.optim.grad_clip:
-                    self.scaler.unscale_(self.optimizer)
-                    nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                n = len(labels)
-                loss_sum += float(loss.detach()) * n
-                correct += float((logits.detach().argmax(1) == labels).sum())
-                count += n
-                if writer is not None and step % max(1, r.log_every) == 0:
-                    writer.add_scalar("train/loss", float(loss.detach()), step)
-                    writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], step)
-            self.scheduler.step()
+                if self.guard.step_ok(loss, epoch, step):  # NaN/inf on any rank: no update on any rank
+                    self._update(loss)
+                    n = len(labels)
+                    loss_sum += float(loss.detach()) * n
+                    correct += float((logits.detach().argmax(1) == labels).sum())
+                    count += n
+                    if writer is not None and step % max(1, r.log_every) == 0:
+                        writer.add_scalar("train/loss", float(loss.detach()), step)
+                        writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], step)
+                elif writer is not None:
+                    writer.add_scalar("train/nonfinite_steps", self.guard.total, step)
+            self._scheduler_step()
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / max(count, 1):.3f}")
@@ -333,8 +348,28 @@ class Trainer:
         if batches < self.steps_per_epoch:
             complete = False
         loss_sum, correct, count, skipped = self._reduce([loss_sum, correct, count, skipped])
-        stats = {"train_loss": loss_sum / max(count, 1), "train_top1": correct / max(count, 1), "train_skipped": int(skipped)}
+        stats = {"train_loss": loss_sum / max(count, 1), "train_top1": correct / max(count, 1),
+                 "train_skipped": int(skipped),
+                 "train_nonfinite": self.guard.total - nonfinite_before}  # the same on every rank: not summed
         return stats, step, complete
+
+    def _update(self, loss: torch.Tensor) -> None:
+        """Backward and optimizer step (through the GradScaler, which skips fp16 gradient overflows)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.optim.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+    def _scheduler_step(self) -> None:
+        """Advance the lr schedule one step, also after a skipped step (without torch's warning that
+        the optimizer has not stepped yet: skipping it was deliberate)."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before",
+                                    category=UserWarning)
+            self.scheduler.step()
 
     @torch.no_grad()
     def _validate(self) -> dict[str, float]:
@@ -386,6 +421,8 @@ def _epoch_line(row: dict, epochs: int, improved: bool) -> str:
     parts = [f"epoch {row['epoch']}/{epochs}", f"train loss {row['train_loss']:.4f} top1 {row['train_top1']:.2%}"]
     if "val_top1" in row:
         parts.append(f"val loss {row['val_loss']:.4f} top1 {row['val_top1']:.2%} top5 {row['val_top5']:.2%}")
+    if row.get("train_nonfinite"):
+        parts.append(f"{row['train_nonfinite']} non-finite step(s) skipped")
     parts.append(f"lr {row['lr']:.3g}")
     parts.append(f"{row['seconds']:.1f}s" + (" *" if improved else ""))
     return " | ".join(parts)
