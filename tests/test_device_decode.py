@@ -174,7 +174,7 @@ def test_cropper_takes_hwc_tensors():
     from vehicle_cls.cropper.cropper import _decode
 
     array = load_image(PHOTOS[0])
-    tensor = torch.from_numpy(array)
+    tensor = torch.from_numpy(array.copy())
     assert _decode(tensor) is tensor
     assert isinstance(_decode(torch.zeros(3, 4, 5, dtype=torch.uint8)), np.ndarray)  # CHW: load_image's reading
 
