@@ -431,9 +431,10 @@ class Pipeline:
     def _detector_input(self, dec: _Decoded) -> Any:
         """The image as the cropper takes it: the device tensor (HWC view) where the detector
         preprocesses on the device, else the RGB array."""
-        on_device = dec.image is None and dec.tensor is not None
+        tensor = dec.tensor
+        on_device = tensor is not None and tensor.device.type != "cpu"
         if on_device and getattr(getattr(self.cropper, "backend", None), "device_images", False):
-            return dec.tensor.permute(1, 2, 0)  # type: ignore[union-attr]
+            return tensor.permute(1, 2, 0)  # type: ignore[union-attr]
         return dec.array()
 
     def _process(

@@ -105,8 +105,11 @@ class TorchBackend:
         """Run inference through ``torch.compile`` (True: "default" mode; "reduce-overhead" and
         "max-autotune" add CUDA graphs on CUDA, with every batch padded to one fixed size); False/None:
         eager. The saved model is never compiled."""
-        self.compile_mode = resolve_compile(mode)
-        self._compiled = None if self.compile_mode is None else CompiledCopies(self._fast, self.compile_mode)
+        resolved = resolve_compile(mode)
+        if resolved == self.compile_mode:  # already set: keep what was compiled
+            return
+        self.compile_mode = resolved
+        self._compiled = None if resolved is None else CompiledCopies(self._fast, resolved)
 
     # ---- inference --------------------------------------------------------------------------
     def predict_batch(self, batch: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
