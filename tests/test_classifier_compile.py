@@ -53,7 +53,8 @@ def test_compiled_classifier_matches_eager():
 
 
 def test_fixed_shapes_pad_the_last_batch(monkeypatch):
-    """With CUDA graphs every call has the batch size's shape; the padding rows are dropped."""
+    """With CUDA graphs every call has one of a few fixed shapes (powers of two up to the batch size);
+    the padding rows are dropped."""
     clf = _classifier()
     x = torch.randn(11, 3, 64, 64)
     expected = clf.engine.classify([x], "fp32", batch_size=4)
@@ -69,6 +70,13 @@ def test_fixed_shapes_pad_the_last_batch(monkeypatch):
     out = clf.engine.classify([x[:5], x[5:]], "fp32", batch_size=4)
     assert shapes == [4, 4, 4] and out.shape == (11, 6)
     np.testing.assert_allclose(out, expected, atol=1e-6)  # eval-mode rows do not see their batch mates
+    shapes.clear()  # fewer crops than a (memory-sized) batch: padded to the next power of two only
+    out = clf.engine.classify([x], "fp32", batch_size=64)
+    assert shapes == [16] and out.shape == (11, 6)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    shapes.clear()
+    clf.engine.classify([x[:1]], "fp32", batch_size=64)
+    assert shapes == [1]
 
 
 def test_compile_needs_the_torch_backend():

@@ -103,7 +103,7 @@ class TorchBackend:
 
     def set_compile(self, mode: bool | str | None) -> None:
         """Run inference through ``torch.compile`` (True: "default" mode; "reduce-overhead" and
-        "max-autotune" add CUDA graphs on CUDA, with every batch padded to one fixed size); False/None:
+        "max-autotune" add CUDA graphs on CUDA, a short batch padded to the next power of two); False/None:
         eager. The saved model is never compiled."""
         resolved = resolve_compile(mode)
         if resolved == self.compile_mode:  # already set: keep what was compiled
@@ -178,12 +178,13 @@ class TorchBackend:
         auto = batch_size is None
         if batch_size is None:
             batch_size = self._memory_batch.get(key) or self._measure_batch_size(x[0], precision, key)
-        pad = self._cuda_graphs()  # CUDA graphs replay one shape: the last batch is padded to it
+        pad = self._cuda_graphs()  # CUDA graphs replay recorded shapes: a short batch is padded to one
 
         def run(start: int, stop: int, size: int) -> torch.Tensor:
             chunk = x[start:stop]
-            if pad and len(chunk) < size:
-                chunk = torch.cat([chunk, chunk.new_zeros((size - len(chunk), *chunk.shape[1:]))])
+            target = min(size, _next_power_of_two(len(chunk))) if pad else len(chunk)
+            if target > len(chunk):
+                chunk = torch.cat([chunk, chunk.new_zeros((target - len(chunk), *chunk.shape[1:]))])
             return self.predict_batch(chunk, precision)[: stop - start].cpu()
 
         def free_cache() -> None:
@@ -211,6 +212,12 @@ class TorchBackend:
                     size, self.device, per_image / 2**20, free / 2**20)
         self._memory_batch[key] = size
         return size
+
+
+def _next_power_of_two(n: int) -> int:
+    """The smallest power of two >= ``n``: the padded batch shapes (at most log2(max batch) + 1 of them,
+    each one CUDA graph), wasting less than half of a batch."""
+    return 1 << max(0, n - 1).bit_length()
 
 
 def _head_weight_key(model: nn.Module, arch: str) -> str:
