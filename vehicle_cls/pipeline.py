@@ -6,7 +6,9 @@ decoding stalls the model), and every input image (every video frame) yields exa
 ``Result`` with all the vehicles found in it, in input order, with ``error`` set instead of
 raising when it cannot be read. Decoded pixels are bounded (``max_batch_pixels``): a batch is cut
 early and decoding waits when the images held exceed the budget. Large JPEGs are decoded reduced
-(``max_decode_side``); boxes and ``image_size`` are still reported in original pixels.
+(``max_decode_side``); boxes and ``image_size`` are still reported in original pixels. On CUDA,
+JPEGs can be decoded on the device in batches (``decode``, see ``device_decode``), and the classifier's
+batch is sized to free device memory unless fixed (``classifier_batch_size``, see ``batching``).
 """
 from __future__ import annotations
 
@@ -27,10 +29,11 @@ import torch
 from vehicle_cls.classifier import Classifier
 from vehicle_cls.classifier.bundle import read_config
 from vehicle_cls.cropper.choose import Chosen, detect_and_choose
+from vehicle_cls.device_decode import DECODES, EncodedJpeg, decode_jpegs, jpeg_for_device
 from vehicle_cls.images import ImageError, load_image_reduced
 from vehicle_cls.inputs import InputItem, expand_inputs, expands, is_single_source
 from vehicle_cls.progress import progress_bar
-from vehicle_cls.results import Box, Detection, Result, label_vehicle
+from vehicle_cls.results import Box, Detection, Result, label_vehicle, one_line
 from vehicle_cls.runtime import resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -48,27 +51,47 @@ class _Decoded:
     """A decoded input (or why it failed), produced by the background workers."""
 
     item: InputItem
-    image: np.ndarray | None = None  # RGB uint8 HxWx3
-    tensor: torch.Tensor | None = None  # CHW uint8 view of ``image``; pinned for CUDA
+    image: np.ndarray | None = None  # RGB uint8 HxWx3 (None when decoded on the device)
+    tensor: torch.Tensor | None = None  # CHW uint8: a view of ``image`` (pinned for CUDA) or on the device
     error: str | None = None
     full_size: tuple[int, int] | None = None  # (height, width) of the original; None: as decoded
+    encoded: EncodedJpeg | None = None  # a JPEG waiting for the batched device decode
+
+    @property
+    def decoded_hw(self) -> tuple[int, int] | None:
+        """(height, width) of the pixels (known from the header before a device decode)."""
+        if self.tensor is not None:
+            return int(self.tensor.shape[1]), int(self.tensor.shape[2])
+        if self.image is not None:
+            return int(self.image.shape[0]), int(self.image.shape[1])
+        return self.encoded.shape if self.encoded is not None else None
 
     @property
     def pixels(self) -> int:
-        return 0 if self.image is None else int(self.image.shape[0]) * int(self.image.shape[1])
+        hw = self.decoded_hw
+        return 0 if hw is None else hw[0] * hw[1]
 
     @property
     def size(self) -> tuple[int, int]:
         """(height, width) of the original image, what results report."""
-        assert self.image is not None
-        return self.full_size or (int(self.image.shape[0]), int(self.image.shape[1]))
+        hw = self.decoded_hw
+        assert hw is not None
+        return self.full_size or hw
 
     @property
     def scale(self) -> tuple[float, float]:
         """(x, y) original pixels per decoded pixel: 1 unless a large JPEG was decoded reduced."""
-        assert self.image is not None
+        hw = self.decoded_hw
+        assert hw is not None
         h, w = self.size
-        return w / self.image.shape[1], h / self.image.shape[0]
+        return w / hw[1], h / hw[0]
+
+    def array(self) -> np.ndarray:
+        """The pixels as an RGB uint8 HxWx3 array (copied from the device when decoded there)."""
+        if self.image is None:
+            assert self.tensor is not None
+            self.image = np.ascontiguousarray(self.tensor.permute(1, 2, 0).cpu().numpy())
+        return self.image
 
 
 @dataclass
@@ -129,10 +152,18 @@ class Pipeline:
         frame_stride: int = 1,
         max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS,
         max_decode_side: int | None = DEFAULT_MAX_DECODE_SIDE,
+        decode: str = "auto",
+        classifier_batch_size: int | None = None,
+        compile: bool | str = False,
     ):
         """``max_decode_side``: decode a JPEG (path or bytes) whose longer side exceeds it at the JPEG
         decoder's 1/2, 1/4 or 1/8 scale that stays >= it (None: always full size); results still use
-        original pixels."""
+        original pixels. ``decode``: "cpu" (PIL), "device" (JPEG paths/bytes decoded in batches on
+        ``device`` by torchvision, nvjpeg on CUDA; anything else on the CPU) or "auto" (device decode
+        on CUDA with bf16/fp16 where the detector takes device images). ``classifier_batch_size``:
+        crops per classifier call (None: sized to free memory on CUDA, ``batch_size`` on the CPU).
+        ``compile``: run the classifier through ``torch.compile`` (True or a mode, e.g.
+        "reduce-overhead" for CUDA graphs; see ``TorchBackend.set_compile``)."""
         if classifier is None:
             raise ValueError("Pipeline needs a classifier (Classifier.create(...) or Classifier.load(dir))")
         if batch_size < 1:
@@ -141,6 +172,10 @@ class Pipeline:
             raise ValueError(f"max_batch_pixels must be >= 1, not {max_batch_pixels}")
         if max_decode_side is not None and max_decode_side < 1:
             raise ValueError(f"max_decode_side must be >= 1 or None, not {max_decode_side}")
+        if decode not in DECODES:
+            raise ValueError(f"decode must be one of {DECODES}, not {decode!r}")
+        if classifier_batch_size is not None and classifier_batch_size < 1:
+            raise ValueError(f"classifier_batch_size must be >= 1 or None, not {classifier_batch_size}")
         self.cropper = cropper
         self.classifier = classifier
         self.device = resolve_device(device) if device is not None else classifier.device
@@ -158,9 +193,15 @@ class Pipeline:
         self.frame_stride = int(frame_stride)
         self.max_batch_pixels = int(max_batch_pixels)
         self.max_decode_side = None if max_decode_side is None else int(max_decode_side)
+        self.decode = decode
+        self.classifier_batch_size = classifier_batch_size
         classifier.to(self.device)
         if channels_last:
             classifier.engine.use_channels_last()
+        if compile:
+            if not hasattr(classifier.engine, "set_compile"):
+                raise ValueError(f"compile needs the torch classifier backend, not {classifier.backend!r}")
+            classifier.engine.set_compile(compile)
 
     def __repr__(self) -> str:
         return (f"Pipeline(cropper={self.cropper!r}, classifier={self.classifier!r}, device={str(self.device)!r}, "
@@ -269,9 +310,31 @@ class Pipeline:
             budget.add(decoded.pixels)
         return decoded
 
+    def _decodes_on_device(self) -> bool:
+        """Whether JPEGs are decoded on ``device`` (``decode`` "device", or "auto" where it pays: CUDA,
+        bf16/fp16, a torch classifier and a detector that preprocesses device tensors, or none)."""
+        if self.decode != "auto":
+            return self.decode == "device"
+        takes_device_images = self.cropper is None or bool(
+            getattr(getattr(self.cropper, "backend", None), "device_images", False))
+        return (self.device.type == "cuda" and self.precision in ("bf16", "fp16")
+                and self.classifier.backend == "torch" and takes_device_images)
+
     def _decode_item(self, item: InputItem) -> _Decoded:
         if item.error is not None:
             return _Decoded(item, error=item.error)
+        if item.image is None and self._decodes_on_device():
+            try:
+                encoded, reason = jpeg_for_device(item.source, self.max_decode_side)
+            except ImageError as exc:
+                return _Decoded(item, error=str(exc))
+            if encoded is not None:
+                return _Decoded(item, encoded=encoded)
+            log = logger.info if self.decode == "device" else logger.debug
+            log("%s: decoded on the CPU: %s", item.name, reason)
+        return self._decode_on_cpu(item)
+
+    def _decode_on_cpu(self, item: InputItem) -> _Decoded:
         full_size = None
         try:
             if item.image is not None:  # a video frame: already decoded
@@ -350,9 +413,34 @@ class Pipeline:
             pool.shutdown(wait=True, cancel_futures=True)
 
     # ---- one batch --------------------------------------------------------------------------
+    def _finish_device_decode(self, batch: list[tuple[int, _Decoded]]) -> None:
+        """Decode the batch's waiting JPEGs on the device in one call; one that fails there is decoded
+        on the CPU instead (which gives a corrupt file its usual one-line error)."""
+        waiting = [dec for _, dec in batch if dec.encoded is not None]
+        if not waiting:
+            return
+        for dec, out in zip(waiting, decode_jpegs([d.encoded for d in waiting], self.device)):  # type: ignore[misc]
+            dec.encoded = None
+            if isinstance(out, torch.Tensor):
+                dec.tensor = out
+                continue
+            logger.info("%s: device decode failed (%s); decoding on the CPU", dec.item.name, one_line(out))
+            cpu = self._decode_on_cpu(dec.item)
+            dec.image, dec.tensor, dec.error, dec.full_size = cpu.image, cpu.tensor, cpu.error, cpu.full_size
+
+    def _detector_input(self, dec: _Decoded) -> Any:
+        """The image as the cropper takes it: the device tensor (HWC view) where the detector
+        preprocesses on the device, else the RGB array."""
+        tensor = dec.tensor
+        on_device = tensor is not None and tensor.device.type != "cpu"
+        if on_device and getattr(getattr(self.cropper, "backend", None), "device_images", False):
+            return tensor.permute(1, 2, 0)  # type: ignore[union-attr]
+        return dec.array()
+
     def _process(
         self, batch: list[tuple[int, _Decoded]], box_list: list[Any] | None, topk: int, keep_images: bool
     ) -> list[Result]:
+        self._finish_device_decode(batch)
         results = [self._result(index, dec, keep_images) for index, dec in batch]
         good = [pos for pos, r in enumerate(results) if r.ok]
         choices: dict[int, list[Any]] = {}
@@ -364,7 +452,7 @@ class Pipeline:
                 except ValueError as exc:
                     results[pos].error = f"{dec.item.name}: {exc}"
         elif self.cropper is not None:
-            for pos, chosen in zip(good, self._choose([batch[p][1].image for p in good])):
+            for pos, chosen in zip(good, self._choose([self._detector_input(batch[p][1]) for p in good])):
                 if chosen.error is not None:
                     results[pos].error = f"{batch[pos][1].item.name}: {chosen.error}"
                 else:
@@ -381,7 +469,8 @@ class Pipeline:
                 if not chosen:  # fallback disabled and no vehicle found: an ok result without vehicles
                     continue
                 dec = batch[pos][1]
-                prepared.append(engine.prepare_crops(dec.image, chosen, fill, tensor=dec.tensor))
+                image = dec.image if dec.image is not None or engine.name == "torch" else dec.array()
+                prepared.append(engine.prepare_crops(image, chosen, fill, tensor=dec.tensor))
                 jobs.extend((pos, c) for c in chosen)
             probs = self._classify(prepared) if jobs else None
         classes = self.classifier.classes
@@ -407,9 +496,9 @@ class Pipeline:
         if dec.error is not None:
             return Result.failed(item.name, index, dec.error, item.frame, item.timestamp)
         return Result(item.name, index, frame=item.frame, timestamp=item.timestamp,
-                      image_size=dec.size, image=dec.image if keep else None)
+                      image_size=dec.size, image=dec.array() if keep else None)
 
-    def _choose(self, images: list[np.ndarray]) -> list[Chosen]:
+    def _choose(self, images: list[Any]) -> list[Chosen]:
         """The cropper's crop choices per image; a failure is isolated to the image that caused it."""
         return detect_and_choose(self.cropper, images, batch_size=max(1, len(images)))
 
@@ -418,8 +507,13 @@ class Pipeline:
         return tuple(getattr(policy, "mask_fill", DEFAULT_MASK_FILL))  # type: ignore[return-value]
 
     def _classify(self, prepared: list[Any]) -> np.ndarray:
-        """Probabilities (M, C) for all crops of the batch, ``batch_size`` at a time."""
-        return self.classifier.engine.classify(prepared, self.precision, self.batch_size)
+        """Probabilities (M, C) for all crops of the batch, ``classifier_batch_size`` at a time (unset:
+        as many as free memory allows on CUDA, see ``TorchBackend.classify``; ``batch_size`` elsewhere)."""
+        engine = self.classifier.engine
+        size = self.classifier_batch_size
+        if size is None and not (self.device.type == "cuda" and engine.name == "torch"):
+            size = self.batch_size
+        return engine.classify(prepared, self.precision, size)
 
 
 def _is_zoo_name(weights: str) -> bool:

@@ -2,10 +2,12 @@
 
 ``TorchBackend`` and ``keras_backend.KerasBackend`` implement the same interface (see
 ``backend.ClassifierBackend``), so ``Pipeline``, ``Classifier.predict`` and evaluation never ask
-which one they hold. Crops are cut and resized on the model's device with ``roi_align``.
+which one they hold. Crops are cut and resized on the model's device with ``roi_align``. On CUDA,
+``classify`` sizes its batches to free memory unless given a size, and halves a batch that runs out.
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,11 +17,23 @@ import numpy as np
 import torch
 from torch import nn
 
+from vehicle_cls.batching import (
+    BatchLimits,
+    cuda_free_bytes,
+    memory_batch_size,
+    probe_bytes_per_image,
+    run_in_batches,
+)
 from vehicle_cls.classifier import bundle
+from vehicle_cls.classifier.compiled import CompiledCopies, resolve_compile, uses_cuda_graphs
 from vehicle_cls.classifier.factory import create_model, get_head, head_path
 from vehicle_cls.classifier.preprocess import Preprocess, crop_resize_on_device, preprocess_images
 from vehicle_cls.fastpath import InferenceCopies, classify_logits
 from vehicle_cls.runtime import resolve_device, resolve_precision
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 64  # crops per call where no size is given and memory is not measured (CPU)
 
 
 class TorchBackend:
@@ -40,6 +54,10 @@ class TorchBackend:
             raise ValueError(f"head has {n_out} outputs but {len(self.classes)} classes were given")
         self.model = model.to(self.device).eval()
         self._fast = InferenceCopies()  # bf16/fp16 inference copies of ``model``
+        self.compile_mode: str | None = None  # torch.compile mode of the inference copies (None: eager)
+        self._compiled: CompiledCopies | None = None
+        self.batch_limits = BatchLimits()
+        self._memory_batch: dict[tuple[Any, ...], int] = {}  # measured CUDA batch size per input setting
 
     def __repr__(self) -> str:
         return f"TorchBackend(arch={self.arch!r}, preprocess={self.preprocess}, device={str(self.device)!r})"
@@ -83,13 +101,30 @@ class TorchBackend:
         """Store conv weights channels-last (faster convolutions on CUDA and recent CPUs)."""
         self.model.to(memory_format=torch.channels_last)
 
+    def set_compile(self, mode: bool | str | None) -> None:
+        """Run inference through ``torch.compile`` (True: "default" mode; "reduce-overhead" and
+        "max-autotune" add CUDA graphs on CUDA, a short batch padded to the next power of two); False/None:
+        eager. The saved model is never compiled."""
+        resolved = resolve_compile(mode)
+        if resolved == self.compile_mode:  # already set: keep what was compiled
+            return
+        self.compile_mode = resolved
+        self._compiled = None if resolved is None else CompiledCopies(self._fast, resolved)
+
     # ---- inference --------------------------------------------------------------------------
     def predict_batch(self, batch: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
         """Softmax probabilities (N, C) float32 on the device for a preprocessed NCHW batch: fp32 runs
         the model as it is, bf16/fp16 its inference copy (vehicle_cls.fastpath: BN folded, low-precision
         weights, channels_last)."""
         precision = resolve_precision(precision, self.device)
-        return classify_logits(self._fast, self.model, batch, precision, self.device).softmax(dim=1)
+        if self._compiled is None:
+            return classify_logits(self._fast, self.model, batch, precision, self.device).softmax(dim=1)
+        if self._cuda_graphs():
+            torch.compiler.cudagraph_mark_step_begin()  # the previous call's outputs are no longer read
+        return classify_logits(self._compiled, self.model, batch, precision, self.device).softmax(dim=1)
+
+    def _cuda_graphs(self) -> bool:
+        return self.compile_mode is not None and uses_cuda_graphs(self.compile_mode, self.device)
 
     def transform(self, image: Any) -> torch.Tensor:
         """One image (RGB uint8 HxWx3 array, PIL image or CHW tensor) -> its (3, S, S) model input."""
@@ -130,13 +165,59 @@ class TorchBackend:
             return torch.zeros((0, 3, cfg.input_size, cfg.input_size), device=self.device)
         return torch.stack(out)  # type: ignore[arg-type]
 
-    def classify(self, prepared: Sequence[torch.Tensor], precision: str = "fp32", batch_size: int = 64) -> np.ndarray:
-        """Probabilities (M, C) for the crops of several ``prepare_crops`` calls, ``batch_size`` at a time."""
-        if not prepared:
+    def classify(self, prepared: Sequence[torch.Tensor], precision: str = "fp32",
+                 batch_size: int | None = DEFAULT_BATCH_SIZE) -> np.ndarray:
+        """Probabilities (M, C) for the crops of several ``prepare_crops`` calls, ``batch_size`` at a time
+        (None: on CUDA as many as free memory allows, measured once per input setting). A batch that
+        runs out of device memory is retried at half the size; no crop is dropped."""
+        x = torch.cat(list(prepared)) if prepared else None
+        if x is None or len(x) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        x = torch.cat(list(prepared))
-        parts = [self.predict_batch(x[i : i + batch_size], precision).cpu() for i in range(0, len(x), batch_size)]
-        return torch.cat(parts).numpy() if parts else np.zeros((0, len(self.classes)), dtype=np.float32)
+        precision = resolve_precision(precision, self.device)
+        key = (precision, tuple(x.shape[1:]), str(self.device))
+        auto = batch_size is None
+        if batch_size is None:
+            batch_size = self._memory_batch.get(key) or self._measure_batch_size(x[0], precision, key)
+        pad = self._cuda_graphs()  # CUDA graphs replay recorded shapes: a short batch is padded to one
+
+        def run(start: int, stop: int, size: int) -> torch.Tensor:
+            chunk = x[start:stop]
+            target = min(size, _next_power_of_two(len(chunk))) if pad else len(chunk)
+            if target > len(chunk):
+                chunk = torch.cat([chunk, chunk.new_zeros((target - len(chunk), *chunk.shape[1:]))])
+            return self.predict_batch(chunk, precision)[: stop - start].cpu()
+
+        def free_cache() -> None:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+        parts, final = run_in_batches(run, len(x), int(batch_size), free_cache)
+        if auto and final < batch_size:
+            self._memory_batch[key] = final  # remember what fitted
+        return torch.cat(parts).numpy()
+
+    def _measure_batch_size(self, sample: torch.Tensor, precision: str, key: tuple[Any, ...]) -> int:
+        """The memory-sized batch for inputs like ``sample`` on CUDA (``DEFAULT_BATCH_SIZE`` elsewhere):
+        peak memory of an eager probe batch, then ``batching.memory_batch_size`` of the free memory."""
+        if self.device.type != "cuda":
+            return DEFAULT_BATCH_SIZE
+
+        def forward(batch: torch.Tensor) -> torch.Tensor:
+            return classify_logits(self._fast, self.model, batch, precision, self.device)
+
+        per_image = probe_bytes_per_image(forward, sample.to(self.device))
+        free = cuda_free_bytes(self.device)
+        size = memory_batch_size(free, per_image, self.batch_limits)
+        logger.info("classifier batch %d on %s (%.1f MiB per image, %.0f MiB free)",
+                    size, self.device, per_image / 2**20, free / 2**20)
+        self._memory_batch[key] = size
+        return size
+
+
+def _next_power_of_two(n: int) -> int:
+    """The smallest power of two >= ``n``: the padded batch shapes (at most log2(max batch) + 1 of them,
+    each one CUDA graph), wasting less than half of a batch."""
+    return 1 << max(0, n - 1).bit_length()
 
 
 def _head_weight_key(model: nn.Module, arch: str) -> str:

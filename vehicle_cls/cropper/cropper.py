@@ -169,7 +169,7 @@ class Cropper:
         decode gets ``Detections.failed(reason)`` and the others still run.
         """
         decoded = [_decode(im) for im in _as_list(images)]
-        good = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
+        good = [i for i, d in enumerate(decoded) if not isinstance(d, Detections)]
         bs = batch_size or self.batch_size
         out: list[Any] = list(decoded)
         mode = self._grouping(grouping)
@@ -211,6 +211,7 @@ class Cropper:
         from vehicle_cls.cropper.choose import detect_and_choose
 
         decoded = [_decode(im) for im in _as_list(images)]
+        decoded = [d.cpu().numpy() if isinstance(d, torch.Tensor) else d for d in decoded]  # cut with numpy
         good = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
         out: list[list[np.ndarray]] = [[] for _ in decoded]
         for i, chosen in zip(good, detect_and_choose(self, [decoded[i] for i in good], batch_size=batch_size)):
@@ -291,12 +292,14 @@ def _as_list(images: Any) -> list[Any]:
     return [images]
 
 
-def _decode(image: Any) -> np.ndarray | Detections:
+def _decode(image: Any) -> np.ndarray | torch.Tensor | Detections:
     """The RGB array of one input, or failed ``Detections`` naming it (so the batch goes on)."""
     if isinstance(image, Detections):  # already failed upstream
         return image
     if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
         return image
+    if isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        return image  # HWC, e.g. decoded on the device (Pipeline(decode="device")): used where it lies
     try:
         return load_image(image)
     except ImageError as exc:

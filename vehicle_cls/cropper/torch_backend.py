@@ -47,6 +47,11 @@ class TorchBackend:
     def mask_on(self) -> bool:
         return self.model.mask_on
 
+    @property
+    def device_images(self) -> bool:
+        """True when images are preprocessed on the device, so a decoded device tensor is used as it is."""
+        return self.device.type == "cuda" and self._fast is not None
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
 
@@ -64,19 +69,20 @@ class TorchBackend:
         self.precision, self.parts = precision, parts
 
     @torch.inference_mode()
-    def __call__(self, images: list[np.ndarray]) -> list[Detections]:
-        """One forward pass over ``images`` (RGB uint8 HxWx3), padded together into one batch."""
+    def __call__(self, images: list[np.ndarray | torch.Tensor]) -> list[Detections]:
+        """One forward pass over ``images`` (RGB uint8 HxWx3 arrays or tensors), padded into one batch."""
         s = self.settings
         model = self._fast if self._fast is not None else self.model
-        if self.device.type == "cuda" and self._fast is not None:
+        if self.device_images:
             tensors = [preprocess_on_device(im, s.min_size_test, s.max_size_test, self.device) for im in images]
-        else:
-            tensors = [_to_device(preprocess_image(im, s.min_size_test, s.max_size_test), self.device) for im in images]
+        else:  # PIL's resize, as detectron2: tensors (e.g. decoded on the device) come to the CPU first
+            arrays = [im.cpu().numpy() if isinstance(im, torch.Tensor) else im for im in images]
+            tensors = [_to_device(preprocess_image(im, s.min_size_test, s.max_size_test), self.device) for im in arrays]
         batch, sizes = batch_images(tensors, model.pixel_mean, model.backbone.size_divisibility)
         batch = batch.to(next(model.backbone.parameters()).dtype)
         if self.channels_last or self._fast is not None:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        originals = [im.shape[:2] for im in images]
+        originals = [tuple(im.shape[:2]) for im in images]
         with _no_tf32(self.device):
             outputs = model.inference(batch, sizes, originals)
         return [_to_detections(o, size) for o, size in zip(outputs, originals)]
