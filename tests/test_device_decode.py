@@ -132,7 +132,7 @@ def test_pipeline_device_decode_matches_cpu_decode(clf, tmp_path, caplog):
     boxes = [(10, 10, 60, 90), None, (0, 0, 60, 100), None, None, [(5, 5, 50, 50), (20, 30, 90, 95)], None, None]
     cpu = Pipeline(None, clf, device="cpu", batch_size=4, num_workers=2, decode="cpu")(
         inputs, boxes=boxes, keep_images=True)
-    with caplog.at_level(logging.INFO, logger="vehicle_cls.pipeline"):
+    with caplog.at_level(logging.INFO, logger="vehicle_cls.decoding"):
         dev = Pipeline(None, clf, device="cpu", batch_size=4, num_workers=2, decode="device")(
             inputs, boxes=boxes, keep_images=True)
     assert _summary(dev) == _summary(cpu)
@@ -150,15 +150,15 @@ def test_pipeline_device_decode_matches_cpu_decode(clf, tmp_path, caplog):
 
 def test_pipeline_decodes_on_device_only_where_asked(clf, monkeypatch):
     calls = []
-    import vehicle_cls.pipeline as pipeline_module
+    import vehicle_cls.decoding as decoding_module
 
-    real = pipeline_module.decode_jpegs
+    real = decoding_module.decode_jpegs
 
     def spy(encoded, device):
         calls.append(len(encoded))
         return real(encoded, device)
 
-    monkeypatch.setattr(pipeline_module, "decode_jpegs", spy)
+    monkeypatch.setattr(decoding_module, "decode_jpegs", spy)
     photos = PHOTOS[:5]
     auto = Pipeline(None, clf, device="cpu", batch_size=4, decode="auto")(photos)  # CPU: "auto" stays on PIL
     assert calls == [] and all(r.ok for r in auto)

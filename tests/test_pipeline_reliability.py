@@ -99,12 +99,12 @@ class _CountingCropper:
 def test_batches_are_cut_by_decoded_pixels(clf, monkeypatch, num_workers):
     peak = {"held": 0}
 
-    class Recording(pipeline_mod._PixelBudget):
+    class Recording(pipeline_mod.PixelBudget):
         def add(self, n):
             super().add(n)
             peak["held"] = max(peak["held"], self.held)
 
-    monkeypatch.setattr(pipeline_mod, "_PixelBudget", Recording)
+    monkeypatch.setattr(pipeline_mod, "PixelBudget", Recording)
     images = [np.full((100, 100, 3), i, np.uint8) for i in range(10)]  # 10 000 pixels each
     cropper = _CountingCropper()
     pipe = Pipeline(cropper, clf, device="cpu", batch_size=16, num_workers=num_workers, max_batch_pixels=25_000)

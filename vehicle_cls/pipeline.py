@@ -6,19 +6,17 @@ decoding stalls the model), and every input image (every video frame) yields exa
 ``Result`` with all the vehicles found in it, in input order, with ``error`` set instead of
 raising when it cannot be read. Decoded pixels are bounded (``max_batch_pixels``): a batch is cut
 early and decoding waits when the images held exceed the budget. Large JPEGs are decoded reduced
-(``max_decode_side``); boxes and ``image_size`` are still reported in original pixels. On CUDA,
-JPEGs can be decoded on the device in batches (``decode``, see ``device_decode``), and the classifier's
+(``max_decode_side``); boxes and ``image_size`` are still reported in original pixels (the decoding
+stage is ``vehicle_cls.decoding``). On CUDA, JPEGs can be decoded on the device in batches (``decode``,
+see ``device_decode``), and the classifier's
 batch is sized to free device memory unless fixed (``classifier_batch_size``, see ``batching``).
 """
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import shutil
-import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,11 +27,11 @@ import torch
 from vehicle_cls.classifier import Classifier
 from vehicle_cls.classifier.bundle import read_config
 from vehicle_cls.cropper.choose import Chosen, detect_and_choose
-from vehicle_cls.device_decode import DECODES, EncodedJpeg, decode_jpegs, jpeg_for_device
-from vehicle_cls.images import ImageError, load_image_reduced
-from vehicle_cls.inputs import InputItem, expand_inputs, expands, is_single_source
+from vehicle_cls.decoding import Decoded, Decoder, PixelBudget
+from vehicle_cls.device_decode import DECODES
+from vehicle_cls.inputs import expand_inputs, expands, is_single_source
 from vehicle_cls.progress import progress_bar
-from vehicle_cls.results import Box, Detection, Result, label_vehicle, one_line
+from vehicle_cls.results import Box, Detection, Result, label_vehicle
 from vehicle_cls.runtime import resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -47,54 +45,6 @@ CROPPER_DIR = "cropper"  # custom detector weights are copied here inside the bu
 
 
 @dataclass
-class _Decoded:
-    """A decoded input (or why it failed), produced by the background workers."""
-
-    item: InputItem
-    image: np.ndarray | None = None  # RGB uint8 HxWx3 (None when decoded on the device)
-    tensor: torch.Tensor | None = None  # CHW uint8: a view of ``image`` (pinned for CUDA) or on the device
-    error: str | None = None
-    full_size: tuple[int, int] | None = None  # (height, width) of the original; None: as decoded
-    encoded: EncodedJpeg | None = None  # a JPEG waiting for the batched device decode
-
-    @property
-    def decoded_hw(self) -> tuple[int, int] | None:
-        """(height, width) of the pixels (known from the header before a device decode)."""
-        if self.tensor is not None:
-            return int(self.tensor.shape[1]), int(self.tensor.shape[2])
-        if self.image is not None:
-            return int(self.image.shape[0]), int(self.image.shape[1])
-        return self.encoded.shape if self.encoded is not None else None
-
-    @property
-    def pixels(self) -> int:
-        hw = self.decoded_hw
-        return 0 if hw is None else hw[0] * hw[1]
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(height, width) of the original image, what results report."""
-        hw = self.decoded_hw
-        assert hw is not None
-        return self.full_size or hw
-
-    @property
-    def scale(self) -> tuple[float, float]:
-        """(x, y) original pixels per decoded pixel: 1 unless a large JPEG was decoded reduced."""
-        hw = self.decoded_hw
-        assert hw is not None
-        h, w = self.size
-        return w / hw[1], h / hw[0]
-
-    def array(self) -> np.ndarray:
-        """The pixels as an RGB uint8 HxWx3 array (copied from the device when decoded there)."""
-        if self.image is None:
-            assert self.tensor is not None
-            self.image = np.ascontiguousarray(self.tensor.permute(1, 2, 0).cpu().numpy())
-        return self.image
-
-
-@dataclass
 class _Choice:
     """A crop to classify (duck-typed like the cropper's ``CropChoice``)."""
 
@@ -103,37 +53,6 @@ class _Choice:
     fallback: bool = False
     mask: np.ndarray | None = None
     original_box: Box | None = None  # a user's box as given (original pixels), reported unchanged
-
-
-class _Raised:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
-class _PixelBudget:
-    """Decoded pixels held by the pipeline; decoding waits while they exceed the budget."""
-
-    def __init__(self, limit: int):
-        self.limit, self.held = limit, 0
-        self.cond = threading.Condition()
-
-    def add(self, n: int) -> None:
-        with self.cond:
-            self.held += n
-
-    def release(self, n: int) -> None:
-        with self.cond:
-            self.held -= n
-            self.cond.notify_all()
-
-    def wait_below(self, stop: threading.Event) -> bool:
-        with self.cond:
-            while self.held >= self.limit and not stop.is_set():
-                self.cond.wait(0.05)
-        return not stop.is_set()
-
-
-_END = object()
 
 
 class Pipeline:
@@ -280,35 +199,30 @@ class Pipeline:
         total = None
         if isinstance(inputs, (list, tuple)) and not any(expands(x) for x in inputs):
             total = len(inputs)
-        budget = _PixelBudget(self.max_batch_pixels)
+        budget = PixelBudget(self.max_batch_pixels)
+        decoder = Decoder(self.device, self.num_workers, self.max_decode_side, self._decodes_on_device(),
+                          explicit=self.decode == "device")
         bar = progress_bar(total, progress, "predict", "img")
         try:
-            batch: list[tuple[int, _Decoded]] = []
+            batch: list[tuple[int, Decoded]] = []
             pixels = count = 0
-            for index, decoded in enumerate(self._decoded(items, max(2 * bs, 4), budget)):
+            for index, decoded in enumerate(decoder.stream(items, max(2 * bs, 4), budget)):
                 count = index + 1
                 batch.append((index, decoded))
                 pixels += decoded.pixels
                 if len(batch) == bs or pixels >= self.max_batch_pixels:
-                    yield from self._process(batch, box_list, topk, keep_images)
+                    yield from self._process(decoder, batch, box_list, topk, keep_images)
                     bar.update(len(batch))
                     budget.release(pixels)
                     batch, pixels = [], 0
             if batch:
-                yield from self._process(batch, box_list, topk, keep_images)
+                yield from self._process(decoder, batch, box_list, topk, keep_images)
                 bar.update(len(batch))
                 budget.release(pixels)
             if box_list is not None and count < len(box_list):
                 logger.warning("boxes has %d entries but the inputs gave only %d images", len(box_list), count)
         finally:
             bar.close()
-
-    # ---- background decoding ----------------------------------------------------------------
-    def _decode(self, item: InputItem, budget: _PixelBudget | None = None) -> _Decoded:
-        decoded = self._decode_item(item)
-        if budget is not None:
-            budget.add(decoded.pixels)
-        return decoded
 
     def _decodes_on_device(self) -> bool:
         """Whether JPEGs are decoded on ``device`` (``decode`` "device", or "auto" where it pays: CUDA,
@@ -320,115 +234,8 @@ class Pipeline:
         return (self.device.type == "cuda" and self.precision in ("bf16", "fp16")
                 and self.classifier.backend == "torch" and takes_device_images)
 
-    def _decode_item(self, item: InputItem) -> _Decoded:
-        if item.error is not None:
-            return _Decoded(item, error=item.error)
-        if item.image is None and self._decodes_on_device():
-            try:
-                encoded, reason = jpeg_for_device(item.source, self.max_decode_side)
-            except ImageError as exc:
-                return _Decoded(item, error=str(exc))
-            if encoded is not None:
-                return _Decoded(item, encoded=encoded)
-            log = logger.info if self.decode == "device" else logger.debug
-            log("%s: decoded on the CPU: %s", item.name, reason)
-        return self._decode_on_cpu(item)
-
-    def _decode_on_cpu(self, item: InputItem) -> _Decoded:
-        full_size = None
-        try:
-            if item.image is not None:  # a video frame: already decoded
-                image = item.image
-            else:
-                image, (width, height) = load_image_reduced(item.source, self.max_decode_side)
-                full_size = (int(height), int(width))
-        except ImageError as exc:
-            return _Decoded(item, error=str(exc))
-        except Exception as exc:  # a decoder bug must not end the batch either
-            return _Decoded(item, error=f"{item.name}: {type(exc).__name__}: {exc}")
-        if not image.flags.writeable:  # torch wants writable memory; decoders may hand out read-only views
-            image = image.copy()
-        tensor = torch.from_numpy(image).permute(2, 0, 1)
-        if self.device.type == "cuda":
-            tensor = tensor.pin_memory()
-        return _Decoded(item, image=image, tensor=tensor, full_size=full_size)
-
-    def _decoded(self, items: Iterator[InputItem], prefetch: int, budget: _PixelBudget) -> Iterator[_Decoded]:
-        """Decode ``items`` in order with ``num_workers`` threads, at most ``prefetch`` in flight and
-        no new decode started while the decoded pixels held exceed ``budget``."""
-        if self.num_workers <= 0:
-            for item in items:
-                yield self._decode(item, budget)
-            return
-        pending: queue.Queue[Any] = queue.Queue(maxsize=prefetch)
-        stop = threading.Event()
-        pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="vehicle_cls-decode")
-        undecoded = threading.Semaphore(self.num_workers)  # decodes started but not finished
-
-        def put(obj: Any) -> bool:
-            while not stop.is_set():
-                try:
-                    pending.put(obj, timeout=0.05)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def decode(item: InputItem) -> _Decoded:
-            try:
-                return self._decode(item, budget)
-            finally:
-                undecoded.release()
-
-        def produce() -> None:
-            try:
-                for item in items:
-                    while not undecoded.acquire(timeout=0.05):  # first a free decode thread, then the budget:
-                        if stop.is_set():  # held pixels stay below budget + num_workers images
-                            return
-                    if not budget.wait_below(stop) or not put(pool.submit(decode, item)):
-                        return
-                put(_END)
-            except BaseException as exc:  # e.g. the user's generator raised: re-raised below
-                put(_Raised(exc))
-            finally:
-                close = getattr(items, "close", None)
-                if close is not None:
-                    close()
-
-        producer = threading.Thread(target=produce, name="vehicle_cls-inputs", daemon=True)
-        producer.start()
-        try:
-            while True:
-                obj = pending.get()
-                if obj is _END:
-                    return
-                if isinstance(obj, _Raised):
-                    raise obj.exc
-                assert isinstance(obj, Future)
-                yield obj.result()
-        finally:
-            stop.set()
-            producer.join()
-            pool.shutdown(wait=True, cancel_futures=True)
-
     # ---- one batch --------------------------------------------------------------------------
-    def _finish_device_decode(self, batch: list[tuple[int, _Decoded]]) -> None:
-        """Decode the batch's waiting JPEGs on the device in one call; one that fails there is decoded
-        on the CPU instead (which gives a corrupt file its usual one-line error)."""
-        waiting = [dec for _, dec in batch if dec.encoded is not None]
-        if not waiting:
-            return
-        for dec, out in zip(waiting, decode_jpegs([d.encoded for d in waiting], self.device)):  # type: ignore[misc]
-            dec.encoded = None
-            if isinstance(out, torch.Tensor):
-                dec.tensor = out
-                continue
-            logger.info("%s: device decode failed (%s); decoding on the CPU", dec.item.name, one_line(out))
-            cpu = self._decode_on_cpu(dec.item)
-            dec.image, dec.tensor, dec.error, dec.full_size = cpu.image, cpu.tensor, cpu.error, cpu.full_size
-
-    def _detector_input(self, dec: _Decoded) -> Any:
+    def _detector_input(self, dec: Decoded) -> Any:
         """The image as the cropper takes it: the device tensor (HWC view) where the detector
         preprocesses on the device, else the RGB array."""
         tensor = dec.tensor
@@ -438,9 +245,9 @@ class Pipeline:
         return dec.array()
 
     def _process(
-        self, batch: list[tuple[int, _Decoded]], box_list: list[Any] | None, topk: int, keep_images: bool
+        self, decoder: Decoder, batch: list[tuple[int, Decoded]], box_list: list[Any] | None, topk: int, keep_images: bool
     ) -> list[Result]:
-        self._finish_device_decode(batch)
+        decoder.finish_on_device([dec for _, dec in batch])
         results = [self._result(index, dec, keep_images) for index, dec in batch]
         good = [pos for pos, r in enumerate(results) if r.ok]
         choices: dict[int, list[Any]] = {}
@@ -491,7 +298,7 @@ class Pipeline:
                 result.error, result.vehicles = f"{result.source}: {exc}", []
         return results
 
-    def _result(self, index: int, dec: _Decoded, keep: bool) -> Result:
+    def _result(self, index: int, dec: Decoded, keep: bool) -> Result:
         item = dec.item
         if dec.error is not None:
             return Result.failed(item.name, index, dec.error, item.frame, item.timestamp)
