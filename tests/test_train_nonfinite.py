@@ -176,6 +176,41 @@ def test_epoch_with_a_nan_validation_loss_is_not_saved(tmp_path, caplog):
                "last good checkpoint: none written yet" for r in caplog.records)
 
 
+class NanInFirstEvalNet(PoisonableNet):
+    """Answers NaN in its first validation pass only (epoch 1), normally once training resumes."""
+
+    poisoned, evaluated = True, False
+
+    def train(self, mode: bool = True):
+        if mode and self.evaluated:
+            self.poisoned = False
+        return super().train(mode)
+
+    def forward(self, x):
+        out = super().forward(x)
+        if self.training or not self.poisoned:
+            return out
+        self.evaluated = True
+        return out * float("nan")
+
+
+def test_history_files_stay_strict_json_after_a_nan_epoch(tmp_path):
+    """Epoch 1's NaN validation loss reaches history.json and the bundle's summary as null, not NaN."""
+    data = _data(tmp_path / "d")
+    torch.manual_seed(0)
+    clf = Classifier(NanInFirstEvalNet(), "resnet18", CLASSES, Preprocess(input_size=12))
+    result = train(_cfg(data, tmp_path / "run", epochs=2, tensorboard=False), classifier=clf)
+    assert result.epochs_completed == 2 and result.best_dir is not None
+
+    def strict(text: str):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+
+    history = strict((tmp_path / "run" / "history.json").read_text())
+    assert history[0]["val_loss"] is None and isinstance(history[1]["val_loss"], float)
+    config = strict((result.best_dir / "config.json").read_text())
+    assert config["training"]["history"][0]["val_loss"] is None
+
+
 def _cli(*argv: str) -> int:
     from vehicle_cls.cli import main
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 import warnings
@@ -273,7 +274,8 @@ class Trainer:
                         "best_metric": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
                         "history": history, "config": cfg.to_dict(), "classes": self.splits.classes,
                     }, last)
-                    atomic_write_text(self.run_dir / "history.json", json.dumps(history, indent=1) + "\n")
+                    atomic_write_text(self.run_dir / "history.json",
+                                      json.dumps(_json_history(history), indent=1, allow_nan=False) + "\n")
                 if blocker is None:
                     self.guard.last_good = f"{last} (epoch {epoch + 1})"
                 barrier(self.dist)
@@ -399,7 +401,7 @@ class Trainer:
         """Write the classifier bundle to ``best/`` (config.json carries the training summary)."""
         summary = {
             "epoch": epoch, "monitor": self.cfg.run.monitor, "best_metric": metric,
-            "history": history, "recipe": self.cfg.to_dict(),
+            "history": _json_history(history), "recipe": self.cfg.to_dict(),
             "data": {"train": len(self.splits.train), "val": len(self.splits.val),
                      "test": None if self.splits.test is None else len(self.splits.test),
                      "dataset": self.cfg.data.train, "crop": self.cfg.data.crop},
@@ -415,6 +417,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, classifier: Any = None, spl
           on_batch: Callable[[int, int, torch.Tensor], None] | None = None) -> TrainResult:
     """Train per ``cfg`` (continue from ``out_dir/last.pt`` with ``resume``); see ``Trainer``."""
     return Trainer(cfg, classifier=classifier, splits=splits, on_batch=on_batch).fit(resume=resume)
+
+
+def _json_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``history`` for strict JSON files: a non-finite value (a skipped epoch's NaN loss) becomes null."""
+    return [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+            for row in history]
 
 
 def _epoch_line(row: dict, epochs: int, improved: bool) -> str:
