@@ -292,3 +292,45 @@ def test_bad_max_decode_side_is_one_line(model_dir, bad, capsys):
     err = capsys.readouterr().err
     assert err == (f"vehicle-cls predict: error: --max-decode-side must be a whole number of pixels (>= 1), "
                    f"or 0 / none for full size; got {bad!r}\n")
+
+
+# ---- --decode, --compile, --classifier-batch-size --------------------------------------------------
+def test_pipeline_options_reach_the_pipeline(bright_bundle, tmp_path):
+    bundle, big, _, made = bright_bundle
+    args = _args(paths=[str(big)], **{"--model": str(bundle), "--out": str(tmp_path / "p.jsonl"), "--num-workers": "0",
+                                     "--decode": "cpu", "--classifier-batch-size": "3"})
+    assert args.func(args) == EXIT_OK
+    (pipe,) = made
+    assert pipe.decode == "cpu" and pipe.classifier_batch_size == 3
+    assert pipe.classifier.engine.compile_mode is None  # eager unless asked
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], {"decode": "auto"}),
+    (["--compile"], {"decode": "auto", "compile": "default"}),
+    (["--compile", "reduce-overhead", "--decode", "device"], {"decode": "device", "compile": "reduce-overhead"}),
+    (["--classifier-batch-size", "64"], {"decode": "auto", "classifier_batch_size": 64}),
+])
+def test_pipeline_options_parse(argv, expected):
+    from vehicle_cls.cli.predict import pipeline_options
+
+    assert pipeline_options(_argv("x.jpg", "--model", "m", *argv)) == expected
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--compile", "fast"], "compile must be True, False or one of"),
+    (["--classifier-batch-size", "0"], "--classifier-batch-size must be >= 1, got 0"),
+])
+def test_bad_pipeline_options_are_one_line(model_dir, argv, message, capsys):
+    args = _argv(str(PHOTOS / "car5.jpg"), "--model", str(model_dir), *argv)
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vehicle-cls predict: error: ") and message in err and err.count("\n") == 1
+
+
+def _argv(*argv: str) -> argparse.Namespace:
+    from vehicle_cls.cli import predict
+
+    parser = argparse.ArgumentParser()
+    predict.register(parser.add_subparsers())
+    return parser.parse_args(["predict", *argv])

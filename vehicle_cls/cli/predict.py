@@ -45,18 +45,43 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         "native bf16 and on CUDA); fp32: the exact reference")
     p.add_argument("--frame-stride", type=int, default=1, help="video: classify every N-th frame (default: 1)")
     p.add_argument("--num-workers", type=int, default=2, help="image decoding threads (default: 2)")
-    add_max_decode_side(p)
+    add_pipeline_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
 
 
-def add_max_decode_side(parser: argparse.ArgumentParser) -> None:
-    """The ``--max-decode-side`` option (shared with ``serve``); ``parse_max_decode_side`` reads it."""
+def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    """Pipeline options shared with ``serve``: ``--max-decode-side``, ``--decode``, ``--compile`` and
+    ``--classifier-batch-size``; ``pipeline_options`` reads them."""
     parser.add_argument("--max-decode-side", metavar="PX", default=None,
                         help="decode a JPEG whose longer side exceeds PX at the decoder's 1/2, 1/4 or 1/8 scale that "
                              "keeps it >= PX, to bound memory; boxes and image_size stay in original pixels "
                              "(default: 4096, the Pipeline's; 0 or none: always full size)")
+    parser.add_argument("--decode", choices=("auto", "cpu", "device"), default="auto",
+                        help="where JPEGs are decoded: auto (on the GPU with nvjpeg where it pays), cpu, or device "
+                             "(default: auto)")
+    parser.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                        help="run the classifier through torch.compile (MODE e.g. reduce-overhead for CUDA graphs); "
+                             "the first batches wait for the compilation (default: off)")
+    parser.add_argument("--classifier-batch-size", type=int, default=None, metavar="N",
+                        help="crops per classifier call (default: as many as free GPU memory allows on CUDA, "
+                             "the batch size on the CPU)")
+
+
+def pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``Pipeline`` keywords for the options of ``add_pipeline_options``; ``ValueError`` (one line) for bad values."""
+    options = parse_max_decode_side(args.max_decode_side)
+    options["decode"] = args.decode
+    if args.compile is not None:
+        from vehicle_cls.classifier.compiled import resolve_compile
+
+        options["compile"] = resolve_compile(args.compile)
+    if args.classifier_batch_size is not None:
+        if args.classifier_batch_size < 1:
+            raise ValueError(f"--classifier-batch-size must be >= 1, got {args.classifier_batch_size}")
+        options["classifier_batch_size"] = args.classifier_batch_size
+    return options
 
 
 def parse_max_decode_side(text: str | None) -> dict[str, Any]:
@@ -87,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"vehicle-cls predict: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return EXIT_USAGE
     try:
-        decode = parse_max_decode_side(args.max_decode_side)
+        options = pipeline_options(args)
     except ValueError as exc:
         print(f"vehicle-cls predict: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -100,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
 
     pipe = Pipeline.load(args.model, device=args.device, cropper=not args.no_crop, batch_size=args.batch_size,
                          num_workers=args.num_workers, precision=args.precision, frame_stride=args.frame_stride,
-                         **decode)
+                         **options)
     tty = sys.stdout.isatty()
     out: TextIO | None = None
     if args.out:

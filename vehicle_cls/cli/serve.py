@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from vehicle_cls.cli.predict import add_max_decode_side, parse_max_decode_side
+from vehicle_cls.cli.predict import add_pipeline_options, pipeline_options
 
 HELP = "serve a model bundle over HTTP (batched; needs the serve extra)"
 DESCRIPTION = """Serve a model bundle over HTTP with request batching (pip install vehicle-cls[serve]).
@@ -42,7 +42,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-file-mb", type=float, default=10.0, help="size limit per image in MB (default: 10)")
     p.add_argument("--topk", type=int, default=5, help="classes listed per image (default: 5)")
     p.add_argument("--num-workers", type=int, default=2, help="image decoding threads (default: 2)")
-    add_max_decode_side(p)
+    add_pipeline_options(p)
     p.set_defaults(func=run)
     return p
 
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if args.max_wait_ms < 0 or args.max_file_mb <= 0:
         raise ValueError("--max-wait-ms must be >= 0 and --max-file-mb > 0")
-    decode = parse_max_decode_side(args.max_decode_side)
+    options = pipeline_options(args)
 
     from vehicle_cls.pipeline import Pipeline
     from vehicle_cls.runtime import resolve_device
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = str(resolve_device(args.device))
     pipe = Pipeline.load(args.model, device=device, cropper=not args.no_crop, precision=args.precision,
-                         batch_size=args.max_batch_size, num_workers=args.num_workers, **decode)
+                         batch_size=args.max_batch_size, num_workers=args.num_workers, **options)
     config = ServeConfig(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, topk=args.topk,
                          limits=Limits(max_files=args.max_files, max_file_bytes=int(args.max_file_mb * 2**20)))
     uvicorn.run(create_app(pipe, config), host=args.host, port=args.port, log_level="info")
