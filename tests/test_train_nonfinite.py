@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -15,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train_resume import photo_folder
 from torch import nn
 
 from vehicle_cls.classifier import Classifier, Preprocess
 from vehicle_cls.train import ConfigError, TrainConfig, train
 
-DEMO = Path(__file__).resolve().parents[1] / "vehicle_cls" / "assets" / "demo_vehicle_types"
 CLASSES = ["bike", "car"]
 
 
@@ -41,11 +40,7 @@ class PoisonableNet(nn.Module):
 
 
 def _data(root: Path, per_class: int = 4) -> Path:
-    for c in CLASSES:
-        (root / c).mkdir(parents=True, exist_ok=True)
-        for f in sorted((DEMO / c).glob("*.jpg"))[:per_class]:
-            shutil.copy(f, root / c / f.name)
-    return root
+    return photo_folder(root, per_class, CLASSES)
 
 
 def _raw(data: Path, out: Path, **run) -> dict:

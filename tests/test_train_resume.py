@@ -37,8 +37,9 @@ def tiny_classifier(seed: int = 0, norm: bool = True) -> Classifier:
     return Classifier(TinyNet(len(CLASSES), norm), "resnet18", CLASSES, Preprocess(input_size=16))
 
 
-def photo_folder(root: Path, per_class: int = 6) -> Path:
-    for c in CLASSES:
+def photo_folder(root: Path, per_class: int = 6, classes: list[str] = CLASSES) -> Path:
+    """``root`` filled with ``per_class`` demo photos of each class, one folder per class."""
+    for c in classes:
         (root / c).mkdir(parents=True, exist_ok=True)
         for f in sorted((DEMO / c).glob("*.jpg"))[:per_class]:
             shutil.copy(f, root / c / f.name)
