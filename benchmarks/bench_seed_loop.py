@@ -33,7 +33,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +45,7 @@ from vehicle_cls.images import load_image  # noqa: E402
 from vehicle_cls.pipeline import Pipeline  # noqa: E402
 from vehicle_cls.runtime import AUTOCAST_DTYPES, resolve_precision  # noqa: E402
 
-from roofline import roofline  # noqa: E402  (benchmarks/roofline.py)
+from roofline import roofline, sync  # noqa: E402  (benchmarks/roofline.py)
 
 SHARED_PHOTOS = ROOT.parent / "shared" / "data" / "vehicle_types"
 
@@ -115,12 +114,12 @@ def classifier_flops_fraction(clf: Classifier, precision: str, batch: int, secon
 
     def rate(fn, work: float) -> float:
         fn()
-        _sync(dev)
+        sync(dev)
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
             fn()
             n += 1
-        _sync(dev)
+        sync(dev)
         return n * work / (time.perf_counter() - t0)
 
     mm_dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
@@ -134,11 +133,6 @@ def classifier_flops_fraction(clf: Classifier, precision: str, batch: int, secon
     return {"precision": precision, "batch": batch, "gflop_per_image": round(flops_per_image / 1e9, 2),
             "classifier_gflops": round(model / 1e9, 1), f"{mm_dtype}_matmul_gflops".replace("torch.", ""):
             round(matmul / 1e9, 1), "fraction": round(model / matmul, 3)}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -189,7 +183,7 @@ def main() -> None:
         with PeakRSS() as mem:
             t0 = time.perf_counter()
             n = work()
-            _sync(device)
+            sync(device)
             dt = time.perf_counter() - t0
         return n / dt, mem.peak
 

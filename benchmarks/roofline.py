@@ -9,13 +9,14 @@ doing less work (a smaller test size, a lighter detector) or moving to another p
 """
 from __future__ import annotations
 
-import contextlib
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
+
+from vehicle_cls.cropper.torch_backend import _no_tf32
 
 #: (batch, in channels, out channels, kernel, side): convolutions shaped like the detector's
 PEAK_CONVS = ((1, 256, 256, 3, 100), (1, 1024, 1024, 1, 50))
@@ -30,12 +31,12 @@ def conv_peak_gflops(device: torch.device, dtype: torch.dtype, seconds: float) -
         flops = 2.0 * n * cout * cin * k * k * side * side
         with torch.inference_mode(), _no_tf32(device):
             F.conv2d(x, w, padding=k // 2)
-            _sync(device)
+            sync(device)
             count, t0 = 0, time.perf_counter()
             while time.perf_counter() - t0 < seconds:
                 F.conv2d(x, w, padding=k // 2)
                 count += 1
-            _sync(device)
+            sync(device)
             best = max(best, count * flops / (time.perf_counter() - t0) / 1e9)
     return best
 
@@ -64,12 +65,7 @@ def roofline(cropper, image: np.ndarray, classifier_gflop: float, seed_seconds_p
             f"max_ratio_to_seed_{name}": round(seed_seconds_per_image * fast / total, 2)}
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (timings on CUDA are asynchronous otherwise)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _no_tf32(device: torch.device) -> contextlib.AbstractContextManager:
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.backends.cudnn.flags(enabled=True, allow_tf32=False)

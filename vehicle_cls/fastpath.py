@@ -85,14 +85,13 @@ def prepare_detector(model: nn.Module, device: torch.device | str, precision: st
     fold_frozen_norms(fast)
     device = torch.device(device)
     fast.to(device)
+    heads = fast.roi_heads
     if device.type == "cpu":
-        heads = fast.roi_heads
         heads.box_head = ConvFCBoxHead(heads.box_head, heads.box_pooler.output_size)
         for pooler in (heads.box_pooler, getattr(heads, "mask_pooler", None)):
             if pooler is not None:
                 pooler.kernel = "embedding_bag"
     if dtype is not None:  # anchors, pixel mean and the box predictor stay fp32
-        heads = fast.roi_heads
         modules = {"backbone": fast.backbone, "rpn_head": fast.proposal_generator.rpn_head,
                    "box_head": heads.box_head, "mask_head": getattr(heads, "mask_head", None)}
         for name in parts:
