@@ -44,7 +44,7 @@ def recipe(tmp_path: Path, photos: Path) -> Path:
     path = tmp_path / "recipe.yaml"
     path.write_text(f"""
 data: {{train: {photos}, layout: folders, test_fraction: 0.34, val_fraction: 0.25, num_workers: 0}}
-model: {{arch: resnet18, input_size: 16, dropout: 0.1}}
+model: {{arch: resnet18, input_size: 32, dropout: 0.1}}
 optim: {{name: sgd, lr: 0.01, warmup_epochs: 0}}
 augment: {{scale: [0.5, 1.0]}}
 run: {{epochs: 2, batch_size: 3, precision: bf16, tensorboard: true, threads: 1, out_dir: {tmp_path / 'run'}}}
