@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vehicle_cls.classifier import Classifier  # noqa: E402
-from vehicle_cls.cropper import Cropper, CropPolicy, apply_crop  # noqa: E402
+from vehicle_cls.cropper import Cropper, CropPolicy, cut  # noqa: E402
 from vehicle_cls.fastpath import DETECTOR_PARTS  # noqa: E402
 from vehicle_cls.images import load_image  # noqa: E402
 from vehicle_cls.pipeline import Pipeline  # noqa: E402
@@ -95,7 +95,7 @@ def seed_loop(cropper: Cropper, clf: Classifier, paths: list[str]) -> int:
         image = load_image(path)
         det = cropper.detect([image], grouping="single")[0]
         choice = policy.choose(det)[0]
-        crop = apply_crop(image, choice, policy)
+        crop = cut(image, choice, policy.mask_fill)
         clf.predict_proba_images([crop], "fp32")
         done += 1
     return done

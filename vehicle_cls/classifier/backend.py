@@ -12,6 +12,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from vehicle_cls.crops import CropChoice
+
 
 @runtime_checkable
 class ClassifierBackend(Protocol):
@@ -37,9 +39,9 @@ class ClassifierBackend(Protocol):
     def predict_batch(self, batch: Any, precision: str = "fp32") -> Any:
         """Probabilities (N, C) as a float32 torch tensor for a stack of ``transform`` outputs."""
 
-    def prepare_crops(self, image: np.ndarray, choices: Sequence[Any], mask_fill: Sequence[int] = ...,
+    def prepare_crops(self, image: np.ndarray, choices: Sequence[CropChoice], mask_fill: Sequence[int] = ...,
                       tensor: Any = None) -> Any:
-        """Model inputs for the chosen crops (``CropChoice``-like: box, mask) of one RGB image."""
+        """Model inputs for the chosen crops (box, mask) of one RGB image."""
 
     def classify(self, prepared: Sequence[Any], precision: str = "fp32", batch_size: int = ...) -> np.ndarray:
         """Probabilities (M, C) for the crops of several ``prepare_crops`` results, in order."""

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from vehicle_cls.classifier import bundle
+from vehicle_cls.crops import DEFAULT_MASK_FILL, CropChoice, cut
 from vehicle_cls.fileio import atomic_directory
 
 logger = logging.getLogger(__name__)
@@ -340,14 +341,11 @@ class KerasBackend:
             y = np.asarray(self.model.predict_on_batch(x), dtype=np.float32)
         return torch.from_numpy(self._to_probabilities(y.reshape(len(x), -1)))
 
-    def prepare_crops(self, image: np.ndarray, choices: Sequence[Any], mask_fill: Sequence[int] = (124, 116, 104),
-                      tensor: Any = None) -> list[np.ndarray]:
+    def prepare_crops(self, image: np.ndarray, choices: Sequence[CropChoice],
+                      mask_fill: Sequence[int] = DEFAULT_MASK_FILL, tensor: Any = None) -> list[np.ndarray]:
         """The chosen crops of one RGB image, cut on the CPU (mask mode blanks with ``mask_fill``);
         resizing and ``preprocess_input`` happen in ``classify``."""
-        from vehicle_cls.cropper.policy import CropPolicy, apply_crop
-
-        policy = CropPolicy(mask_fill=tuple(mask_fill))
-        return [apply_crop(image, c, policy) for c in choices]
+        return [cut(image, c, tuple(mask_fill)) for c in choices]
 
     def classify(self, prepared: Sequence[list[np.ndarray]], precision: str = "fp32", batch_size: int = 32) -> np.ndarray:
         """Probabilities (M, C) for the crops of several ``prepare_crops`` calls, in order."""

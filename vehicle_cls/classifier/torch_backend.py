@@ -28,6 +28,7 @@ from vehicle_cls.classifier import bundle
 from vehicle_cls.classifier.compiled import CompiledCopies, resolve_compile, uses_cuda_graphs
 from vehicle_cls.classifier.factory import create_model, get_head, head_path
 from vehicle_cls.classifier.preprocess import Preprocess, crop_resize_on_device, preprocess_images
+from vehicle_cls.crops import DEFAULT_MASK_FILL, CropChoice
 from vehicle_cls.fastpath import InferenceCopies, classify_logits
 from vehicle_cls.runtime import resolve_device, resolve_precision
 
@@ -134,8 +135,8 @@ class TorchBackend:
             image = load_image(image)
         return preprocess_images([image], self.preprocess, "cpu")[0]
 
-    def prepare_crops(self, image: np.ndarray, choices: Sequence[Any], mask_fill: Sequence[int] = (124, 116, 104),
-                      tensor: torch.Tensor | None = None) -> torch.Tensor:
+    def prepare_crops(self, image: np.ndarray, choices: Sequence[CropChoice],
+                      mask_fill: Sequence[int] = DEFAULT_MASK_FILL, tensor: torch.Tensor | None = None) -> torch.Tensor:
         """(K, 3, S, S) model inputs for the chosen crops of one RGB image, computed on the device
         (``tensor``: the image as CHW uint8, e.g. pinned memory, when the caller has it)."""
         if tensor is None:
@@ -145,7 +146,7 @@ class TorchBackend:
         cfg = self.preprocess
         img = tensor.to(self.device, non_blocking=True)
         out: list[torch.Tensor | None] = [None] * len(choices)
-        plain = [i for i, c in enumerate(choices) if c.box is not None and getattr(c, "mask", None) is None]
+        plain = [i for i, c in enumerate(choices) if c.box is not None and c.mask is None]
         if plain:
             boxes = torch.tensor([choices[i].box for i in plain], dtype=torch.float32, device=self.device)
             for i, crop in zip(plain, crop_resize_on_device(img, boxes, cfg)):
@@ -154,9 +155,8 @@ class TorchBackend:
             if out[i] is not None:
                 continue
             source = img
-            mask = getattr(c, "mask", None)
-            if mask is not None:
-                keep = torch.from_numpy(np.asarray(mask, dtype=bool)).to(self.device)
+            if c.mask is not None:
+                keep = torch.from_numpy(np.asarray(c.mask, dtype=bool)).to(self.device)
                 fill = torch.tensor(tuple(mask_fill), dtype=img.dtype, device=self.device).view(3, 1, 1)
                 source = torch.where(keep, img, fill)
             boxes = None if c.box is None else torch.tensor([c.box], dtype=torch.float32, device=self.device)

@@ -1,8 +1,9 @@
 """The cropper: detectron2's COCO R101-FPN (pure torch or detectron2) + the crop policy."""
 from vehicle_cls.cropper.checkpoint import CheckpointError
 from vehicle_cls.cropper.cropper import Cropper
-from vehicle_cls.cropper.policy import CropChoice, CropPolicy, apply_crop
+from vehicle_cls.cropper.policy import CropPolicy
 from vehicle_cls.cropper.rcnn import MODEL_CONFIGS, InferenceSettings
+from vehicle_cls.crops import CropChoice, cut
 from vehicle_cls.results import Detection, Detections
 
 __all__ = [
@@ -14,5 +15,5 @@ __all__ = [
            "Detection",
            "Detections",
            "InferenceSettings",
-           "apply_crop",
+           "cut",
 ]

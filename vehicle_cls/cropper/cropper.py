@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from vehicle_cls.cropper.checkpoint import load_state_dict, save_state_dict
-from vehicle_cls.cropper.policy import CropChoice, CropPolicy, apply_crop
+from vehicle_cls.cropper.policy import CropPolicy
 from vehicle_cls.cropper.rcnn import InferenceSettings, check_config
 from vehicle_cls.cropper.transforms import resized_shape
+from vehicle_cls.crops import CropChoice, cut
 from vehicle_cls.images import ImageError, load_image
 from vehicle_cls.results import Detections
 from vehicle_cls.runtime import resolve_device
@@ -217,7 +218,7 @@ class Cropper:
         for i, chosen in zip(good, detect_and_choose(self, [decoded[i] for i in good], batch_size=batch_size)):
             if chosen.error:
                 logger.warning("%s", chosen.error)
-            out[i] = [apply_crop(decoded[i], c, self.policy) for c in chosen.choices]
+            out[i] = [cut(decoded[i], c, self.policy.mask_fill) for c in chosen.choices]
         return out
 
 

@@ -1,4 +1,6 @@
-"""Which detected box becomes the crop: class filter, score threshold, largest / best / all, margin, square, mask."""
+"""Which detected box becomes the crop: class filter, score threshold, largest / best / all, margin, square, mask.
+
+The choices are ``crops.CropChoice`` values; cutting them is ``crops.cut``."""
 from __future__ import annotations
 
 import math
@@ -7,28 +9,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from vehicle_cls.crops import DEFAULT_MASK_FILL, CropChoice, box_areas, clamp_box
 from vehicle_cls.labels import DEFAULT_VEHICLE_CLASSES, coco_class_ids
-from vehicle_cls.results import Box, Detection, Detections
+from vehicle_cls.results import Box, Detections
 
 SELECT_MODES = ("largest", "score", "all")
-
-
-@dataclass
-class CropChoice:
-    """One crop: its box in original pixels (None = whole image), the detection behind it, and its mask."""
-
-    box: Box | None
-    detection: Detection | None
-    fallback: bool
-    mask: np.ndarray | None = None  # (H, W) bool over the full image, in mask mode
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready box, detection and fallback flag (the mask is left out)."""
-        return {
-            "box": None if self.box is None else [float(v) for v in self.box],
-            "detection": None if self.detection is None else self.detection.to_dict(),
-            "fallback": self.fallback,
-        }
 
 
 @dataclass
@@ -42,7 +27,7 @@ class CropPolicy:
     square: bool = False  # grow the shorter side to a square (shifted inside the image when it fits)
     fallback: bool = True  # whole image when no vehicle is found (recorded as CropChoice.fallback)
     mask: bool = False  # blank everything outside the instance mask (needs the mask model)
-    mask_fill: tuple[int, int, int] = (124, 116, 104)  # RGB of the blanked pixels (ImageNet mean)
+    mask_fill: tuple[int, int, int] = DEFAULT_MASK_FILL  # RGB of the blanked pixels (ImageNet mean)
 
     def __post_init__(self) -> None:
         if isinstance(self.classes, (str, int)):
@@ -95,13 +80,13 @@ class CropPolicy:
             raise ValueError("CropPolicy(mask=True) needs instance masks: use the mask_rcnn_R_101_FPN_3x cropper")
         vehicles = self.select_detections(det)
         if len(vehicles) == 0:
-            return [CropChoice(None, None, True, None)] if self.fallback else []
+            return [CropChoice(None, fallback=True)] if self.fallback else []
         if self.select == "all":
             order = np.arange(len(vehicles))
         elif self.select == "score":
             order = np.array([int(np.argmax(vehicles.scores))])  # first of equal scores
         else:
-            areas = _areas(vehicles.boxes)
+            areas = box_areas(vehicles.boxes)
             order = np.array([int(np.argmax(areas))])  # first (highest score) of equal areas
         items = vehicles.to_list()
         return [
@@ -109,10 +94,6 @@ class CropPolicy:
                        items[i].mask if self.mask else None)
             for i in order
         ]
-
-
-def _areas(boxes: np.ndarray) -> np.ndarray:
-    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
 
 
 def expand_box(box: Box, image_size: tuple[int, int], margin: float = 0.0, square: bool = False) -> Box:
@@ -130,7 +111,7 @@ def expand_box(box: Box, image_size: tuple[int, int], margin: float = 0.0, squar
         side = max(x2 - x1, y2 - y1)
         x1, x2 = _fit_interval((x1 + x2) / 2 - side / 2, side, w)
         y1, y2 = _fit_interval((y1 + y2) / 2 - side / 2, side, h)
-    return (min(max(x1, 0.0), w), min(max(y1, 0.0), h), min(max(x2, 0.0), w), min(max(y2, 0.0), h))
+    return clamp_box((x1, y1, x2, y2), image_size)
 
 
 def _fit_interval(start: float, length: float, limit: float) -> tuple[float, float]:
@@ -138,29 +119,3 @@ def _fit_interval(start: float, length: float, limit: float) -> tuple[float, flo
     if length <= limit:
         start = min(max(start, 0.0), limit - length)
     return start, start + length
-
-
-def crop_bounds(box: Box, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """Integer pixel bounds covering ``box``: floor of the start, ceil of the end, inside the image, >= 1 px."""
-    h, w = image_size
-    x1 = min(max(math.floor(box[0]), 0), w - 1)
-    y1 = min(max(math.floor(box[1]), 0), h - 1)
-    x2 = max(min(math.ceil(box[2]), w), x1 + 1)
-    y2 = max(min(math.ceil(box[3]), h), y1 + 1)
-    return x1, y1, x2, y2
-
-
-def apply_crop(image: np.ndarray, choice: CropChoice, policy: CropPolicy | None = None) -> np.ndarray:
-    """Cut ``choice`` out of an HxWx3 uint8 image on the CPU, blanking outside its mask (mask mode only
-    attaches one) with ``policy.mask_fill``."""
-    policy = policy or CropPolicy()
-    out = image
-    if choice.mask is not None:
-        if choice.mask.shape != image.shape[:2]:
-            raise ValueError(f"mask shape {choice.mask.shape} does not match image {image.shape[:2]}")
-        out = image.copy()
-        out[~choice.mask] = np.asarray(policy.mask_fill, dtype=image.dtype)
-    if choice.box is None:
-        return np.ascontiguousarray(out) if out is not image else image.copy()
-    x1, y1, x2, y2 = crop_bounds(choice.box, image.shape[:2])
-    return np.ascontiguousarray(out[y1:y2, x1:x2])

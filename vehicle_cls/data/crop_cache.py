@@ -35,6 +35,7 @@ from vehicle_cls.data.sample import (
     continuous_box,
     pixel_box,
 )
+from vehicle_cls.crops import cut
 from vehicle_cls.fileio import atomic_write_bytes, clean_stale_temps
 from vehicle_cls.images import load_image
 from vehicle_cls.progress import progress_bar
@@ -233,8 +234,6 @@ class CropCache:
         atomic_write_bytes(self.config_path, (json.dumps(config, indent=2) + "\n").encode("utf-8"))
 
     def _crop_detected(self, writer, stats, sample, image, chosen, policy, split, image_format, quality) -> None:
-        from vehicle_cls.cropper.policy import apply_crop  # the cropper package imports torch: only when used
-
         if chosen.error:
             self._record(writer, stats, sample, split, "detector", error=chosen.error)
             return
@@ -245,9 +244,9 @@ class CropCache:
                 return
             crops = []
             for k, choice in enumerate(choices):
-                pixels = apply_crop(image, choice, policy)
+                pixels = cut(image, choice, policy.mask_fill)
                 file = self._save(sample.path, k, pixels, image_format, quality)
-                d = getattr(choice, "detection", None)
+                d = choice.detection
                 crops.append({
                     "file": file,
                     "box": None if choice.box is None else [round(float(v), 2) for v in choice.box],
