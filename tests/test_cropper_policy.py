@@ -8,13 +8,8 @@ import pickle
 import numpy as np
 import pytest
 
-from vehicle_cls.cropper.policy import (
-    CropChoice,
-    CropPolicy,
-    apply_crop,
-    crop_bounds,
-    expand_box,
-)
+from vehicle_cls.cropper.policy import CropPolicy, expand_box
+from vehicle_cls.crops import CropChoice, crop_bounds, cut
 from vehicle_cls.results import Detections
 
 CAR, BUS, TRUCK, PERSON, MOTORCYCLE = 2, 5, 7, 0, 3
@@ -107,7 +102,7 @@ def test_fallback_recorded_or_empty():
     assert CropPolicy(fallback=False).choose(nothing) == []
     assert CropPolicy().choose(Detections.empty((H, W)))[0].fallback
     image = np.arange(H * W * 3, dtype=np.uint8).reshape(H, W, 3)
-    whole = apply_crop(image, choices[0], CropPolicy())
+    whole = cut(image, choices[0])
     assert whole.shape == image.shape and np.array_equal(whole, image) and whole is not image
 
 
@@ -118,13 +113,13 @@ def test_every_vehicle_mode():
     assert not any(c.fallback for c in choices)
 
 
-def test_apply_crop_pixels():
+def test_cut_pixels():
     image = np.zeros((H, W, 3), dtype=np.uint8)
     image[:, :, 0] = np.arange(W, dtype=np.uint8)[None, :]  # red = column index
     image[:, :, 1] = np.arange(H, dtype=np.uint8)[:, None]  # green = row index
     # fractional box (10.4, 20.6, 30.2, 40.0) covers columns 10..30 and rows 20..39
     choice = CropChoice((10.4, 20.6, 30.2, 40.0), None, False)
-    crop = apply_crop(image, choice, CropPolicy())
+    crop = cut(image, choice)
     assert crop.shape == (20, 21, 3)
     assert crop[0, 0, 0] == 10 and crop[0, -1, 0] == 30 and crop[0, 0, 1] == 20 and crop[-1, 0, 1] == 39
     assert crop_bounds((199.5, 99.5, 200.0, 100.0), (H, W)) == (199, 99, 200, 100)  # never empty
@@ -139,7 +134,7 @@ def test_mask_mode_blanks_outside_the_mask():
     choice = policy.choose(d)[0]
     assert choice.mask is not None and choice.mask.shape == (H, W) and choice.mask.sum() == 16 * 10
     image = np.full((H, W, 3), 200, dtype=np.uint8)
-    crop = apply_crop(image, choice, policy)
+    crop = cut(image, choice, policy.mask_fill)
     assert crop.shape == (20, 20, 3)
     # crop pixel (r, c) is image pixel (10 + r, 10 + c): masked rows 2..17, columns 5..14 keep 200
     expected = np.empty((20, 20, 3), dtype=np.uint8)
@@ -149,7 +144,7 @@ def test_mask_mode_blanks_outside_the_mask():
     assert image.min() == 200  # the input is untouched
     # without mask mode the mask is not attached and nothing is blanked
     plain = CropPolicy().choose(d)[0]
-    assert plain.mask is None and apply_crop(image, plain).min() == 200
+    assert plain.mask is None and cut(image, plain).min() == 200
     # mask mode on a box-only detector's output is a clear error
     with pytest.raises(ValueError, match="mask"):
         CropPolicy(mask=True).choose(dets([(10, 10, 30, 30, 0.9, CAR)]))

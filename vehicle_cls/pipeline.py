@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,33 +25,23 @@ import torch
 
 from vehicle_cls.classifier import Classifier
 from vehicle_cls.classifier.bundle import read_config
+from vehicle_cls.classifier.inference import CropJob, classify_crops, label_crops
 from vehicle_cls.cropper.choose import Chosen, detect_and_choose
+from vehicle_cls.crops import DEFAULT_MASK_FILL, WHOLE_IMAGE, CropChoice, clamp_box, unscale_box
 from vehicle_cls.decoding import Decoded, Decoder, PixelBudget
 from vehicle_cls.device_decode import DECODES
 from vehicle_cls.inputs import expand_inputs, expands, is_single_source
 from vehicle_cls.progress import progress_bar
-from vehicle_cls.results import Box, Detection, Result, label_vehicle
+from vehicle_cls.results import Result
 from vehicle_cls.runtime import resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MASK_FILL = (124, 116, 104)
 DEFAULT_MAX_BATCH_PIXELS = 100_000_000  # ~300 MB of RGB; a 4000x3000 photo is 12 M
 # ~3x the detector's 1333 px test size and more than a classifier crop (224-448 px input) needs: a
 # 13000 px JPEG is decoded at 1/2 (6500 px, a quarter of the pixels); JPEGs under 8192 px at full size
 DEFAULT_MAX_DECODE_SIDE = 4096
 CROPPER_DIR = "cropper"  # custom detector weights are copied here inside the bundle
-
-
-@dataclass
-class _Choice:
-    """A crop to classify (duck-typed like the cropper's ``CropChoice``)."""
-
-    box: tuple[float, float, float, float] | None
-    detection: Detection | None = None
-    fallback: bool = False
-    mask: np.ndarray | None = None
-    original_box: Box | None = None  # a user's box as given (original pixels), reported unchanged
 
 
 class Pipeline:
@@ -265,37 +254,21 @@ class Pipeline:
                 else:
                     choices[pos] = chosen.choices
         else:
-            choices = {pos: [_Choice(None)] for pos in good}
+            choices = {pos: [WHOLE_IMAGE] for pos in good}
 
         engine = self.classifier.engine
-        fill = self._mask_fill()
-        jobs: list[tuple[int, Any]] = []
-        prepared: list[Any] = []
-        with torch.inference_mode():
-            for pos, chosen in choices.items():
-                if not chosen:  # fallback disabled and no vehicle found: an ok result without vehicles
-                    continue
-                dec = batch[pos][1]
-                image = dec.image if dec.image is not None or engine.name == "torch" else dec.array()
-                prepared.append(engine.prepare_crops(image, chosen, fill, tensor=dec.tensor))
-                jobs.extend((pos, c) for c in chosen)
-            probs = self._classify(prepared) if jobs else None
-        classes = self.classifier.classes
-        for j, (pos, choice) in enumerate(jobs):
-            result = results[pos]
-            if not result.ok:
-                continue
-            scale = batch[pos][1].scale
-            box = getattr(choice, "original_box", None) or _original_box(choice.box, scale)
-            detection = getattr(choice, "detection", None)
-            if detection is not None and scale != (1.0, 1.0):
-                detection = replace(detection, box=_original_box(detection.box, scale))
+        jobs: dict[int, CropJob] = {}
+        for pos, chosen in choices.items():  # an empty choice (no vehicle, no fallback): ok, no vehicles
+            dec = batch[pos][1]
+            image = dec.image if dec.image is not None or engine.name == "torch" else dec.array()
+            jobs[pos] = CropJob(image, chosen, dec.tensor, dec.scale)
+        probs = classify_crops(engine, list(jobs.values()), fill=self._mask_fill(), precision=self.precision,
+                               batch_size=self._classifier_batch_size())
+        for (pos, job), rows in zip(jobs.items(), probs):
             try:
-                result.vehicles.append(label_vehicle(
-                    probs[j], classes, topk, box, detection,  # type: ignore[index]
-                    getattr(choice, "mask", None), bool(getattr(choice, "fallback", False))))
+                results[pos].vehicles = label_crops(rows, job, self.classifier.classes, topk)
             except ValueError as exc:  # e.g. NaN probabilities: this input fails, the batch goes on
-                result.error, result.vehicles = f"{result.source}: {exc}", []
+                results[pos].error = f"{results[pos].source}: {exc}"
         return results
 
     def _result(self, index: int, dec: Decoded, keep: bool) -> Result:
@@ -310,17 +283,17 @@ class Pipeline:
         return detect_and_choose(self.cropper, images, batch_size=max(1, len(images)))
 
     def _mask_fill(self) -> tuple[int, int, int]:
+        """The RGB that blanks pixels outside a mask: the cropper policy's, else the default."""
         policy = getattr(self.cropper, "policy", None)
         return tuple(getattr(policy, "mask_fill", DEFAULT_MASK_FILL))  # type: ignore[return-value]
 
-    def _classify(self, prepared: list[Any]) -> np.ndarray:
-        """Probabilities (M, C) for all crops of the batch, ``classifier_batch_size`` at a time (unset:
-        as many as free memory allows on CUDA, see ``TorchBackend.classify``; ``batch_size`` elsewhere)."""
-        engine = self.classifier.engine
+    def _classifier_batch_size(self) -> int | None:
+        """Crops per classifier call: ``classifier_batch_size`` (unset: as many as free memory allows on
+        CUDA, see ``TorchBackend.classify``; ``batch_size`` elsewhere)."""
         size = self.classifier_batch_size
-        if size is None and not (self.device.type == "cuda" and engine.name == "torch"):
+        if size is None and not (self.device.type == "cuda" and self.classifier.engine.name == "torch"):
             size = self.batch_size
-        return engine.classify(prepared, self.precision, size)
+        return size
 
 
 def _is_zoo_name(weights: str) -> bool:
@@ -381,35 +354,26 @@ def _box_list(boxes: Sequence[Any] | None, inputs: Any) -> list[Any] | None:
     return box_list
 
 
-def _original_box(box: Box | None, scale: tuple[float, float]) -> Box | None:
-    """``box`` from decoded pixels to original pixels (``scale``: (x, y) original per decoded pixel)."""
-    if box is None or scale == (1.0, 1.0):
-        return box
-    sx, sy = scale
-    return (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
-
-
 def _choices_from_boxes(box_list: list[Any], index: int, hw: tuple[int, int],
-                        scale: tuple[float, float] = (1.0, 1.0)) -> list[_Choice]:
+                        scale: tuple[float, float] = (1.0, 1.0)) -> list[CropChoice]:
     """Crop choices for image ``index`` from user boxes (original pixels ``hw``), clamped to the image
     and mapped onto the decoded image (``scale``: (x, y) original pixels per decoded pixel)."""
     if index >= len(box_list):
         raise ValueError(f"no box given for image {index} (boxes has {len(box_list)} entries)")
     entry = box_list[index]
     if entry is None:
-        return [_Choice(None)]
+        return [WHOLE_IMAGE]
     arr = np.asarray(entry, dtype=np.float64)
     if arr.size % 4 or arr.ndim > 2 or (arr.ndim == 2 and arr.shape[1] != 4) or not np.isfinite(arr).all():
         raise ValueError(f"a boxes entry must be None, (x1, y1, x2, y2) or a Kx4 array, got shape {arr.shape}")
     h, w = hw
     chosen = []
-    for x1, y1, x2, y2 in arr.reshape(-1, 4):
-        box = (min(max(x1, 0.0), w), min(max(y1, 0.0), h), min(max(x2, 0.0), w), min(max(y2, 0.0), h))
+    for given in arr.reshape(-1, 4):
+        box = clamp_box(given, hw)
         if box[2] - box[0] < 1 or box[3] - box[1] < 1:
-            raise ValueError(f"box {[float(v) for v in (x1, y1, x2, y2)]} is empty or outside the {w}x{h} image")
+            raise ValueError(f"box {[float(v) for v in given]} is empty or outside the {w}x{h} image")
         if scale == (1.0, 1.0):
-            chosen.append(_Choice(box))
+            chosen.append(CropChoice(box))
         else:
-            sx, sy = scale
-            chosen.append(_Choice((box[0] / sx, box[1] / sy, box[2] / sx, box[3] / sy), original_box=box))
+            chosen.append(CropChoice(unscale_box(box, scale), given_box=box))
     return chosen

@@ -18,14 +18,13 @@ from torch import nn
 from vehicle_cls.classifier import bundle
 from vehicle_cls.classifier.backend import ClassifierBackend
 from vehicle_cls.classifier.factory import create_model
+from vehicle_cls.classifier.inference import CropJob, classify_crops, label_crops
 from vehicle_cls.classifier.preprocess import Preprocess
-from vehicle_cls.classifier.torch_backend import TorchBackend
-from vehicle_cls.results import Result, Vehicle, label_vehicle
+from vehicle_cls.classifier.torch_backend import DEFAULT_BATCH_SIZE, TorchBackend
+from vehicle_cls.results import Result
 from vehicle_cls.runtime import resolve_device
 
 logger = logging.getLogger(__name__)
-
-WHOLE_IMAGE = Vehicle()  # a choice without box or mask: classify the whole image
 
 
 class Classifier:
@@ -159,10 +158,11 @@ class Classifier:
         """One image -> the model input ``predict_proba`` takes (stacked); for DataLoaders."""
         return self.engine.transform(image)
 
-    def predict_proba_images(self, images: Sequence[np.ndarray], precision: str = "fp32") -> np.ndarray:
-        """Softmax probabilities (N, C) for whole RGB uint8 HxWx3 images."""
-        prepared = [self.engine.prepare_crops(im, [WHOLE_IMAGE]) for im in images]
-        return self.engine.classify(prepared, precision)
+    def predict_proba_images(self, images: Sequence[np.ndarray], precision: str = "fp32",
+                             batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+        """Softmax probabilities (N, C) for whole RGB uint8 HxWx3 images, ``batch_size`` at a time."""
+        probs = classify_crops(self.engine, [CropJob(im) for im in images], precision=precision, batch_size=batch_size)
+        return np.concatenate(probs) if probs else np.zeros((0, len(self.classes)), dtype=np.float32)
 
     def predict(self, images: Any, topk: int = 5, batch_size: int = 32, precision: str = "fp32") -> list[Result]:
         """One ``Result`` per image (anything ``load_image`` accepts, or a list of them), the whole
@@ -180,19 +180,19 @@ class Classifier:
         from vehicle_cls.images import ImageError, describe_source, load_image
 
         results: list[Result] = []
-        decoded: list[np.ndarray] = []
+        jobs: dict[int, CropJob] = {}
         for i, source in enumerate(sources, start=offset):
             try:
                 image = load_image(source)
             except ImageError as exc:
                 results.append(Result.failed(describe_source(source), i, str(exc)))
                 continue
-            decoded.append(image)
+            jobs[len(results)] = CropJob(image)  # the whole image, as Pipeline without a cropper
             results.append(Result(describe_source(source), i, image_size=(int(image.shape[0]), int(image.shape[1]))))
-        probs = self.predict_proba_images(decoded, precision) if decoded else None
-        for row, result in enumerate(r for r in results if r.ok):
+        probs = classify_crops(self.engine, list(jobs.values()), precision=precision, batch_size=max(1, len(jobs)))
+        for (pos, job), rows in zip(jobs.items(), probs):
             try:
-                result.vehicles = [label_vehicle(probs[row], self.classes, topk)]  # type: ignore[index]
-            except ValueError as exc:
-                result.error = f"{result.source}: {exc}"
+                results[pos].vehicles = label_crops(rows, job, self.classes, topk)
+            except ValueError as exc:  # e.g. NaN probabilities: this input fails, the others go on
+                results[pos].error = f"{results[pos].source}: {exc}"
         return results

@@ -1,9 +1,10 @@
 """Evaluate a classifier bundle on a labelled dataset: probabilities, metrics, the failures.
 
-Images go through the classifier backend's own inference preprocessing (``Classifier.transform``:
-torch or Keras alike), whole
-(``crop="none"``), cut to their annotation box (``"gt"``) or replaced by their cached detector crop
-(a ``CropCache``); a sample that cannot be read is reported and skipped, never ending the pass.
+Images are decoded (and cut) by DataLoader workers, whole (``crop="none"``), cut to their annotation
+box (``"gt"``) or replaced by their cached detector crop (a ``CropCache``), then classified by the
+classify stage ``Pipeline`` uses (``classifier.inference``: the backend's ``prepare_crops`` +
+``classify``, torch or Keras alike); a sample that cannot be read is reported and skipped, never
+ending the pass.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader
 
+from vehicle_cls.classifier.inference import CropJob, classify_crops
 from vehicle_cls.data import Sample, SampleList
 from vehicle_cls.progress import progress_bar
 from vehicle_cls.train.metrics import ClassificationMetrics, compute_metrics
@@ -82,7 +84,7 @@ def evaluate(
     progress: bool = False,
 ) -> EvalResult:
     """Run ``classifier`` over ``samples`` (labels index ``dataset_classes``, default the model's)."""
-    from vehicle_cls.data.torch_dataset import SampleDataset, collate_skip_bad
+    from vehicle_cls.data.torch_dataset import SampleDataset
 
     classes = list(classifier.classes)
     samples = map_labels(samples, dataset_classes or getattr(samples, "classes", None) or classes, classes)
@@ -90,19 +92,20 @@ def evaluate(
         from vehicle_cls.data import CropCache
 
         crop = CropCache(crop)
-    ds = SampleDataset(samples, classifier.transform, crop, box_format=getattr(samples, "box_format", "devkit"),
-                       input_format="numpy")
+    ds = SampleDataset(samples, None, crop, box_format=getattr(samples, "box_format", "devkit"), input_format="numpy")
     if not getattr(classifier.engine, "fork_safe", True):
-        num_workers = 0  # e.g. TensorFlow: its preprocessing must run in this process
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_skip_bad)
+        num_workers = 0  # e.g. TensorFlow is loaded: do not fork workers from this process
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate_images)
     probs, labels, indices, failed = [], [], [], []
     bar = progress_bar(len(loader), progress, name, "batch", leave=False)
     for images, y, idx, bad in loader:
         failed += [(f.path, f.reason) for f in bad]
-        if len(y):
-            probs.append(classifier.predict_proba(images, precision=precision).float().cpu().numpy())
-            labels.append(y.numpy())
-            indices.append(idx.numpy())
+        if images:
+            rows = classify_crops(classifier.engine, [CropJob(im) for im in images], precision=precision,
+                                  batch_size=batch_size)
+            probs.append(np.concatenate(rows).astype(np.float32))
+            labels.append(np.asarray(y, dtype=np.int64))
+            indices.append(np.asarray(idx, dtype=np.int64))
         bar.update(1)
     bar.close()
     probs_a = np.concatenate(probs) if probs else np.zeros((0, len(classes)), dtype=np.float32)
@@ -114,3 +117,12 @@ def evaluate(
     metrics = compute_metrics(probs_a, labels_a, classes)
     return EvalResult(name, classes, sources, labels_a.astype(np.int64), probs_a.astype(np.float32), metrics,
                       failed, dict(info or {}, crop=crop if isinstance(crop, str) else str(getattr(crop, "root", crop))))
+
+
+def _collate_images(items: list[tuple[Any, int, int]]) -> tuple[list[np.ndarray], list[int], list[int], list[Any]]:
+    """A loader batch as lists (the images differ in size): images, labels, indices, failed samples."""
+    from vehicle_cls.data.torch_dataset import FailedSample
+
+    good = [it for it in items if not isinstance(it[0], FailedSample)]
+    failed = [it[0] for it in items if isinstance(it[0], FailedSample)]
+    return [it[0] for it in good], [int(it[1]) for it in good], [int(it[2]) for it in good], failed
