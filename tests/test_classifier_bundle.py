@@ -166,7 +166,7 @@ def test_keras_bundle_dispatches_to_keras_backend(tmp_path, monkeypatch):
             self.directory, self.classes = directory, ["van", "bus"]
 
         @classmethod
-        def load(cls, directory, device="cpu"):
+        def load(cls, directory, device="cpu", config=None):
             return cls(directory)
 
         def to(self, device):
@@ -175,7 +175,7 @@ def test_keras_bundle_dispatches_to_keras_backend(tmp_path, monkeypatch):
         def use_channels_last(self):
             pass
 
-        def save(self, directory, training=None, cropper=None):
+        def bundle_part(self):
             raise NotImplementedError
 
         def transform(self, image):

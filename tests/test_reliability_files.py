@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from vehicle_cls.classifier import Classifier, Preprocess
-from vehicle_cls.classifier.bundle import WEIGHTS_NAME, BundleError
+from vehicle_cls.bundle import BundleError
+from vehicle_cls.classifier.bundle import WEIGHTS_NAME
 from vehicle_cls.fileio import atomic_write_bytes, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]

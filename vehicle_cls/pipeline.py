@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vehicle_cls.bundle import BundlePart, bundle_path, read_config
 from vehicle_cls.classifier import Classifier
-from vehicle_cls.classifier.bundle import read_config
 from vehicle_cls.classifier.inference import CropJob, classify_crops, label_crops
 from vehicle_cls.cropper.choose import Chosen, detect_and_choose
 from vehicle_cls.crops import DEFAULT_MASK_FILL, WHOLE_IMAGE, CropChoice, clamp_box, unscale_box
@@ -117,23 +117,11 @@ class Pipeline:
 
     # ---- persistence ------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write the bundle: the classifier plus this pipeline's cropper section (null: no cropper).
-        Detector weights that are not a model-zoo name are copied into ``directory/cropper/`` and
-        recorded by that relative path, so the bundle can be moved."""
-        directory = Path(directory)
-        section = None
-        weights_file = None
-        if self.cropper is not None:
-            section = dict(self.cropper.to_config())
-            weights = str(section.get("weights", ""))
-            if not _is_zoo_name(weights):
-                name = Path(weights).name if os.path.isfile(weights) else "weights.safetensors"
-                weights_file = f"{CROPPER_DIR}/{name}"
-                section["weights"] = weights_file
-        path = self.classifier.save(directory, cropper=section)
-        if weights_file is not None:
-            _copy_detector_weights(self.cropper, directory / weights_file)
-        return path
+        """Write the bundle: the classifier plus this pipeline's cropper section (null: no cropper), all
+        in one directory swap. Detector weights that are not a model-zoo name are copied into
+        ``directory/cropper/`` and recorded by that relative path, so the bundle can be moved."""
+        cropper = None if self.cropper is None else _cropper_part(self.cropper)
+        return self.classifier.save(directory, cropper=cropper)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, device: str | torch.device = "auto", cropper: Any = True,
@@ -141,9 +129,10 @@ class Pipeline:
         """Open a bundle; the cropper is rebuilt from ``config.json["cropper"]`` (``cropper=False``:
         classify whole images; or pass a ``Cropper`` to use instead). ``kwargs`` go to ``Pipeline``."""
         device = resolve_device(device)
-        classifier = Classifier.load(directory, device=device)
+        config = read_config(directory)
+        classifier = Classifier.load(directory, device=device, config=config)
         if cropper is True:
-            section = read_config(directory).get("cropper")
+            section = config.get("cropper")
             cropper = _cropper_from_section(section, Path(directory), device) if section else None
         elif cropper is False:
             cropper = None
@@ -302,25 +291,23 @@ def _is_zoo_name(weights: str) -> bool:
     return weights in KNOWN_WEIGHTS
 
 
-def _copy_detector_weights(cropper: Any, dest: Path) -> None:
-    """Put the cropper's weights at ``dest``: a copy of its file, or its state saved as safetensors."""
-    from vehicle_cls.fileio import atomic_write_bytes
-
-    source = str(cropper.to_config().get("weights", ""))
+def _cropper_part(cropper: Any) -> BundlePart:
+    """The cropper's share of the bundle: its section, and its weights unless they are a zoo name (a
+    copy of its weights file, or its state saved once as safetensors, under ``cropper/``)."""
+    section = dict(cropper.to_config())
+    source = str(section.get("weights", ""))
+    if _is_zoo_name(source):
+        return BundlePart(section)
     if os.path.isfile(source):
-        if os.path.abspath(source) != os.path.abspath(dest):
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.tmp")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, dest)
-        return
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if not hasattr(cropper, "save_weights"):
+        name = f"{CROPPER_DIR}/{Path(source).name}"
+        part = BundlePart(section, {name: lambda path: shutil.copyfile(source, path)})
+    elif hasattr(cropper, "save_weights"):
+        name = f"{CROPPER_DIR}/weights.safetensors"
+        part = BundlePart(section, {name: cropper.save_weights})
+    else:
         raise ValueError(f"cropper weights {source!r} are neither a zoo name nor a file; cannot put them in the bundle")
-    tmp = dest.with_name(f".{dest.name}.tmp.safetensors")
-    cropper.save_weights(tmp)
-    atomic_write_bytes(dest, tmp.read_bytes())
-    tmp.unlink()
+    section["weights"] = name
+    return part
 
 
 def _cropper_from_section(section: dict[str, Any], directory: Path, device: torch.device) -> Any:
@@ -329,8 +316,8 @@ def _cropper_from_section(section: dict[str, Any], directory: Path, device: torc
 
     section = dict(section)
     weights = str(section.get("weights", ""))
-    if weights and not _is_zoo_name(weights) and not os.path.isabs(weights):
-        section["weights"] = str((directory / weights).resolve())
+    if not _is_zoo_name(weights):
+        section["weights"] = bundle_path(directory, weights)
     try:
         return Cropper.from_config(section, device=device)
     except Exception as exc:

@@ -5,13 +5,12 @@ A backend owns its model, its class names and its preprocessing; callers (``Clas
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from vehicle_cls.bundle import BundlePart
 from vehicle_cls.crops import CropChoice
 
 
@@ -29,9 +28,8 @@ class ClassifierBackend(Protocol):
     def use_channels_last(self) -> None:
         """Prefer the channels-last memory layout where it helps (a no-op where it does not apply)."""
 
-    def save(self, directory: str | os.PathLike, training: dict[str, Any] | None = None,
-             cropper: dict[str, Any] | None = None) -> Path:
-        """Write the bundle (weights + ``config.json``)."""
+    def bundle_part(self) -> BundlePart:
+        """Our share of a bundle: ``config.json`` entries (backend, classes, ...) and weights files."""
 
     def transform(self, image: Any) -> Any:
         """One RGB image -> its model input as a tensor that ``predict_batch`` takes stacked."""

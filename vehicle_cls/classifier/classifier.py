@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vehicle_cls.classifier import bundle
+from vehicle_cls.bundle import BundleError, BundlePart, read_config, write_bundle
 from vehicle_cls.classifier.backend import ClassifierBackend
 from vehicle_cls.classifier.factory import create_model
 from vehicle_cls.classifier.inference import CropJob, classify_crops, label_crops
@@ -121,21 +121,26 @@ class Classifier:
         self,
         directory: str | os.PathLike,
         training: dict[str, Any] | None = None,
-        cropper: dict[str, Any] | None = None,
+        cropper: BundlePart | Mapping[str, Any] | None = None,
     ) -> Path:
-        """Write the bundle: weights + ``config.json`` (all that ``load`` needs). ``cropper`` is the
-        cropper section ``Pipeline.save`` writes (null here: a classifier alone has no cropper)."""
+        """Write the bundle: weights + ``config.json`` (all that ``load`` needs), in one swap with the
+        cropper's part that ``Pipeline.save`` passes (its section and files; a bare section is
+        recorded as it is; None: null, a classifier alone has no cropper)."""
         training = training if training is not None else self.training
-        return Path(self.engine.save(Path(directory), training=training, cropper=cropper))
+        if cropper is not None and not isinstance(cropper, BundlePart):
+            cropper = BundlePart(dict(cropper))
+        return write_bundle(directory, self.engine.bundle_part(), cropper=cropper, training=training)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, device: str | torch.device = "auto") -> Classifier:
-        """Open a bundle (torch or Keras); refuses weights that do not fit ``config.json``."""
-        config = bundle.read_config(directory)
+    def load(cls, directory: str | os.PathLike, device: str | torch.device = "auto",
+             config: dict[str, Any] | None = None) -> Classifier:
+        """Open a bundle (torch or Keras; ``config``: its ``config.json`` when already read by
+        ``bundle.read_config``); refuses weights that do not fit ``config.json``."""
+        config = config if config is not None else read_config(directory)
         name = config.get("backend", "torch")
         device = resolve_device(device)
         if name == "torch":
-            engine: ClassifierBackend = TorchBackend.load(directory, device)
+            engine: ClassifierBackend = TorchBackend.load(directory, device, config)
         elif name == "keras":
             try:
                 from vehicle_cls.classifier.keras_backend import KerasBackend
@@ -143,9 +148,9 @@ class Classifier:
                 raise ImportError(
                     f"{directory} is a Keras bundle; it needs TensorFlow: pip install vehicle-cls[keras] ({exc})"
                 ) from exc
-            engine = KerasBackend.load(directory, device=str(device))
+            engine = KerasBackend.load(directory, device=str(device), config=config)
         else:
-            raise bundle.BundleError(f"{directory}: unknown backend {name!r} (expected 'torch' or 'keras')")
+            raise BundleError(f"{directory}: unknown backend {name!r} (expected 'torch' or 'keras')")
         return cls(engine, device=device, training=config.get("training"))
 
     # ---- inference --------------------------------------------------------------------------

@@ -3,13 +3,12 @@
 The course project this library grows from trained ``keras.applications.ResNet50(include_top=False,
 pooling="avg")`` + ``preprocess_input`` (caffe style) + Dropout + Dense(N, softmax). ``KerasBackend``
 loads such a model (or any Keras image classifier), applies the preprocessing it was trained with,
-and saves/loads it as a bundle directory (``model.keras`` + ``config.json`` in ``bundle.py``'s layout
+and saves/loads it as a bundle directory (``model.keras`` + ``config.json`` in ``vehicle_cls.bundle``'s layout
 with ``"backend": "keras"`` and a ``"keras"`` section: model_file, preprocess, input_size, resize,
 interpolation, output) that ``Classifier.load`` dispatches to. TensorFlow is imported lazily.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import zipfile
@@ -20,9 +19,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vehicle_cls.classifier import bundle
+from vehicle_cls.bundle import CONFIG_NAME, BundlePart, read_config, read_config_if_any, write_bundle
 from vehicle_cls.crops import DEFAULT_MASK_FILL, CropChoice, cut
-from vehicle_cls.fileio import atomic_directory
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +28,7 @@ KerasPreprocessMode = Literal["caffe", "tf", "torch", "none"]
 KerasResize = Literal["squash", "center_crop", "letterbox"]
 
 MODEL_FILE = "model.keras"
-CONFIG_FILE = bundle.CONFIG_NAME
+CONFIG_FILE = CONFIG_NAME
 PREPROCESS_MODES = ("caffe", "tf", "torch", "none")
 RESIZE_MODES = ("squash", "center_crop", "letterbox")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area", "lanczos3", "lanczos5")
@@ -218,10 +216,12 @@ class KerasBackend:
         return cls(model, classes, settings, device=device, source=os.fspath(path))
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str], device: Any = "cpu") -> KerasBackend:
-        """Load a bundle directory written by ``save`` (``config.json`` with ``"backend": "keras"``)."""
+    def load(cls, directory: str | os.PathLike[str], device: Any = "cpu",
+             config: dict[str, Any] | None = None) -> KerasBackend:
+        """Load a bundle directory written by ``save`` (``config.json`` with ``"backend": "keras"``;
+        ``config``: its content when already read)."""
         directory = Path(directory)
-        config = bundle.read_config(directory)
+        config = config if config is not None else read_config(directory)
         if config.get("backend") != "keras":
             raise ValueError(f"{directory / CONFIG_FILE}: backend is {config.get('backend')!r}, not 'keras'")
         if "classes" not in config or "keras" not in config:
@@ -245,29 +245,20 @@ class KerasBackend:
         training: dict[str, Any] | None = None,
         cropper: dict[str, Any] | None = None,
     ) -> Path:
-        """Write ``model.keras`` and our fields of ``config.json`` (other fields already there are kept),
-        swapped in as one directory like a torch bundle, so a kill never mixes two saves."""
-        directory = Path(directory)
-        self.settings.model_file = MODEL_FILE
-        previous = _read_json_or_empty(directory / CONFIG_FILE)
-        config = {**previous, **self.to_config(
-            training=training if training is not None else previous.get("training"),
-            cropper=cropper if cropper is not None else previous.get("cropper"),
-        )}
-        with atomic_directory(directory) as tmp:
-            self.model.save(os.fspath(tmp / MODEL_FILE))
-            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        return directory
+        """Write a bundle of this model alone, keeping the other fields of a ``config.json`` already
+        there (its cropper section and training summary unless given), in one directory swap."""
+        previous = read_config_if_any(directory)
+        training = training if training is not None else previous.get("training")
+        cropper = cropper if cropper is not None else previous.get("cropper")
+        return write_bundle(directory, self.bundle_part(), cropper=None if cropper is None else BundlePart(cropper),
+                            training=training, base=previous)
 
-    def to_config(
-        self, training: dict[str, Any] | None = None, cropper: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """The bundle's ``config.json`` (``bundle.make_config`` layout) with our ``"keras"`` section."""
-        return bundle.make_config(
-            backend="keras", arch="keras", classes=list(self.classes), preprocess=None,  # type: ignore[arg-type]
-            cropper=cropper, training=training,
-            extra={"weights": self.settings.model_file, "keras": self.settings.to_dict()},
-        )
+    def bundle_part(self) -> BundlePart:
+        """Our share of a bundle: classes, the ``"keras"`` settings section and ``model.keras``."""
+        self.settings.model_file = MODEL_FILE
+        entries = {"backend": "keras", "arch": "keras", "classes": list(self.classes), "dropout": None,
+                   "preprocess": None, "weights": MODEL_FILE, "keras": self.settings.to_dict()}
+        return BundlePart(entries, {MODEL_FILE: lambda path: self.model.save(os.fspath(path))})
 
     # inference -------------------------------------------------------------------------------
     @property
@@ -410,17 +401,6 @@ def load_keras_model(path: str | os.PathLike[str]) -> Any:
     except Exception as exc:  # keras raises many types for damaged files
         reason = " ".join(str(exc).split())[:300]
         raise ValueError(f"{path}: could not load the Keras model: {type(exc).__name__}: {reason}") from exc
-
-
-def _read_json_or_empty(path: Path) -> dict[str, Any]:
-    """An existing ``config.json`` whose other fields (cropper, training) a save must keep."""
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); remove it or choose another directory") from exc
-    return data if isinstance(data, dict) else {}
 
 
 def _is_hdf5(path: Path) -> bool:

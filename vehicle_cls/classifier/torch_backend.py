@@ -24,6 +24,7 @@ from vehicle_cls.batching import (
     probe_bytes_per_image,
     run_in_batches,
 )
+from vehicle_cls.bundle import CONFIG_NAME, BundlePart, read_config
 from vehicle_cls.classifier import bundle
 from vehicle_cls.classifier.compiled import CompiledCopies, resolve_compile, uses_cuda_graphs
 from vehicle_cls.classifier.factory import create_model, get_head, head_path
@@ -65,15 +66,17 @@ class TorchBackend:
 
     # ---- bundle -----------------------------------------------------------------------------
     @classmethod
-    def load(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> TorchBackend:
-        """Open a torch bundle; refuses weights that do not fit ``config.json``."""
-        config = bundle.read_config(directory)
+    def load(cls, directory: str | os.PathLike, device: str | torch.device = "cpu",
+             config: dict[str, Any] | None = None) -> TorchBackend:
+        """Open a torch bundle (``config``: its ``config.json`` when already read); refuses weights that
+        do not fit ``config.json``."""
+        config = config if config is not None else read_config(directory)
         arch, classes = config["arch"], config["classes"]
         try:
             preprocess = Preprocess.from_dict(config["preprocess"])
             model = create_model(arch, len(classes), weights=None, dropout=config.get("dropout") or 0.0)
         except (ValueError, TypeError) as exc:
-            raise bundle.BundleError(f"{Path(directory) / bundle.CONFIG_NAME}: {exc}") from None
+            raise bundle.BundleError(f"{Path(directory) / CONFIG_NAME}: {exc}") from None
         state = bundle.read_weights(directory)
         bundle.check_weights_fit(
             model.state_dict(), state, head_weight_key=_head_weight_key(model, arch),
@@ -82,15 +85,12 @@ class TorchBackend:
         model.load_state_dict(state, strict=True)
         return cls(model, arch, classes, preprocess, config.get("dropout") or 0.0, device)
 
-    def save(self, directory: str | os.PathLike, training: dict[str, Any] | None = None,
-             cropper: dict[str, Any] | None = None) -> Path:
-        """Write ``model.safetensors`` + ``config.json``."""
-        config = bundle.make_config(
-            backend="torch", arch=self.arch, classes=self.classes, dropout=self.dropout,
-            preprocess=self.preprocess.to_dict(), cropper=cropper, training=training,
-        )
+    def bundle_part(self) -> BundlePart:
+        """Our share of a bundle: arch, classes, dropout, preprocessing and ``model.safetensors``."""
         model = getattr(self.model, "_orig_mod", self.model)  # torch.compile wrapper -> plain names
-        return bundle.write_torch_bundle(Path(directory), model.state_dict(), config)
+        return bundle.torch_part(model.state_dict(), {
+            "arch": self.arch, "classes": list(self.classes), "dropout": self.dropout,
+            "preprocess": self.preprocess.to_dict()})
 
     # ---- placement --------------------------------------------------------------------------
     def to(self, device: str | torch.device) -> TorchBackend:

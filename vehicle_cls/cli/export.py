@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 HELP = "export the classifier to ONNX or TorchScript (and check it against PyTorch)"
@@ -28,11 +27,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Export, optionally check; returns the exit status."""
+    from vehicle_cls.bundle import read_config
     from vehicle_cls.classifier import Classifier
     from vehicle_cls.export import check_export, export_classifier
 
-    classifier = Classifier.load(args.model, device="cpu")
-    config = json.loads((Path(args.model) / "config.json").read_text())
+    config = read_config(args.model)
+    classifier = Classifier.load(args.model, device="cpu", config=config)
     if config.get("cropper"):
         print("note: only the classifier is exported; the bundle's cropper (detector) stays in PyTorch")
     out = export_classifier(classifier, args.out, args.format)
