@@ -87,3 +87,39 @@ def test_no_import_cycle():
     graph = _graph()
     assert "vehicle_cls.pipeline" in graph["vehicle_cls.cli.predict"]  # the graph sees function-level imports
     assert _cycles(graph) == []
+
+
+def _reaches(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or through others."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for w in graph.get(todo.pop(), ()):
+            if w not in seen:
+                seen.add(w)
+                todo.append(w)
+    return seen
+
+
+def _is_cropper(module: str) -> bool:
+    return module == "vehicle_cls.cropper" or module.startswith("vehicle_cls.cropper.")
+
+
+def test_the_classifier_imports_nothing_from_the_cropper():
+    """The classify stage takes ``crops.CropChoice`` values; it never reaches back into the choose stage,
+    neither directly nor through another module. Two shared modules still lead there and are cut out
+    here: ``fastpath`` (the detector's fast copy beside the classifier's until it is split by model) and
+    ``weights`` (it checks a downloaded detector pickle with ``cropper.checkpoint``)."""
+    graph = _graph()
+    classifier = [m for m in graph if m == "vehicle_cls.classifier" or m.startswith("vehicle_cls.classifier.")]
+    assert "vehicle_cls.classifier.keras_backend" in classifier
+    direct = {m: sorted(t for t in graph[m] if _is_cropper(t)) for m in classifier}
+    assert {m: r for m, r in direct.items() if r} == {}
+    shared = {"vehicle_cls.fastpath", "vehicle_cls.weights"}
+    cut_graph = {m: targets - shared for m, targets in graph.items()}
+    reached = {m: sorted(t for t in _reaches(cut_graph, m) if _is_cropper(t)) for m in classifier}
+    assert {m: r for m, r in reached.items() if r} == {}
+
+
+def test_reaches_follows_imports_through_other_modules():
+    assert _reaches({"a": {"b"}, "b": {"c"}, "c": set()}, "a") == {"b", "c"}
