@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from vehicle_cls.classifier import Classifier  # noqa: E402
 from vehicle_cls.cropper import Cropper, CropPolicy, apply_crop  # noqa: E402
 from vehicle_cls.fastpath import DETECTOR_PARTS  # noqa: E402
-from vehicle_cls.images import load_image  # noqa: E402
+from vehicle_cls.io.images import load_image  # noqa: E402
 from vehicle_cls.pipeline import Pipeline  # noqa: E402
 from vehicle_cls.runtime import AUTOCAST_DTYPES, resolve_precision  # noqa: E402
 

@@ -26,7 +26,7 @@ from bench_seed_loop import SHARED_PHOTOS, pick_photos  # noqa: E402
 
 from vehicle_cls.cropper import Cropper, CropPolicy  # noqa: E402
 from vehicle_cls.fastpath import DETECTOR_PARTS, prepare_classifier  # noqa: E402
-from vehicle_cls.images import load_image  # noqa: E402
+from vehicle_cls.io.images import load_image  # noqa: E402
 
 
 def detector_study(weights: Path, images: list[np.ndarray], all_bf16: bool) -> dict:

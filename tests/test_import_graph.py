@@ -87,3 +87,40 @@ def test_no_import_cycle():
     graph = _graph()
     assert "vehicle_cls.pipeline" in graph["vehicle_cls.cli.predict"]  # the graph sees function-level imports
     assert _cycles(graph) == []
+
+
+MODEL_PACKAGES = ("cropper", "classifier", "train", "data", "pipeline", "fastpath", "export", "serve",
+                  "distributed", "cli")
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for w in graph.get(todo.pop(), ()):
+            if w not in seen:
+                seen.add(w)
+                todo.append(w)
+    return seen
+
+
+def _model_imports(graph: dict[str, set[str]], package: str) -> dict[str, list[str]]:
+    """module of ``package`` -> the model modules it reaches through imports (directly or not)."""
+    model = tuple(f"vehicle_cls.{p}" for p in MODEL_PACKAGES)
+    found = {}
+    for name in graph:
+        if name == package or name.startswith(package + "."):
+            bad = sorted(m for m in _reachable(graph, name) if m.startswith(model))
+            if bad:
+                found[name] = bad
+    return found
+
+
+def test_model_import_finder_sees_an_indirect_one():
+    graph = {"vehicle_cls.io.a": {"vehicle_cls.results"}, "vehicle_cls.results": {"vehicle_cls.cropper.boxes"}}
+    assert _model_imports(graph, "vehicle_cls.io") == {"vehicle_cls.io.a": ["vehicle_cls.cropper.boxes"]}
+
+
+def test_input_stage_imports_no_model_package():
+    graph = _graph()
+    assert "vehicle_cls.io.decode" in graph
+    assert _model_imports(graph, "vehicle_cls.io") == {}

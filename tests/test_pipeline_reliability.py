@@ -16,7 +16,7 @@ import torch
 import vehicle_cls.pipeline as pipeline_mod
 from vehicle_cls.classifier import Classifier, Preprocess
 from vehicle_cls.pipeline import Pipeline
-from vehicle_cls.images import load_image
+from vehicle_cls.io.images import load_image
 from vehicle_cls.results import PALETTE, Detections
 
 PHOTOS = sorted((Path(__file__).parent / "data" / "predict").glob("*.jpg"))

@@ -22,8 +22,8 @@ _PUBLIC = {
     "Vehicle": "vehicle_cls.results",
     "Detection": "vehicle_cls.results",
     "Detections": "vehicle_cls.results",
-    "ImageError": "vehicle_cls.images",
-    "load_image": "vehicle_cls.images",
+    "ImageError": "vehicle_cls.io.images",
+    "load_image": "vehicle_cls.io.images",
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]
@@ -31,7 +31,7 @@ __all__ = sorted(_PUBLIC) + ["__version__"]
 if TYPE_CHECKING:  # pragma: no cover
     from vehicle_cls.classifier import Classifier
     from vehicle_cls.cropper import Cropper, CropPolicy
-    from vehicle_cls.images import ImageError, load_image
+    from vehicle_cls.io.images import ImageError, load_image
     from vehicle_cls.pipeline import Pipeline
     from vehicle_cls.results import Detection, Detections, Result, Vehicle
 

@@ -7,7 +7,7 @@ decoding stalls the model), and every input image (every video frame) yields exa
 raising when it cannot be read. Decoded pixels are bounded (``max_batch_pixels``): a batch is cut
 early and decoding waits when the images held exceed the budget. Large JPEGs are decoded reduced
 (``max_decode_side``); boxes and ``image_size`` are still reported in original pixels (the decoding
-stage is ``vehicle_cls.decoding``). On CUDA, JPEGs can be decoded on the device in batches (``decode``,
+stage is ``vehicle_cls.io.decode``). On CUDA, JPEGs can be decoded on the device in batches (``decode``,
 see ``device_decode``), and the classifier's
 batch is sized to free device memory unless fixed (``classifier_batch_size``, see ``batching``).
 """
@@ -27,9 +27,9 @@ import torch
 from vehicle_cls.classifier import Classifier
 from vehicle_cls.classifier.bundle import read_config
 from vehicle_cls.cropper.choose import Chosen, detect_and_choose
-from vehicle_cls.decoding import Decoded, Decoder, PixelBudget
-from vehicle_cls.device_decode import DECODES
-from vehicle_cls.inputs import expand_inputs, expands, is_single_source
+from vehicle_cls.io.decode import Decoded, Decoder, PixelBudget
+from vehicle_cls.io.device_decode import DECODES
+from vehicle_cls.io.inputs import expand_inputs, expands, is_single_source
 from vehicle_cls.progress import progress_bar
 from vehicle_cls.results import Box, Detection, Result, label_vehicle
 from vehicle_cls.runtime import resolve_device, resolve_precision

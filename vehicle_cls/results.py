@@ -218,7 +218,7 @@ class Result:
     def plot(self, image: Any = None, line_width: int | None = None, masks: bool = True) -> Image.Image:
         """Every vehicle (box, mask, label and score) drawn on ``image`` (default: the kept image or
         the source file); a failed input shows its error in red."""
-        from vehicle_cls.images import load_image
+        from vehicle_cls.io.images import load_image
 
         if image is None:
             image = self.image if self.image is not None else self.source

@@ -168,7 +168,7 @@ class Classifier:
         """One ``Result`` per image (anything ``load_image`` accepts, or a list of them), the whole
         image classified (no cropper; ``Pipeline`` adds one), ``batch_size`` images at a time;
         bad inputs get ``error`` set."""
-        from vehicle_cls.inputs import is_single_source
+        from vehicle_cls.io.inputs import is_single_source
 
         sources = [images] if is_single_source(images) else list(images)
         results: list[Result] = []
@@ -177,7 +177,7 @@ class Classifier:
         return results
 
     def _predict_chunk(self, sources: list[Any], offset: int, topk: int, precision: str) -> list[Result]:
-        from vehicle_cls.images import ImageError, describe_source, load_image
+        from vehicle_cls.io.images import ImageError, describe_source, load_image
 
         results: list[Result] = []
         decoded: list[np.ndarray] = []

@@ -324,7 +324,7 @@ class KerasBackend:
         as a float32 torch tensor (so DataLoaders can stack it)."""
         import torch
 
-        from vehicle_cls.images import load_image
+        from vehicle_cls.io.images import load_image
 
         return torch.from_numpy(self.preprocess_images([load_image(image)])[0])
 

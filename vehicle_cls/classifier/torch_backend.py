@@ -128,7 +128,7 @@ class TorchBackend:
 
     def transform(self, image: Any) -> torch.Tensor:
         """One image (RGB uint8 HxWx3 array, PIL image or CHW tensor) -> its (3, S, S) model input."""
-        from vehicle_cls.images import load_image
+        from vehicle_cls.io.images import load_image
 
         if not isinstance(image, torch.Tensor):
             image = load_image(image)

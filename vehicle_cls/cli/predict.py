@@ -203,7 +203,7 @@ class _Visualizer:
             return
         if result.source != self.video_source:
             self._finish_video()
-            from vehicle_cls.video import VideoWriter, video_fps
+            from vehicle_cls.io.video import VideoWriter, video_fps
 
             self.video_source = result.source
             fps = video_fps(result.source) / self.frame_stride

@@ -15,7 +15,7 @@ from vehicle_cls.cropper.checkpoint import load_state_dict, save_state_dict
 from vehicle_cls.cropper.policy import CropChoice, CropPolicy, apply_crop
 from vehicle_cls.cropper.rcnn import InferenceSettings, check_config
 from vehicle_cls.cropper.transforms import resized_shape
-from vehicle_cls.images import ImageError, load_image
+from vehicle_cls.io.images import ImageError, load_image
 from vehicle_cls.results import Detections
 from vehicle_cls.runtime import resolve_device
 

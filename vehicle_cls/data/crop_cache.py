@@ -36,7 +36,7 @@ from vehicle_cls.data.sample import (
     pixel_box,
 )
 from vehicle_cls.fileio import atomic_write_bytes, clean_stale_temps
-from vehicle_cls.images import load_image
+from vehicle_cls.io.images import load_image
 from vehicle_cls.progress import progress_bar
 
 logger = logging.getLogger(__name__)

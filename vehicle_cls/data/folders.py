@@ -22,7 +22,7 @@ from vehicle_cls.data.sample import (
     open_text,
     settle_problems,
 )
-from vehicle_cls.images import iter_image_files
+from vehicle_cls.io.images import iter_image_files
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from torch.utils.data._utils.collate import default_collate
 
 from vehicle_cls.data.sample import Sample, pixel_box
-from vehicle_cls.images import ImageError, load_image
+from vehicle_cls.io.images import ImageError, load_image
 
 logger = logging.getLogger(__name__)
 

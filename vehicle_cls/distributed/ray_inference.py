@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from vehicle_cls.fileio import temp_name
-from vehicle_cls.images import IMAGE_EXTENSIONS, describe_source, iter_image_files
+from vehicle_cls.io.images import IMAGE_EXTENSIONS, describe_source, iter_image_files
 from vehicle_cls.results import Result
 
 logger = logging.getLogger(__name__)

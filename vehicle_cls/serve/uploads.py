@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from vehicle_cls.images import ImageError
+from vehicle_cls.io.images import ImageError
 
 MB = 1024 * 1024
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from vehicle_cls.images import IMAGE_EXTENSIONS, describe_source
+from vehicle_cls.io.images import IMAGE_EXTENSIONS, describe_source
 
 logger = logging.getLogger(__name__)
 
