@@ -130,7 +130,7 @@ def test_refuses_missing_and_unexpected_tensors_by_name(bundle):
     "change, message",
     [
         ({"format_version": 99}, "format version 99 is newer"),
-        ({"preprocess": {"input_size": 48, "colour": "BGR"}}, "unknown preprocess settings.*colour"),
+        ({"preprocess": {"input_size": 48, "colour": "BGR"}}, "config.json: unknown key preprocess.colour; known: "),
         ({"classes": ["a", "a", "b", "c", "d", "e"]}, "duplicate"),
         ({"backend": "onnx"}, "unknown backend 'onnx'"),
         ({"arch": "not_a_net"}, "unsupported classifier architecture 'not_a_net'"),

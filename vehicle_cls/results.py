@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from vehicle_cls.errors import one_line
 from vehicle_cls.labels import coco_class_name
 
 Box = tuple[float, float, float, float]
@@ -85,7 +86,7 @@ class Detections:
     @classmethod
     def failed(cls, error: str) -> Detections:
         """No detections because the input failed; ``error`` says why (one line)."""
-        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64), error=" ".join(str(error).split()))
+        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64), error=one_line(error))
 
     @classmethod
     def empty(cls, image_size: tuple[int, int] | None = None, with_masks: bool = False) -> Detections:
@@ -314,11 +315,6 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has one fixed-size bitmap font
         return ImageFont.load_default()
-
-
-def one_line(text: Any) -> str:
-    """``text`` with all whitespace runs (newlines included) folded to single spaces."""
-    return " ".join(str(text).split())
 
 
 def _num(value: Any, digits: int = 6) -> float | None:

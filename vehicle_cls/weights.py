@@ -21,6 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from vehicle_cls.errors import VehicleClsError
 from vehicle_cls.fileio import clean_stale_temps, open_new_file, temp_name
 from vehicle_cls.progress import progress_bar
 
@@ -75,7 +76,7 @@ KNOWN_WEIGHTS: dict[str, WeightsInfo] = {
 }
 
 
-class WeightsError(RuntimeError):
+class WeightsError(VehicleClsError, RuntimeError):
     """Weights could not be downloaded or verified; the message says what to do about it."""
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from vehicle_cls.errors import VehicleClsError
 from vehicle_cls.fileio import atomic_directory
 
 BUNDLE_FORMAT = "vehicle_cls.classifier"
@@ -26,7 +27,7 @@ REQUIRED_KEYS = ("classes",)
 TORCH_REQUIRED_KEYS = ("format_version", "arch", "preprocess")
 
 
-class BundleError(ValueError):
+class BundleError(VehicleClsError, ValueError):
     """A bundle directory is missing, malformed, or its weights do not fit its config."""
 
 

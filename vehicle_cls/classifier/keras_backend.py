@@ -21,7 +21,9 @@ from typing import Any, Literal
 import numpy as np
 
 from vehicle_cls.classifier import bundle
+from vehicle_cls.errors import one_line
 from vehicle_cls.fileio import atomic_directory
+from vehicle_cls.fromdict import strict_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -89,12 +91,10 @@ class KerasSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> KerasSettings:
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            logger.warning("ignoring unknown keras settings in config.json: %s", ", ".join(unknown))
-        return cls(**known)
+    def from_dict(cls, d: dict[str, Any], source: str = "", prefix: str = "keras.") -> KerasSettings:
+        """Inverse of ``to_dict``; an unknown key is an error naming ``source`` and the key (like every
+        other section of ``config.json``: a misspelt setting must not silently fall back to a default)."""
+        return strict_from_dict(cls, d, source=source, prefix=prefix)
 
 
 def preprocess_array(batch: np.ndarray, mode: str) -> np.ndarray:
@@ -225,7 +225,7 @@ class KerasBackend:
             raise ValueError(f"{directory / CONFIG_FILE}: backend is {config.get('backend')!r}, not 'keras'")
         if "classes" not in config or "keras" not in config:
             raise ValueError(f"{directory / CONFIG_FILE}: a keras bundle needs 'classes' and 'keras' entries")
-        settings = KerasSettings.from_dict(config["keras"])
+        settings = KerasSettings.from_dict(config["keras"], source=str(directory / CONFIG_FILE))
         model_path = directory / settings.model_file
         model = load_keras_model(model_path)
         fixed = _model_input_size(model)
@@ -410,7 +410,7 @@ def load_keras_model(path: str | os.PathLike[str]) -> Any:
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as exc:  # keras raises many types for damaged files
-        reason = " ".join(str(exc).split())[:300]
+        reason = one_line(exc)[:300]
         raise ValueError(f"{path}: could not load the Keras model: {type(exc).__name__}: {reason}") from exc
 
 

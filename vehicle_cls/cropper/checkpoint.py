@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vehicle_cls.errors import VehicleClsError
+
 logger = logging.getLogger(__name__)
 
 #: (module, name) globals a model-zoo pickle may reference: numpy array/dtype/scalar reconstruction,
@@ -37,7 +39,7 @@ _IGNORED_SUBSTRINGS = ("anchor_generator.cell_anchors",)
 _OPTIONAL_NORM_BUFFERS = {"running_mean": 0.0, "running_var": 1.0}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(VehicleClsError, ValueError):
     """A weights file could not be read or does not fit the network; the message names file and tensor."""
 
 

@@ -1,7 +1,7 @@
 """detectron2's GeneralizedRCNN (R101-FPN Faster / Mask R-CNN) for inference, with detectron2's parameter names."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -12,6 +12,7 @@ from vehicle_cls.cropper.resnet import ResNet
 from vehicle_cls.cropper.roi_heads import StandardROIHeads
 from vehicle_cls.cropper.rpn import RPN
 from vehicle_cls.cropper.transforms import PIXEL_MEAN_BGR, batch_images
+from vehicle_cls.fromdict import strict_from_dict
 
 #: config name -> (has mask head, detectron2 config file)
 MODEL_CONFIGS: dict[str, tuple[bool, str]] = {
@@ -42,12 +43,9 @@ class InferenceSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> InferenceSettings:
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown test setting(s) {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**d)
+    def from_dict(cls, d: dict, source: str = "", prefix: str = "test_settings.") -> InferenceSettings:
+        """Inverse of :meth:`to_dict`; an unknown key is an error naming ``source`` and the key."""
+        return strict_from_dict(cls, d, source=source, prefix=prefix)
 
 
 def check_config(config: str) -> bool:

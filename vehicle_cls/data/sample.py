@@ -21,6 +21,8 @@ from typing import Literal, TextIO, overload
 
 import numpy as np
 
+from vehicle_cls.errors import VehicleClsError, one_line
+
 logger = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
@@ -53,12 +55,12 @@ class Problem:
         return f"{where}{f' ({self.item})' if self.item else ''}: {self.reason}"
 
 
-class DatasetError(ValueError):
+class DatasetError(VehicleClsError, ValueError):
     """A dataset cannot be read as asked (missing files, malformed rows with ``on_error='raise'``)."""
 
     def __init__(self, message: str, problems: Sequence[Problem] = ()):
         self.problems = list(problems)
-        super().__init__(" ".join(str(message).split()))
+        super().__init__(one_line(message))
 
 
 @contextlib.contextmanager

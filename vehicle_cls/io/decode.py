@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from vehicle_cls.errors import one_line
 from vehicle_cls.io.device_decode import EncodedJpeg, decode_jpegs, jpeg_for_device
 from vehicle_cls.io.images import ImageError, load_image_reduced
 from vehicle_cls.io.inputs import InputItem
-from vehicle_cls.results import one_line
 
 logger = logging.getLogger(__name__)
 

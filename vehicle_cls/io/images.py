@@ -25,6 +25,8 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from vehicle_cls.errors import VehicleClsError, one_line
+
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own bomb limit (2x MAX_IMAGE_PIXELS), made explicit
 DEFAULT_BACKGROUND = (255, 255, 255)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -38,12 +40,12 @@ _EXIF_ORIENTATION = 0x0112
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
 
 
-class ImageError(ValueError):
+class ImageError(VehicleClsError, ValueError):
     """An image source could not be turned into pixels; the message names the source and reason."""
 
     def __init__(self, source: Any, reason: str):
         self.source = describe_source(source)
-        self.reason = " ".join(str(reason).split())  # always one line
+        self.reason = one_line(reason)
         super().__init__(f"{self.source}: {self.reason}")
 
 
