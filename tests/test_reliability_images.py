@@ -74,6 +74,20 @@ def test_folder_with_a_fifo_goes_on(tmp_path, caplog):
 
 
 @needs_fifo
+def test_input_folder_walk_skips_a_fifo_with_a_video_name_and_says_so(tmp_path, caplog):
+    """Pipeline inputs walk folders with the same walker as datasets: a FIFO named like a video
+    (whose opening by OpenCV would block) is skipped with a warning, the image still comes through."""
+    from vehicle_cls.io.inputs import expand_inputs
+
+    (tmp_path / "a.jpg").write_bytes((PHOTOS / "car5.jpg").read_bytes())
+    os.mkfifo(tmp_path / "clip.mp4")
+    with caplog.at_level(logging.WARNING, logger="vehicle_cls.io.images"):
+        items = list(expand_inputs(tmp_path))
+    assert [i.name for i in items] == [str(tmp_path / "a.jpg")] and items[0].error is None
+    assert any("clip.mp4" in r.getMessage() and "FIFO" in r.getMessage() for r in caplog.records)
+
+
+@needs_fifo
 def test_pipeline_gives_the_fifo_an_error_and_classifies_the_rest(tmp_path):
     from vehicle_cls import Pipeline
     from vehicle_cls.classifier import Classifier, Preprocess
