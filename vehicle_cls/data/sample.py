@@ -197,3 +197,29 @@ class SampleList(Sequence[Sample]):
         return SampleList(
             samples, self.classes, name, root=self.root, split=split or self.split, box_format=self.box_format
         )
+
+
+def relabel(samples: Sequence[Sample], classes: Sequence[str], into: Sequence[str], *, what: str = "dataset",
+            target: str = "the model", split: str | None = None) -> SampleList:
+    """``samples`` (labelled by index into ``classes``) relabelled into the class list ``into`` by name.
+
+    Only the classes that some sample uses must be in ``into``: a class nobody is labelled with (an
+    empty class folder) changes no label, so it is not an error. An unknown used class is a
+    ``ValueError`` naming ``what`` and the classes. Name, root, split (unless ``split`` is given), box
+    format and problems carry over; with equal class lists the samples come back unchanged.
+    """
+    classes, into = list(classes), list(into)
+    name = getattr(samples, "name", what)
+    split = split or getattr(samples, "split", None)
+    keep = dict(root=getattr(samples, "root", None), box_format=getattr(samples, "box_format", "devkit"),
+                problems=getattr(samples, "problems", ()))
+    if classes == into:
+        if isinstance(samples, SampleList) and samples.split == split:
+            return samples
+        return SampleList(list(samples), into, name, split=split, **keep)
+    index = {c: i for i, c in enumerate(into)}
+    unknown = sorted({classes[s.label] for s in samples} - set(index))
+    if unknown:
+        raise ValueError(f"{what} {name}: {len(unknown)} classes {target} does not know, e.g. {unknown[:5]}")
+    items = [Sample(s.path, index[classes[s.label]], s.box) for s in samples]
+    return SampleList(items, into, name, split=split, **keep)
