@@ -2,11 +2,12 @@
 from vehicle_cls.cropper.checkpoint import CheckpointError
 from vehicle_cls.cropper.cropper import Cropper
 from vehicle_cls.cropper.policy import CropChoice, CropPolicy, apply_crop
-from vehicle_cls.cropper.rcnn import MODEL_CONFIGS, InferenceSettings
+from vehicle_cls.cropper.rcnn import InferenceSettings
 from vehicle_cls.results import Detection, Detections
+from vehicle_cls.zoo import DETECTOR_CONFIGS
 
 __all__ = [
-           "MODEL_CONFIGS",
+           "DETECTOR_CONFIGS",
            "CheckpointError",
            "CropChoice",
            "CropPolicy",

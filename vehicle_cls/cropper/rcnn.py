@@ -13,12 +13,7 @@ from vehicle_cls.cropper.roi_heads import StandardROIHeads
 from vehicle_cls.cropper.rpn import RPN
 from vehicle_cls.cropper.transforms import PIXEL_MEAN_BGR, batch_images
 from vehicle_cls.fromdict import strict_from_dict
-
-#: config name -> (has mask head, detectron2 config file)
-MODEL_CONFIGS: dict[str, tuple[bool, str]] = {
-    "faster_rcnn_R_101_FPN_3x": (False, "COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml"),
-    "mask_rcnn_R_101_FPN_3x": (True, "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml"),
-}
+from vehicle_cls.zoo import detector_config
 
 
 @dataclass
@@ -50,9 +45,7 @@ class InferenceSettings:
 
 def check_config(config: str) -> bool:
     """Return whether ``config`` has a mask head; unknown names are an error listing the known ones."""
-    if config not in MODEL_CONFIGS:
-        raise ValueError(f"unknown cropper config {config!r}; expected one of {sorted(MODEL_CONFIGS)}")
-    return MODEL_CONFIGS[config][0]
+    return detector_config(config).mask_on
 
 
 class GeneralizedRCNN(nn.Module):
