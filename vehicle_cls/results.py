@@ -317,6 +317,53 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
+# --- the output schema, written once: the typed fields of to_dict() and to_rows() -----------------
+#: A field is (name, type); a type is "string", "int64", "float64", "bool", ("list", type) or
+#: ("struct", fields). Tables (Parquet through Ray, ``arrow_schema``) are built from these.
+DETECTION_FIELDS: tuple = (("box", ("list", "float64")), ("score", "float64"), ("class_id", "int64"),
+                           ("class_name", "string"))
+VEHICLE_FIELDS: tuple = (
+    ("box", ("list", "float64")), ("detection", ("struct", DETECTION_FIELDS)), ("label", "string"),
+    ("score", "float64"), ("class_index", "int64"),
+    ("topk", ("list", ("struct", (("label", "string"), ("score", "float64"))))),  # [label, score] pairs in JSON
+    ("fallback", "bool"), ("has_mask", "bool"),
+)
+RESULT_FIELDS: tuple = (  # Result.to_dict(), one row per input
+    ("source", "string"), ("index", "int64"), ("frame", "int64"), ("timestamp", "float64"),
+    ("image_size", ("list", "int64")), ("error", "string"), ("vehicles", ("list", ("struct", VEHICLE_FIELDS))),
+)
+ROW_FIELDS: tuple = (  # Result.to_rows(), one flat row per vehicle
+    ("source", "string"), ("index", "int64"), ("frame", "int64"), ("timestamp", "float64"),
+    ("image_height", "int64"), ("image_width", "int64"), ("error", "string"),
+    ("vehicle", "int64"), ("label", "string"), ("score", "float64"), ("class_index", "int64"),
+    ("x1", "float64"), ("y1", "float64"), ("x2", "float64"), ("y2", "float64"),
+    ("detector_class", "string"), ("detector_score", "float64"), ("fallback", "bool"),
+)
+ROW_KINDS = ("image", "vehicle")
+
+
+def output_fields(rows: str = "image") -> tuple:
+    """``RESULT_FIELDS`` for ``rows="image"`` (``to_dict``), ``ROW_FIELDS`` for ``rows="vehicle"`` (``to_rows``)."""
+    if rows not in ROW_KINDS:
+        raise ValueError(f"rows must be 'image' (one row per input) or 'vehicle' (one row per vehicle), not {rows!r}")
+    return RESULT_FIELDS if rows == "image" else ROW_FIELDS
+
+
+def arrow_schema(rows: str = "image") -> Any:
+    """The pyarrow schema of ``output_fields(rows)`` (pyarrow is imported here, on first use)."""
+    import pyarrow as pa
+
+    def arrow(tp: Any) -> Any:
+        if isinstance(tp, str):
+            return getattr(pa, {"bool": "bool_"}.get(tp, tp))()
+        kind, inner = tp
+        if kind == "list":
+            return pa.list_(arrow(inner))
+        return pa.struct([(name, arrow(t)) for name, t in inner])
+
+    return pa.schema([(name, arrow(tp)) for name, tp in output_fields(rows)])
+
+
 def _num(value: Any, digits: int = 6) -> float | None:
     """A rounded float for JSON, or None for None / NaN / inf (strict JSON has no NaN)."""
     if value is None:
