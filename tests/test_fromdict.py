@@ -64,5 +64,5 @@ def test_inference_settings_refuse_unknown_keys():
     from vehicle_cls.cropper.rcnn import InferenceSettings
 
     assert InferenceSettings.from_dict({"score_thresh_test": 0.3}).score_thresh_test == 0.3
-    with pytest.raises(ValueError, match=r"test_settings\.score_thresh \(did you mean test_settings\.score_thresh_test\?\)"):
+    with pytest.raises(ValueError, match=r"settings\.score_thresh \(did you mean test_settings\.score_thresh_test\?\)"):
         InferenceSettings.from_dict({"score_thresh": 0.3})

@@ -89,8 +89,7 @@ def test_no_import_cycle():
     assert _cycles(graph) == []
 
 
-MODEL_PACKAGES = ("cropper", "classifier", "train", "data", "pipeline", "fastpath", "export", "serve",
-                  "distributed", "cli")
+MODEL_PACKAGES = ("cropper", "classifier", "train", "data", "pipeline", "export", "serve", "distributed", "cli")
 
 
 def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:

@@ -98,7 +98,7 @@ class Pipeline:
         self.cropper = cropper
         self.classifier = classifier
         self.device = resolve_device(device) if device is not None else classifier.device
-        # one precision for both models; "auto": bf16/fp16 where runtime says it pays (fastpath keeps
+        # one precision for both models; "auto": bf16/fp16 where runtime says it pays (cropper.fast keeps
         # fp32 wherever low precision would change the detections), else fp32, the exact reference
         self.precision = resolve_precision(precision, self.device)
         if cropper is not None and hasattr(cropper, "set_precision"):

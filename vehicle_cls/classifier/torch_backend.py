@@ -27,8 +27,9 @@ from vehicle_cls.batching import (
 from vehicle_cls.classifier import bundle
 from vehicle_cls.classifier.compiled import CompiledCopies, resolve_compile, uses_cuda_graphs
 from vehicle_cls.classifier.factory import create_model, get_head, head_path
+from vehicle_cls.classifier.fast import InferenceCopies
+from vehicle_cls.classifier.forward import classify_logits
 from vehicle_cls.classifier.preprocess import Preprocess, crop_resize_on_device, preprocess_images
-from vehicle_cls.fastpath import InferenceCopies, classify_logits
 from vehicle_cls.runtime import resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class TorchBackend:
     # ---- inference --------------------------------------------------------------------------
     def predict_batch(self, batch: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
         """Softmax probabilities (N, C) float32 on the device for a preprocessed NCHW batch: fp32 runs
-        the model as it is, bf16/fp16 its inference copy (vehicle_cls.fastpath: BN folded, low-precision
+        the model as it is, bf16/fp16 its inference copy (vehicle_cls.classifier.fast: BN folded, low-precision
         weights, channels_last)."""
         precision = resolve_precision(precision, self.device)
         if self._compiled is None:

@@ -192,7 +192,7 @@ class Cropper:
 
     def set_precision(self, precision: str, parts: tuple[str, ...] | None = None) -> None:
         """Run the detector in ``precision`` from now on ("fp32": detectron2's exact numbers; "bf16"/"fp16":
-        the fast path, see :mod:`vehicle_cls.fastpath`; "auto": runtime.resolve_precision). ``parts``
+        the fast path, see :mod:`vehicle_cls.cropper.fast`; "auto": runtime.resolve_precision). ``parts``
         (torch backend): detector parts run in low precision, default the ones that keep agreement."""
         if parts is None:
             self.backend.set_precision(precision)
