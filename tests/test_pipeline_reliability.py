@@ -15,9 +15,10 @@ import torch
 
 import vehicle_cls.pipeline as pipeline_mod
 from vehicle_cls.classifier import Classifier, Preprocess
-from vehicle_cls.pipeline import Pipeline
 from vehicle_cls.io.images import load_image
-from vehicle_cls.results import PALETTE, Detections
+from vehicle_cls.pipeline import Pipeline
+from vehicle_cls.plotting import PALETTE
+from vehicle_cls.results import Detections
 
 PHOTOS = sorted((Path(__file__).parent / "data" / "predict").glob("*.jpg"))
 CLASSES = ["car", "minibus", "truck"]

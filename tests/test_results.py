@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from vehicle_cls.results import PALETTE, Detection, Detections, Result, Vehicle, label_vehicle, results_to_jsonl
+from vehicle_cls.plotting import PALETTE
+from vehicle_cls.results import Detection, Detections, Result, Vehicle, label_vehicle, results_to_jsonl
 
 
 def _detections() -> Detections:
