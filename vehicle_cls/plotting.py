@@ -2,12 +2,13 @@
 in red (what ``Result.plot`` and ``vehicle-cls predict --save-images`` show)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from vehicle_cls.results import Result
+if TYPE_CHECKING:  # results imports this module (Result.plot): no runtime import back
+    from vehicle_cls.results import Result
 
 PALETTE = ((40, 200, 60), (30, 144, 255), (255, 160, 0), (200, 60, 200), (0, 200, 200), (240, 220, 40))
 ERROR_COLOR = (220, 40, 40)
