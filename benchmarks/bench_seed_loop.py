@@ -156,7 +156,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         weights = args.weights
         if weights is None:
-            from vehicle_cls.cropper.synthetic import synthetic_d2_state_dict, write_zoo_pkl
+            from vehicle_cls.testing.synthetic import synthetic_d2_state_dict, write_zoo_pkl
 
             weights = Path(tmp) / "synthetic.pkl"
             write_zoo_pkl(synthetic_d2_state_dict("faster_rcnn_R_101_FPN_3x", seed=0), weights)

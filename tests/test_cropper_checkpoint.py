@@ -14,8 +14,8 @@ from vehicle_cls.cropper import CheckpointError, Cropper, CropPolicy
 from vehicle_cls.cropper import InferenceSettings as Settings
 from vehicle_cls.cropper.checkpoint import load_into, load_state_dict, load_zoo_pkl
 from vehicle_cls.cropper.rcnn import GeneralizedRCNN
-from vehicle_cls.cropper.synthetic import synthetic_d2_state_dict, write_zoo_pkl
 from vehicle_cls.results import Detections
+from vehicle_cls.testing.synthetic import synthetic_d2_state_dict, write_zoo_pkl
 
 PHOTOS = os.path.join(os.path.dirname(__file__), "data", "photos")
 SMALL = {"min_size_test": 160, "max_size_test": 320}  # keeps the 101-layer forward pass quick

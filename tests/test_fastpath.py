@@ -21,9 +21,9 @@ from vehicle_cls.cropper.cropper import plan_batches
 from vehicle_cls.cropper.fast import DETECTOR_PARTS, fold_frozen_norms, prepare_detector
 from vehicle_cls.cropper.layers import Conv2d, FrozenBatchNorm2d
 from vehicle_cls.cropper.rcnn import GeneralizedRCNN, InferenceSettings
-from vehicle_cls.cropper.synthetic import synthetic_d2_state_dict, write_zoo_pkl
 from vehicle_cls.cropper.transforms import batch_images, preprocess_image, preprocess_on_device
 from vehicle_cls.results import Detections
+from vehicle_cls.testing.synthetic import synthetic_d2_state_dict, write_zoo_pkl
 
 DATA = Path(__file__).parent / "data"
 PHOTOS = sorted((DATA / "photos").glob("*.jpg")) + sorted((DATA / "vehicle_photos").rglob("*.jpg"))

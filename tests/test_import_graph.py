@@ -123,3 +123,12 @@ def test_input_stage_imports_no_model_package():
     graph = _graph()
     assert "vehicle_cls.io.decode" in graph
     assert _model_imports(graph, "vehicle_cls.io") == {}
+
+
+def test_runtime_modules_import_no_test_fixture():
+    """vehicle_cls.testing (synthetic weights) serves tests, benchmarks and examples only."""
+    graph = _graph()
+    assert "vehicle_cls.testing.synthetic" in graph
+    users = sorted(m for m, deps in graph.items() if not m.startswith("vehicle_cls.testing")
+                   and any(d.startswith("vehicle_cls.testing") for d in deps))
+    assert users == []
