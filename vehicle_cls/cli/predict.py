@@ -117,8 +117,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"vehicle-cls predict: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
-    from pathlib import Path
-
     from tqdm.auto import tqdm
 
     from vehicle_cls.pipeline import Pipeline

@@ -100,9 +100,6 @@ class PixelBudget:
 _END = object()
 
 
-_END = object()
-
-
 @dataclass
 class Decoder:
     """Decodes Pipeline inputs: ``num_workers`` threads (0: in the caller), JPEGs over
