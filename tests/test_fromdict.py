@@ -51,7 +51,7 @@ def test_a_non_mapping_is_refused_naming_the_section():
 def test_keras_settings_refuse_unknown_keys_like_preprocess():
     """Before, KerasSettings warned and dropped an unknown key (a misspelt "interpolation" silently ran
     bilinear) while Preprocess refused; both sections of config.json now refuse."""
-    from vehicle_cls.classifier.keras_backend import KerasSettings
+    from vehicle_cls.classifier.keras.settings import KerasSettings
 
     good = KerasSettings(input_size=96, interpolation="bicubic")
     assert KerasSettings.from_dict(good.to_dict()) == good

@@ -223,14 +223,14 @@ def test_arrays_are_never_reduced(clf):
 KERAS_PREDICT = """
 import sys
 {imports}
-from vehicle_cls.classifier.keras_backend import import_keras
+from vehicle_cls.classifier.keras.loading import import_keras
 from vehicle_cls.pipeline import Pipeline
 keras = import_keras()
 inputs = keras.Input((32, 32, 3))
 outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs))
 model = keras.Model(inputs, outputs)
 model.save(sys.argv[1] + "/tiny.keras")
-from vehicle_cls.classifier.keras_backend import KerasBackend
+from vehicle_cls.classifier.keras.backend import KerasBackend
 KerasBackend.from_file(sys.argv[1] + "/tiny.keras", ["car", "minibus", "truck"]).save(sys.argv[1] + "/bundle")
 from torchvision.ops import roi_align  # torchvision after tensorflow
 result = Pipeline.load(sys.argv[1] + "/bundle", device="cpu", num_workers=0)(sys.argv[2], boxes=[(5, 5, 60, 60)])[0]

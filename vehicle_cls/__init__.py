@@ -40,7 +40,7 @@ class _NoTritonAfterTensorflow(importlib.abc.MetaPathFinder):
     """Refuse to load triton once TensorFlow is loaded: that order segfaults the process (torch 2.14 /
     triton 3.8 / tensorflow 2.21 on Linux; torchvision loads triton). torch then runs without triton
     (no torch.compile on GPU in this process) instead of crashing. Loading triton first (import
-    torchvision or vehicle_cls.classifier.keras_backend before tensorflow) keeps it and is safe."""
+    torchvision or vehicle_cls.classifier.keras.loading before tensorflow) keeps it and is safe."""
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
         if "tensorflow" in sys.modules and "triton" not in sys.modules:

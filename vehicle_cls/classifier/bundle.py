@@ -1,7 +1,7 @@
 """A classifier bundle on disk: ``model.safetensors`` + ``config.json`` (all one needs to predict).
 
 ``config.json`` holds the format version, the backend ("torch" here; "keras" bundles are written by
-``keras_backend``), the architecture, the class names, the exact preprocessing, the cropper
+``classifier.keras``), the architecture, the class names, the exact preprocessing, the cropper
 settings (or null) and a training summary. Reading checks the weights against the config and
 refuses a mismatch with a message that names what differs.
 """

@@ -139,7 +139,7 @@ class Classifier:
             engine: ClassifierBackend = TorchBackend.load(directory, device)
         elif name == "keras":
             try:
-                from vehicle_cls.classifier.keras_backend import KerasBackend
+                from vehicle_cls.classifier.keras.backend import KerasBackend
             except ImportError as exc:
                 raise ImportError(
                     f"{directory} is a Keras bundle; it needs TensorFlow: pip install vehicle-cls[keras] ({exc})"

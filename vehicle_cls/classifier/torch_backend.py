@@ -1,6 +1,6 @@
 """The torch side of ``Classifier``: a torchvision backbone, its preprocessing and its bundle format.
 
-``TorchBackend`` and ``keras_backend.KerasBackend`` implement the same interface (see
+``TorchBackend`` and ``keras.backend.KerasBackend`` implement the same interface (see
 ``backend.ClassifierBackend``), so ``Pipeline``, ``Classifier.predict`` and evaluation never ask
 which one they hold. Crops are cut and resized on the model's device with ``roi_align``. On CUDA,
 ``classify`` sizes its batches to free memory unless given a size, and halves a batch that runs out.
