@@ -38,3 +38,24 @@ def test_equal_class_lists_return_the_samples_unchanged():
     assert relabel(ds, ds.classes, list(ds.classes)) is ds
     plain = relabel([Sample("a.jpg", 1)], ["x", "y"], ["x", "y"])
     assert isinstance(plain, SampleList) and plain[0].label == 1
+
+
+def test_prepare_splits_relabels_a_separate_test_set_by_name(tmp_path):
+    """The training-side call site: a test folder whose classes sort differently, with an extra empty
+    class folder, is relabelled into the training classes (the former _remap refused the extra class)."""
+    from PIL import Image
+
+    from vehicle_cls.train.config import DataConfig
+    from vehicle_cls.train.splits import prepare_splits
+
+    def folder(root, counts):
+        for name, n in counts.items():
+            (root / name).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(root / name / f"{i}.jpg")
+
+    folder(tmp_path / "train", {"bus": 4, "car": 4})
+    folder(tmp_path / "test", {"aardvark": 0, "car": 2})
+    splits = prepare_splits(DataConfig(train=str(tmp_path / "train"), test=str(tmp_path / "test"), val_fraction=0.25))
+    assert splits.classes == ["bus", "car"]
+    assert [splits.classes[s.label] for s in splits.test] == ["car", "car"] and splits.test.split == "test"
