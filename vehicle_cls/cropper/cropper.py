@@ -104,7 +104,7 @@ class Cropper:
             raise ValueError("cropper config has no 'weights' (zoo name or path)")
         kwargs: dict[str, Any] = dict(
             config=d.get("config", "faster_rcnn_R_101_FPN_3x"), backend=d.get("backend", "torch"),
-            device=device, policy=CropPolicy.from_dict(d.get("policy", {})),
+            device=device, policy=CropPolicy.from_dict(d.get("policy", {}), prefix="cropper.policy."),
             precision=d.get("precision", "fp32"), channels_last=d.get("channels_last", False),
             batch_size=d.get("batch_size", 1), **d.get("test_settings", {}),
         )
