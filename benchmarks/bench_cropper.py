@@ -1,7 +1,7 @@
 """Time our torch R101-FPN cropper against real detectron2, in one process, on the same inputs.
 
 Both run the same weights (by default the synthetic ones of
-:mod:`vehicle_cls.cropper.synthetic`, written to a model-zoo ``.pkl``; or ``--weights`` a real zoo
+:mod:`vehicle_cls.testing.synthetic`, written to a model-zoo ``.pkl``; or ``--weights`` a real zoo
 file), fp32 on the CPU with the same ``torch.set_num_threads``, on the same image, at detectron2's
 default test size (800/1333) and at a smaller one. Calls are interleaved (ours, detectron2, ours,
 ...) so that load from other processes hits both alike; the table gives the median seconds per
@@ -31,7 +31,7 @@ for p in (ROOT, ROOT / "tools"):
         sys.path.insert(0, str(p))
 
 from vehicle_cls import Cropper
-from vehicle_cls.cropper.synthetic import synthetic_d2_state_dict, write_zoo_pkl
+from vehicle_cls.testing.synthetic import synthetic_d2_state_dict, write_zoo_pkl
 
 logger = logging.getLogger("bench_cropper")
 

@@ -18,7 +18,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import json, resource, sys, time
-from vehicle_cls.images import load_image
+from vehicle_cls.io.images import load_image
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 pixels = load_image(sys.argv[1], max_side=None if sys.argv[2] == "none" else int(sys.argv[2]))

@@ -20,7 +20,7 @@ from bench_seed_loop import SHARED_PHOTOS, pick_photos  # noqa: E402
 
 from vehicle_cls.cropper import Cropper  # noqa: E402
 from vehicle_cls.cropper.transforms import batch_images, preprocess_image  # noqa: E402
-from vehicle_cls.images import load_image  # noqa: E402
+from vehicle_cls.io.images import load_image  # noqa: E402
 
 
 def best_times(runs: dict, repeats: int) -> dict[str, float]:

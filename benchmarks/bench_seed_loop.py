@@ -6,7 +6,7 @@ the ResNet50 classifier in fp32 one crop at a time. Against it: ``Pipeline(cropp
 precision="fp32")`` and ``Pipeline(..., precision="auto")`` (the fast path where the machine has
 one). Variants run round robin, ``--repeats`` times, best run kept; peak RSS is sampled per run.
 ``bf16-all`` also runs the detector's backbone and heads in bf16: faster, but it does not keep
-agreement with fp32 (see fastpath.DETECTOR_LOW_PRECISION_PARTS); it shows what that costs and buys.
+agreement with fp32 (see cropper.fast.DETECTOR_LOW_PRECISION_PARTS); it shows what that costs and buys.
 Also measured in the same run: the fast classifier's achieved FLOP/s on ready batches as a fraction
 of a plain bf16 (CUDA: fp16) matmul's rate, and the roofline (roofline.py): the pipeline's FLOPs per
 image against the machine's fp32 and bf16 conv rates, i.e. the largest speed-up over the seed loop
@@ -40,8 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from vehicle_cls.classifier import Classifier  # noqa: E402
 from vehicle_cls.cropper import Cropper, CropPolicy, cut  # noqa: E402
-from vehicle_cls.fastpath import DETECTOR_PARTS  # noqa: E402
-from vehicle_cls.images import load_image  # noqa: E402
+from vehicle_cls.cropper.fast import DETECTOR_PARTS  # noqa: E402
+from vehicle_cls.io.images import load_image  # noqa: E402
 from vehicle_cls.pipeline import Pipeline  # noqa: E402
 from vehicle_cls.runtime import AUTOCAST_DTYPES, resolve_precision  # noqa: E402
 
@@ -156,7 +156,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         weights = args.weights
         if weights is None:
-            from vehicle_cls.cropper.synthetic import synthetic_d2_state_dict, write_zoo_pkl
+            from vehicle_cls.testing.synthetic import synthetic_d2_state_dict, write_zoo_pkl
 
             weights = Path(tmp) / "synthetic.pkl"
             write_zoo_pkl(synthetic_d2_state_dict("faster_rcnn_R_101_FPN_3x", seed=0), weights)

@@ -24,9 +24,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from bench_seed_loop import SHARED_PHOTOS, pick_photos  # noqa: E402
 
+from vehicle_cls.classifier.fast import prepare_classifier  # noqa: E402
 from vehicle_cls.cropper import Cropper, CropPolicy  # noqa: E402
-from vehicle_cls.fastpath import DETECTOR_PARTS, prepare_classifier  # noqa: E402
-from vehicle_cls.images import load_image  # noqa: E402
+from vehicle_cls.cropper.fast import DETECTOR_PARTS  # noqa: E402
+from vehicle_cls.io.images import load_image  # noqa: E402
 
 
 def detector_study(weights: Path, images: list[np.ndarray], all_bf16: bool) -> dict:

@@ -14,7 +14,6 @@ import torch
 
 import vehicle_cls
 from vehicle_cls.classifier import Classifier, Preprocess
-from vehicle_cls.pipeline import Pipeline
 
 CLASSES = ["car", "minibus", "truck"]
 KILLED = 9

@@ -39,7 +39,8 @@ class _Backend:
         else:
             if importlib.util.find_spec("tensorflow") is None:
                 pytest.skip("tensorflow is not installed (pip install vehicle-cls[keras])")
-            from vehicle_cls.classifier.keras_backend import KerasBackend, import_keras
+            from vehicle_cls.classifier.keras.backend import KerasBackend
+            from vehicle_cls.classifier.keras.loading import import_keras
 
             keras = import_keras()
             keras.utils.set_random_seed(0)

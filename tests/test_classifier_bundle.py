@@ -130,7 +130,7 @@ def test_refuses_missing_and_unexpected_tensors_by_name(bundle):
     "change, message",
     [
         ({"format_version": 99}, "format version 99 is newer"),
-        ({"preprocess": {"input_size": 48, "colour": "BGR"}}, "unknown preprocess settings.*colour"),
+        ({"preprocess": {"input_size": 48, "colour": "BGR"}}, "config.json: unknown key preprocess.colour; known: "),
         ({"classes": ["a", "a", "b", "c", "d", "e"]}, "duplicate"),
         ({"backend": "onnx"}, "unknown backend 'onnx'"),
         ({"arch": "not_a_net"}, "unsupported classifier architecture 'not_a_net'"),
@@ -156,8 +156,8 @@ def test_missing_bundle_files_are_named(tmp_path, bundle):
 
 
 def test_keras_bundle_dispatches_to_keras_backend(tmp_path, monkeypatch):
-    """A config with backend "keras" is opened by keras_backend.KerasBackend.load (stubbed here)."""
-    import vehicle_cls.classifier.keras_backend as kb
+    """A config with backend "keras" is opened by classifier.keras.backend.KerasBackend.load (stubbed here)."""
+    import vehicle_cls.classifier.keras.backend as kb
 
     class FakeKeras:  # the backend interface (ClassifierBackend), answering 0.25 / 0.75 for any image
         name, fork_safe, device = "keras", False, "cpu"

@@ -114,8 +114,10 @@ def test_preprocess_dict_round_trip_and_validation():
     assert Preprocess.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="resize"):
         Preprocess(224, "stretch")
-    with pytest.raises(ValueError, match="unknown preprocess settings.*colour"):
+    with pytest.raises(ValueError, match="unknown key preprocess.colour; known: "):
         Preprocess.from_dict({**cfg.to_dict(), "colour": "BGR"})
+    with pytest.raises(ValueError, match=r"key preprocess\.interpolaton \(did you mean preprocess\.interpolation\?\)"):
+        Preprocess.from_dict({**cfg.to_dict(), "interpolaton": "bicubic"})
 
 
 # ---- crops on the device ---------------------------------------------------------------------

@@ -10,7 +10,7 @@ from PIL import Image
 
 from vehicle_cls.cropper import Cropper, detectron2_backend, torch_backend
 from vehicle_cls.cropper import cropper as cropper_module
-from vehicle_cls.cropper.synthetic import synthetic_d2_state_dict, write_zoo_pkl
+from vehicle_cls.testing.synthetic import synthetic_d2_state_dict, write_zoo_pkl
 
 PHOTOS = os.path.join(os.path.dirname(__file__), "data", "photos")
 SMALL = {"min_size_test": 160, "max_size_test": 320}

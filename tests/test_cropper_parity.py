@@ -2,7 +2,7 @@
 
 ``tests/data/d2_reference/`` holds what detectron2 itself (built from its own model-zoo configs,
 weights loaded by its ``DetectionCheckpointer`` from a zoo ``.pkl``) output on the deterministic
-weights of :func:`vehicle_cls.cropper.synthetic.synthetic_d2_state_dict`, for the real photos of
+weights of :func:`vehicle_cls.testing.synthetic.synthetic_d2_state_dict`, for the real photos of
 ``tests/data/photos`` upscaled to a few sizes; ``tools/record_detectron2.py`` wrote them. Here the
 same weights are written to a zoo ``.pkl`` and loaded through our public API, and every
 detectron2 detection must be matched by one of ours: same class, box IoU >= 0.999, |score
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vehicle_cls.cropper.synthetic import d2_r101_fpn_shapes, synthetic_d2_state_dict, write_zoo_pkl
+from vehicle_cls.testing.synthetic import d2_r101_fpn_shapes, synthetic_d2_state_dict, write_zoo_pkl
 
 DATA = Path(__file__).parent / "data"
 REF_DIR = DATA / "d2_reference"

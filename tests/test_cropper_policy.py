@@ -158,5 +158,7 @@ def test_policy_round_trip_and_validation():
     assert CropPolicy.from_dict(d) == p
     with pytest.raises(ValueError, match="margin"):
         CropPolicy(margin=-0.1)
-    with pytest.raises(ValueError, match="unknown CropPolicy field"):
-        CropPolicy.from_dict({"colour": "red"})
+    with pytest.raises(ValueError, match=r"^b\.json: unknown key policy\.colour; known: "):
+        CropPolicy.from_dict({"colour": "red"}, source="b.json")
+    with pytest.raises(ValueError, match=r"unknown key policy\.margins \(did you mean policy\.margin\?\)"):
+        CropPolicy.from_dict({"margins": 0.1})

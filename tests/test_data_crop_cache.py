@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from vehicle_cls.data import ClassFolders, CropCache, DatasetError, Sample, SampleList, open_dataset
-from vehicle_cls.images import load_image
+from vehicle_cls.io.images import load_image
 from vehicle_cls.results import Detections
 
 PHOTOS = Path(__file__).parent / "data" / "vehicle_photos"

@@ -18,7 +18,7 @@ def test_shipped_subset_is_small_attributed_and_readable():
     assert sorted({f.parent.name for f in files}) == CLASSES
     assert all(len(list((root / c).glob("*.jpg"))) == 110 for c in CLASSES)
     assert sum(f.stat().st_size for f in files) < 6 * 2**20
-    from vehicle_cls.images import load_image
+    from vehicle_cls.io.images import load_image
 
     assert all(load_image(f).shape == (100, 100, 3) for f in files[::55])
 

@@ -1,4 +1,4 @@
-"""JPEG decode on the model's device (vehicle_cls.device_decode, ``Pipeline(decode=...)``).
+"""JPEG decode on the model's device (vehicle_cls.io.device_decode, ``Pipeline(decode=...)``).
 
 The same code runs with ``device="cpu"`` (torchvision's libjpeg decoder), which checks the plumbing
 here against PIL (what ``load_image`` uses): pixels, EXIF orientation, per-item errors and fallbacks.
@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 from vehicle_cls.classifier import Classifier, Preprocess
-from vehicle_cls.device_decode import decode_jpegs, jpeg_for_device
-from vehicle_cls.images import ImageError, load_image
+from vehicle_cls.io.device_decode import decode_jpegs, jpeg_for_device
+from vehicle_cls.io.images import ImageError, load_image
 from vehicle_cls.pipeline import Pipeline
 
 DATA = Path(__file__).parent / "data"
@@ -132,7 +132,7 @@ def test_pipeline_device_decode_matches_cpu_decode(clf, tmp_path, caplog):
     boxes = [(10, 10, 60, 90), None, (0, 0, 60, 100), None, None, [(5, 5, 50, 50), (20, 30, 90, 95)], None, None]
     cpu = Pipeline(None, clf, device="cpu", batch_size=4, num_workers=2, decode="cpu")(
         inputs, boxes=boxes, keep_images=True)
-    with caplog.at_level(logging.INFO, logger="vehicle_cls.decoding"):
+    with caplog.at_level(logging.INFO, logger="vehicle_cls.io.decode"):
         dev = Pipeline(None, clf, device="cpu", batch_size=4, num_workers=2, decode="device")(
             inputs, boxes=boxes, keep_images=True)
     assert _summary(dev) == _summary(cpu)
@@ -150,7 +150,7 @@ def test_pipeline_device_decode_matches_cpu_decode(clf, tmp_path, caplog):
 
 def test_pipeline_decodes_on_device_only_where_asked(clf, monkeypatch):
     calls = []
-    import vehicle_cls.decoding as decoding_module
+    import vehicle_cls.io.decode as decoding_module
 
     real = decoding_module.decode_jpegs
 

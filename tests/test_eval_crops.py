@@ -10,7 +10,7 @@ import torch
 
 from vehicle_cls.classifier import Classifier, Preprocess
 from vehicle_cls.data import CropCache, Sample, SampleList
-from vehicle_cls.images import load_image
+from vehicle_cls.io.images import load_image
 from vehicle_cls.train.evaluate import evaluate
 from vehicle_cls.train.report import write_comparison, write_report
 

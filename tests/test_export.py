@@ -43,7 +43,7 @@ def test_export_matches_pytorch_on_real_photos(bundle, tmp_path, fmt, suffix):
     sidecar = json.loads(Path(str(out) + ".json").read_text())
     assert sidecar["classes"] == clf.classes and sidecar["preprocessing"] == clf.preprocess.to_dict()
     from vehicle_cls.classifier.preprocess import preprocess_images
-    from vehicle_cls.images import load_image
+    from vehicle_cls.io.images import load_image
 
     batch = preprocess_images([load_image(p) for p in PHOTOS], clf.preprocess, torch.device("cpu")).numpy()
     probs = run_export(out, batch)

@@ -14,21 +14,16 @@ import pytest
 import torch
 from PIL import Image
 
+from vehicle_cls.classifier.fast import InferenceCopies, prepare_classifier
 from vehicle_cls.cropper import Cropper, CropPolicy
 from vehicle_cls.cropper.checkpoint import load_into
 from vehicle_cls.cropper.cropper import plan_batches
+from vehicle_cls.cropper.fast import DETECTOR_PARTS, fold_frozen_norms, prepare_detector
 from vehicle_cls.cropper.layers import Conv2d, FrozenBatchNorm2d
 from vehicle_cls.cropper.rcnn import GeneralizedRCNN, InferenceSettings
-from vehicle_cls.cropper.synthetic import synthetic_d2_state_dict, write_zoo_pkl
 from vehicle_cls.cropper.transforms import batch_images, preprocess_image, preprocess_on_device
-from vehicle_cls.fastpath import (
-    DETECTOR_PARTS,
-    InferenceCopies,
-    fold_frozen_norms,
-    prepare_classifier,
-    prepare_detector,
-)
 from vehicle_cls.results import Detections
+from vehicle_cls.testing.synthetic import synthetic_d2_state_dict, write_zoo_pkl
 
 DATA = Path(__file__).parent / "data"
 PHOTOS = sorted((DATA / "photos").glob("*.jpg")) + sorted((DATA / "vehicle_photos").rglob("*.jpg"))
@@ -322,7 +317,7 @@ def test_cuda_classifier_agrees_with_cpu_fp32():
     with torch.inference_mode():
         ref = model(x).softmax(1)
     copies = InferenceCopies()
-    from vehicle_cls.fastpath import classify_logits
+    from vehicle_cls.classifier.forward import classify_logits
 
     for precision in ("fp32", "bf16", "fp16"):
         out = classify_logits(copies, model.to("cuda"), x, precision, "cuda").softmax(1).cpu()

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vehicle_cls.images import ImageError, describe_source, iter_image_files, load_image
+from vehicle_cls.io.images import ImageError, describe_source, iter_image_files, load_image
 
 
 def _jpeg_bytes(image: Image.Image, **kw) -> bytes:

@@ -89,6 +89,9 @@ def test_no_import_cycle():
     assert _cycles(graph) == []
 
 
+MODEL_PACKAGES = ("cropper", "classifier", "train", "data", "pipeline", "export", "serve", "distributed", "cli")
+
+
 def _reaches(graph: dict[str, set[str]], start: str) -> set[str]:
     """Every module ``start`` imports, directly or through others."""
     seen: set[str] = set()
@@ -107,15 +110,14 @@ def _is_cropper(module: str) -> bool:
 
 def test_the_classifier_imports_nothing_from_the_cropper():
     """The classify stage takes ``crops.CropChoice`` values; it never reaches back into the choose stage,
-    neither directly nor through another module. Two shared modules still lead there and are cut out
-    here: ``fastpath`` (the detector's fast copy beside the classifier's until it is split by model) and
-    ``weights`` (it checks a downloaded detector pickle with ``cropper.checkpoint``)."""
+    neither directly nor through another module. One shared module still leads there and is cut out
+    here: ``weights`` (it checks a downloaded detector pickle with ``cropper.checkpoint``)."""
     graph = _graph()
     classifier = [m for m in graph if m == "vehicle_cls.classifier" or m.startswith("vehicle_cls.classifier.")]
-    assert "vehicle_cls.classifier.keras_backend" in classifier
+    assert "vehicle_cls.classifier.keras.backend" in classifier
     direct = {m: sorted(t for t in graph[m] if _is_cropper(t)) for m in classifier}
     assert {m: r for m, r in direct.items() if r} == {}
-    shared = {"vehicle_cls.fastpath", "vehicle_cls.weights"}
+    shared = {"vehicle_cls.weights"}
     cut_graph = {m: targets - shared for m, targets in graph.items()}
     reached = {m: sorted(t for t in _reaches(cut_graph, m) if _is_cropper(t)) for m in classifier}
     assert {m: r for m, r in reached.items() if r} == {}
@@ -123,3 +125,35 @@ def test_the_classifier_imports_nothing_from_the_cropper():
 
 def test_reaches_follows_imports_through_other_modules():
     assert _reaches({"a": {"b"}, "b": {"c"}, "c": set()}, "a") == {"b", "c"}
+
+
+def _model_imports(graph: dict[str, set[str]], package: str) -> dict[str, list[str]]:
+    """module of ``package`` -> the model modules it reaches through imports (directly or not)."""
+    model = tuple(f"vehicle_cls.{p}" for p in MODEL_PACKAGES)
+    found = {}
+    for name in graph:
+        if name == package or name.startswith(package + "."):
+            bad = sorted(m for m in _reaches(graph, name) if m.startswith(model))
+            if bad:
+                found[name] = bad
+    return found
+
+
+def test_model_import_finder_sees_an_indirect_one():
+    graph = {"vehicle_cls.io.a": {"vehicle_cls.results"}, "vehicle_cls.results": {"vehicle_cls.cropper.boxes"}}
+    assert _model_imports(graph, "vehicle_cls.io") == {"vehicle_cls.io.a": ["vehicle_cls.cropper.boxes"]}
+
+
+def test_input_stage_imports_no_model_package():
+    graph = _graph()
+    assert "vehicle_cls.io.decode" in graph
+    assert _model_imports(graph, "vehicle_cls.io") == {}
+
+
+def test_runtime_modules_import_no_test_fixture():
+    """vehicle_cls.testing (synthetic weights) serves tests, benchmarks and examples only."""
+    graph = _graph()
+    assert "vehicle_cls.testing.synthetic" in graph
+    users = sorted(m for m, deps in graph.items() if not m.startswith("vehicle_cls.testing")
+                   and any(d.startswith("vehicle_cls.testing") for d in deps))
+    assert users == []

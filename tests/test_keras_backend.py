@@ -15,7 +15,8 @@ if importlib.util.find_spec("tensorflow") is None:
 
 from PIL import Image  # noqa: E402
 
-from vehicle_cls.classifier.keras_backend import KerasBackend, import_keras  # noqa: E402
+from vehicle_cls.classifier.keras.backend import KerasBackend  # noqa: E402
+from vehicle_cls.classifier.keras.loading import import_keras  # noqa: E402
 
 keras = import_keras()  # TensorFlow after torchvision: the other order segfaults (triton), see import_keras
 tf = sys.modules["tensorflow"]

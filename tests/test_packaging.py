@@ -62,7 +62,7 @@ def test_import_vehicle_cls_stays_light():
 
 
 @pytest.mark.parametrize("module", [
-    "vehicle_cls.classifier.keras_backend",
+    "vehicle_cls.classifier.keras.backend",
     "vehicle_cls.distributed.ray_inference",
     "vehicle_cls.pipeline",
     "vehicle_cls.cli",
@@ -82,7 +82,7 @@ def test_modules_import_optional_deps_lazily(module):
 
 
 @pytest.mark.parametrize("module, importer, missing, extra", [
-    ("vehicle_cls.classifier.keras_backend", "import_keras", "tensorflow", "keras"),
+    ("vehicle_cls.classifier.keras.loading", "import_keras", "tensorflow", "keras"),
     ("vehicle_cls.distributed.ray_inference", "import_ray", "ray", "ray"),
     ("vehicle_cls.cli.serve", "import_serving", "uvicorn", "serve"),
     ("vehicle_cls.export", "import_onnx", "onnxruntime", "export"),

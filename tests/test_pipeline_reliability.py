@@ -15,9 +15,10 @@ import torch
 
 import vehicle_cls.pipeline as pipeline_mod
 from vehicle_cls.classifier import Classifier, Preprocess
+from vehicle_cls.io.images import load_image
 from vehicle_cls.pipeline import Pipeline
-from vehicle_cls.images import load_image
-from vehicle_cls.results import PALETTE, Detections
+from vehicle_cls.plotting import PALETTE
+from vehicle_cls.results import Detections
 
 PHOTOS = sorted((Path(__file__).parent / "data" / "predict").glob("*.jpg"))
 CLASSES = ["car", "minibus", "truck"]
@@ -222,14 +223,14 @@ def test_arrays_are_never_reduced(clf):
 KERAS_PREDICT = """
 import sys
 {imports}
-from vehicle_cls.classifier.keras_backend import import_keras
+from vehicle_cls.classifier.keras.loading import import_keras
 from vehicle_cls.pipeline import Pipeline
 keras = import_keras()
 inputs = keras.Input((32, 32, 3))
 outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs))
 model = keras.Model(inputs, outputs)
 model.save(sys.argv[1] + "/tiny.keras")
-from vehicle_cls.classifier.keras_backend import KerasBackend
+from vehicle_cls.classifier.keras.backend import KerasBackend
 KerasBackend.from_file(sys.argv[1] + "/tiny.keras", ["car", "minibus", "truck"]).save(sys.argv[1] + "/bundle")
 from torchvision.ops import roi_align  # torchvision after tensorflow
 result = Pipeline.load(sys.argv[1] + "/bundle", device="cpu", num_workers=0)(sys.argv[2], boxes=[(5, 5, 60, 60)])[0]

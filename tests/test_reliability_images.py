@@ -16,8 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vehicle_cls import images
-from vehicle_cls.images import ImageError, iter_image_files, load_image
+from vehicle_cls.io import images
+from vehicle_cls.io.images import ImageError, iter_image_files, load_image
 
 PHOTOS = Path(__file__).parent / "data" / "predict"
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
@@ -67,10 +67,24 @@ def test_fifo_is_refused_without_blocking(tmp_path):
 def test_folder_with_a_fifo_goes_on(tmp_path, caplog):
     (tmp_path / "a.jpg").write_bytes((PHOTOS / "car5.jpg").read_bytes())
     os.mkfifo(tmp_path / "b.jpg")
-    with caplog.at_level(logging.WARNING, logger="vehicle_cls.images"):
+    with caplog.at_level(logging.WARNING, logger="vehicle_cls.io.images"):
         files = list(iter_image_files(tmp_path))
     assert files == [tmp_path / "a.jpg"]
     assert any("b.jpg" in r.getMessage() and "not a regular file" in r.getMessage() for r in caplog.records)
+
+
+@needs_fifo
+def test_input_folder_walk_skips_a_fifo_with_a_video_name_and_says_so(tmp_path, caplog):
+    """Pipeline inputs walk folders with the same walker as datasets: a FIFO named like a video
+    (whose opening by OpenCV would block) is skipped with a warning, the image still comes through."""
+    from vehicle_cls.io.inputs import expand_inputs
+
+    (tmp_path / "a.jpg").write_bytes((PHOTOS / "car5.jpg").read_bytes())
+    os.mkfifo(tmp_path / "clip.mp4")
+    with caplog.at_level(logging.WARNING, logger="vehicle_cls.io.images"):
+        items = list(expand_inputs(tmp_path))
+    assert [i.name for i in items] == [str(tmp_path / "a.jpg")] and items[0].error is None
+    assert any("clip.mp4" in r.getMessage() and "FIFO" in r.getMessage() for r in caplog.records)
 
 
 @needs_fifo
@@ -141,7 +155,7 @@ def test_multi_frame_image_logs_that_it_uses_frame_one(tmp_path, caplog, fmt):
     frames = [Image.new("RGB", (16, 12), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
     path = tmp_path / f"anim.{fmt.lower()}"
     frames[0].save(path, format=fmt, save_all=True, append_images=frames[1:])
-    with caplog.at_level(logging.WARNING, logger="vehicle_cls.images"):
+    with caplog.at_level(logging.WARNING, logger="vehicle_cls.io.images"):
         pixels = load_image(path)
     assert tuple(pixels[0, 0]) == (255, 0, 0) or pixels[0, 0, 0] > 200  # frame 1 (GIF palette may shift)
     messages = [r.getMessage() for r in caplog.records]

@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from vehicle_cls.results import PALETTE, Detection, Detections, Result, Vehicle, label_vehicle, results_to_jsonl
+from vehicle_cls.plotting import PALETTE
+from vehicle_cls.results import Detection, Detections, Result, Vehicle, label_vehicle, results_to_jsonl
 
 
 def _detections() -> Detections:
@@ -94,3 +95,41 @@ def test_plot_draws_every_vehicle():
     assert big[50, 80].tolist() == list(PALETTE[1])
     failed = np.asarray(Result.failed("y", 0, "broken").plot(image))
     assert (failed[..., 0] == 220).any()  # the red error label
+
+
+def _keys(fields) -> list[str]:
+    return [name for name, _ in fields]
+
+
+def test_declared_fields_are_exactly_the_keys_of_to_dict_and_to_rows():
+    from vehicle_cls.results import DETECTION_FIELDS, RESULT_FIELDS, ROW_FIELDS, VEHICLE_FIELDS
+
+    r = _street()
+    d = r.to_dict()
+    assert list(d) == _keys(RESULT_FIELDS)
+    assert all(list(v) == _keys(VEHICLE_FIELDS) for v in d["vehicles"])
+    assert list(d["vehicles"][0]["detection"]) == _keys(DETECTION_FIELDS)
+    for res in (r, Result.failed("x.jpg", 3, "bad")):
+        assert all(list(row) == _keys(ROW_FIELDS) for row in res.to_rows())
+
+
+def test_arrow_schema_matches_the_former_hand_written_one_and_holds_the_rows():
+    pa = pytest.importorskip("pyarrow")
+    from vehicle_cls.results import arrow_schema
+
+    detection = pa.struct([("box", pa.list_(pa.float64())), ("score", pa.float64()), ("class_id", pa.int64()),
+                           ("class_name", pa.string())])
+    vehicle = pa.struct([
+        ("box", pa.list_(pa.float64())), ("detection", detection), ("label", pa.string()), ("score", pa.float64()),
+        ("class_index", pa.int64()), ("topk", pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))),
+        ("fallback", pa.bool_()), ("has_mask", pa.bool_()),
+    ])
+    assert arrow_schema("image") == pa.schema([
+        ("source", pa.string()), ("index", pa.int64()), ("frame", pa.int64()), ("timestamp", pa.float64()),
+        ("image_size", pa.list_(pa.int64())), ("error", pa.string()), ("vehicles", pa.list_(vehicle)),
+    ])
+    rows = [row for res in (_street(), Result.failed("x.jpg", 3, "bad")) for row in res.to_rows()]
+    table = pa.Table.from_pylist(rows, schema=arrow_schema("vehicle"))
+    assert table.to_pylist() == rows
+    with pytest.raises(ValueError, match="rows must be 'image'"):
+        arrow_schema("frame")

@@ -11,7 +11,7 @@ from PIL import Image
 from vehicle_cls.classifier import Preprocess, preprocess_images
 from vehicle_cls.data import Sample, SampleList
 from vehicle_cls.data.torch_dataset import SampleDataset
-from vehicle_cls.images import load_image
+from vehicle_cls.io.images import load_image
 from vehicle_cls.train.augment import build_batch_mix, build_eval_transform, build_train_transform
 from vehicle_cls.train.config import AugmentConfig
 

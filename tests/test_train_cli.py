@@ -14,7 +14,7 @@ from vehicle_cls.classifier import Classifier
 from vehicle_cls.cli import demo as demo_cli
 from vehicle_cls.cli import eval as eval_cli
 from vehicle_cls.cli import train as train_cli
-from vehicle_cls.images import load_image
+from vehicle_cls.io.images import load_image
 
 DEMO = Path(__file__).resolve().parents[1] / "vehicle_cls" / "assets" / "demo_vehicle_types"
 CLASSES = ["bike", "car", "minibus"]

@@ -53,7 +53,7 @@ def test_string_where_a_number_is_expected(tmp_path):
 
 def test_unknown_key_names_file_and_key(tmp_path):
     msg = one_line_error(write(tmp_path, "data:\n  train: x\noptim:\n  learning_rate: 0.1\n"))
-    assert msg.startswith(f"{tmp_path / 'recipe.yaml'}: unknown key optim.learning_rate (known: ")
+    assert msg.startswith(f"{tmp_path / 'recipe.yaml'}: unknown key optim.learning_rate; known: ")
     msg = one_line_error(write(tmp_path, "data:\n  train: x\noptimizer:\n  lr: 0.1\n"))
     assert "unknown key optimizer" in msg
 

@@ -213,3 +213,16 @@ def test_zoo_pickle_without_checksum_is_validated_before_caching(server, tmp_pat
     with pytest.raises(WeightsError, match=r"bad\.pkl is not a detectron2 checkpoint.*file discarded"):
         fetch_weights(f"{server}/zoo/bad.pkl", cache_dir=tmp_path)
     assert leftovers(tmp_path) == ["good.pkl"]  # nothing of the bad download stays, not even a .part
+
+
+def test_detector_weights_come_from_the_one_config_registry():
+    """KNOWN_WEIGHTS, the detector's mask head and the detectron2 config file all read vehicle_cls.zoo."""
+    from vehicle_cls.cropper.rcnn import check_config
+    from vehicle_cls.zoo import DETECTOR_CONFIGS, detector_config
+
+    assert set(DETECTOR_CONFIGS) <= set(KNOWN_WEIGHTS)
+    for name, c in DETECTOR_CONFIGS.items():
+        assert KNOWN_WEIGHTS[name].url == c.weights_url and check_config(name) is c.mask_on
+    assert detector_config("mask_rcnn_R_101_FPN_3x").d2_config_file.endswith("mask_rcnn_R_101_FPN_3x.yaml")
+    with pytest.raises(ValueError, match="unknown cropper config 'retinanet'"):
+        detector_config("retinanet")

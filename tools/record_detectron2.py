@@ -1,7 +1,7 @@
 """Record real detectron2's R101-FPN outputs as parity fixtures for our torch port.
 
 The model-zoo weights cannot be shipped, so detectron2 is run on the deterministic synthetic
-weights of :mod:`vehicle_cls.cropper.synthetic`, written to a model-zoo ``.pkl`` and loaded through
+weights of :mod:`vehicle_cls.testing.synthetic`, written to a model-zoo ``.pkl`` and loaded through
 detectron2's own ``DetectionCheckpointer``; the models are built from detectron2's own model-zoo
 configs (``COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml``,
 ``COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml``) on the CPU. The inputs are the real
@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # allow `python tools/record_detectron2.py` from a checkout
     sys.path.insert(0, str(ROOT))
 
-from vehicle_cls.cropper.synthetic import synthetic_d2_state_dict, write_zoo_pkl
+from vehicle_cls.testing.synthetic import synthetic_d2_state_dict, write_zoo_pkl
 
 logger = logging.getLogger("record_detectron2")
 
@@ -195,7 +195,7 @@ def record(out_dir: Path, photos: Path, seed: int, only: set[str] | None = None)
         "pillow_version": PIL.__version__,
         "torch_num_threads": torch.get_num_threads(),
         "seed": seed,
-        "weights": "vehicle_cls.cropper.synthetic.synthetic_d2_state_dict(config, seed)",
+        "weights": "vehicle_cls.testing.synthetic.synthetic_d2_state_dict(config, seed)",
         "input": "RGB photo upscaled with PIL bicubic, reversed to BGR for detectron2 (as DefaultPredictor expects)",
         "recorded_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "cases": [],

@@ -22,8 +22,8 @@ _PUBLIC = {
     "Vehicle": "vehicle_cls.results",
     "Detection": "vehicle_cls.results",
     "Detections": "vehicle_cls.results",
-    "ImageError": "vehicle_cls.images",
-    "load_image": "vehicle_cls.images",
+    "ImageError": "vehicle_cls.io.images",
+    "load_image": "vehicle_cls.io.images",
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]
@@ -31,7 +31,7 @@ __all__ = sorted(_PUBLIC) + ["__version__"]
 if TYPE_CHECKING:  # pragma: no cover
     from vehicle_cls.classifier import Classifier
     from vehicle_cls.cropper import Cropper, CropPolicy
-    from vehicle_cls.images import ImageError, load_image
+    from vehicle_cls.io.images import ImageError, load_image
     from vehicle_cls.pipeline import Pipeline
     from vehicle_cls.results import Detection, Detections, Result, Vehicle
 
@@ -40,7 +40,7 @@ class _NoTritonAfterTensorflow(importlib.abc.MetaPathFinder):
     """Refuse to load triton once TensorFlow is loaded: that order segfaults the process (torch 2.14 /
     triton 3.8 / tensorflow 2.21 on Linux; torchvision loads triton). torch then runs without triton
     (no torch.compile on GPU in this process) instead of crashing. Loading triton first (import
-    torchvision or vehicle_cls.classifier.keras_backend before tensorflow) keeps it and is safe."""
+    torchvision or vehicle_cls.classifier.keras.loading before tensorflow) keeps it and is safe."""
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
         if "tensorflow" in sys.modules and "triton" not in sys.modules:

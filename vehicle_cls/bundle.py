@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from vehicle_cls.errors import VehicleClsError
 from vehicle_cls.fileio import atomic_directory
 
 BUNDLE_FORMAT = "vehicle_cls.classifier"
@@ -29,7 +30,7 @@ TORCH_REQUIRED_KEYS = ("format_version", "arch", "preprocess")  # a torch bundle
 FileWriter = Callable[[Path], Any]  # writes one file at the path it is given
 
 
-class BundleError(ValueError):
+class BundleError(VehicleClsError, ValueError):
     """A bundle directory is missing, malformed, or its weights do not fit its config."""
 
 

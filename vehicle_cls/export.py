@@ -24,7 +24,7 @@ from torch import nn
 
 from vehicle_cls.classifier import Classifier
 from vehicle_cls.classifier.preprocess import preprocess_images
-from vehicle_cls.images import load_image
+from vehicle_cls.io.images import load_image
 
 FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 18

@@ -7,7 +7,7 @@ decoding stalls the model), and every input image (every video frame) yields exa
 raising when it cannot be read. Decoded pixels are bounded (``max_batch_pixels``): a batch is cut
 early and decoding waits when the images held exceed the budget. Large JPEGs are decoded reduced
 (``max_decode_side``); boxes and ``image_size`` are still reported in original pixels (the decoding
-stage is ``vehicle_cls.decoding``). On CUDA, JPEGs can be decoded on the device in batches (``decode``,
+stage is ``vehicle_cls.io.decode``). On CUDA, JPEGs can be decoded on the device in batches (``decode``,
 see ``device_decode``), and the classifier's
 batch is sized to free device memory unless fixed (``classifier_batch_size``, see ``batching``).
 """
@@ -28,9 +28,9 @@ from vehicle_cls.classifier import Classifier
 from vehicle_cls.classifier.inference import CropJob, classify_crops, label_crops
 from vehicle_cls.cropper.choose import Chosen, detect_and_choose
 from vehicle_cls.crops import DEFAULT_MASK_FILL, WHOLE_IMAGE, CropChoice, clamp_box, unscale_box
-from vehicle_cls.decoding import Decoded, Decoder, PixelBudget
-from vehicle_cls.device_decode import DECODES
-from vehicle_cls.inputs import expand_inputs, expands, is_single_source
+from vehicle_cls.io.decode import Decoded, Decoder, PixelBudget
+from vehicle_cls.io.device_decode import DECODES
+from vehicle_cls.io.inputs import expand_inputs, expands, is_single_source
 from vehicle_cls.progress import progress_bar
 from vehicle_cls.results import Result
 from vehicle_cls.runtime import resolve_device, resolve_precision
@@ -87,7 +87,7 @@ class Pipeline:
         self.cropper = cropper
         self.classifier = classifier
         self.device = resolve_device(device) if device is not None else classifier.device
-        # one precision for both models; "auto": bf16/fp16 where runtime says it pays (fastpath keeps
+        # one precision for both models; "auto": bf16/fp16 where runtime says it pays (cropper.fast keeps
         # fp32 wherever low precision would change the detections), else fp32, the exact reference
         self.precision = resolve_precision(precision, self.device)
         if cropper is not None and hasattr(cropper, "set_precision"):

@@ -1,4 +1,5 @@
-"""Result objects: detector output (``Detections``, ``Detection``) and the per-input ``Result``.
+"""Result objects: detector output (``Detections``, ``Detection``) and the per-input ``Result``, and the
+output schema (``RESULT_FIELDS``, ``ROW_FIELDS``, ``arrow_schema``). Drawing lives in ``plotting``.
 
 A ``Result`` is the answer for one input image (one video frame): every ``Vehicle`` found in it,
 or the one-line reason it failed. Plain arrays and plain Python values, so results are easy to
@@ -13,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
+from vehicle_cls.errors import one_line
 from vehicle_cls.labels import coco_class_name
 
 Box = tuple[float, float, float, float]
@@ -85,7 +87,7 @@ class Detections:
     @classmethod
     def failed(cls, error: str) -> Detections:
         """No detections because the input failed; ``error`` says why (one line)."""
-        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64), error=" ".join(str(error).split()))
+        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64), error=one_line(error))
 
     @classmethod
     def empty(cls, image_size: tuple[int, int] | None = None, with_masks: bool = False) -> Detections:
@@ -218,7 +220,8 @@ class Result:
     def plot(self, image: Any = None, line_width: int | None = None, masks: bool = True) -> Image.Image:
         """Every vehicle (box, mask, label and score) drawn on ``image`` (default: the kept image or
         the source file); a failed input shows its error in red."""
-        from vehicle_cls.images import load_image
+        from vehicle_cls.io.images import load_image
+        from vehicle_cls.plotting import draw_result
 
         if image is None:
             image = self.image if self.image is not None else self.source
@@ -246,79 +249,51 @@ def label_vehicle(probs: np.ndarray, classes: Sequence[str], topk: int = 5, box:
     )
 
 
-PALETTE = ((40, 200, 60), (30, 144, 255), (255, 160, 0), (200, 60, 200), (0, 200, 200), (240, 220, 40))
-ERROR_COLOR = (220, 40, 40)
+# --- the output schema, written once: the typed fields of to_dict() and to_rows() -----------------
+#: A field is (name, type); a type is "string", "int64", "float64", "bool", ("list", type) or
+#: ("struct", fields). Tables (Parquet through Ray, ``arrow_schema``) are built from these.
+DETECTION_FIELDS: tuple = (("box", ("list", "float64")), ("score", "float64"), ("class_id", "int64"),
+                           ("class_name", "string"))
+VEHICLE_FIELDS: tuple = (
+    ("box", ("list", "float64")), ("detection", ("struct", DETECTION_FIELDS)), ("label", "string"),
+    ("score", "float64"), ("class_index", "int64"),
+    ("topk", ("list", ("struct", (("label", "string"), ("score", "float64"))))),  # [label, score] pairs in JSON
+    ("fallback", "bool"), ("has_mask", "bool"),
+)
+RESULT_FIELDS: tuple = (  # Result.to_dict(), one row per input
+    ("source", "string"), ("index", "int64"), ("frame", "int64"), ("timestamp", "float64"),
+    ("image_size", ("list", "int64")), ("error", "string"), ("vehicles", ("list", ("struct", VEHICLE_FIELDS))),
+)
+ROW_FIELDS: tuple = (  # Result.to_rows(), one flat row per vehicle
+    ("source", "string"), ("index", "int64"), ("frame", "int64"), ("timestamp", "float64"),
+    ("image_height", "int64"), ("image_width", "int64"), ("error", "string"),
+    ("vehicle", "int64"), ("label", "string"), ("score", "float64"), ("class_index", "int64"),
+    ("x1", "float64"), ("y1", "float64"), ("x2", "float64"), ("y2", "float64"),
+    ("detector_class", "string"), ("detector_score", "float64"), ("fallback", "bool"),
+)
+ROW_KINDS = ("image", "vehicle")
 
 
-def draw_result(pil: Image.Image, result: Result, line_width: int | None = None, masks: bool = True) -> Image.Image:
-    """Annotate a copy of ``pil`` with each vehicle's box (one colour per vehicle), mask and label,
-    or the error (red). Boxes are in the coordinates of ``result.image_size``; another image size
-    (e.g. an enlarged copy, or the reduced decode kept by the pipeline) is drawn scaled to fit, masks too."""
-    pil = pil.convert("RGB").copy()
-    sx = sy = 1.0
-    if result.image_size is not None:
-        sy, sx = pil.height / result.image_size[0], pil.width / result.image_size[1]
-    if masks:
-        pil = _blend_masks(pil, result)
-    draw = ImageDraw.Draw(pil)
-    width = line_width or max(1, round(min(pil.size) / 150))
-    font = _font(max(10, min(pil.size) // 20))
-    if not result.ok:
-        _label(draw, (0.0, 0.0), result.error or "", ERROR_COLOR, font)
-        return pil
-    if not result.vehicles:
-        _label(draw, (0.0, 0.0), "no vehicle", ERROR_COLOR, font)
-    for i, v in enumerate(result.vehicles):
-        color = PALETTE[i % len(PALETTE)]
-        text = f"{v.label} {v.score:.2f}" if v.label is not None and v.score is not None else "?"
-        if v.fallback:
-            text += " (whole image)"
-        if v.box is None:
-            _label(draw, (0.0, 0.0), text, color, font)
-            continue
-        box = (v.box[0] * sx, v.box[1] * sy, v.box[2] * sx, v.box[3] * sy)
-        draw.rectangle(box, outline=color, width=width)
-        _label(draw, (box[0], box[1]), text, color, font)
-    return pil
+def output_fields(rows: str = "image") -> tuple:
+    """``RESULT_FIELDS`` for ``rows="image"`` (``to_dict``), ``ROW_FIELDS`` for ``rows="vehicle"`` (``to_rows``)."""
+    if rows not in ROW_KINDS:
+        raise ValueError(f"rows must be 'image' (one row per input) or 'vehicle' (one row per vehicle), not {rows!r}")
+    return RESULT_FIELDS if rows == "image" else ROW_FIELDS
 
 
-def _blend_masks(pil: Image.Image, result: Result) -> Image.Image:
-    """Tint each vehicle's mask, resized to the image when it differs, with its colour (40 % opacity)."""
-    arr = None
-    for i, v in enumerate(result.vehicles):
-        if v.mask is None or v.mask.ndim != 2 or not v.mask.any():
-            continue
-        mask = np.asarray(v.mask, dtype=bool)
-        if mask.shape != (pil.height, pil.width):
-            mask = np.asarray(Image.fromarray(mask).resize(pil.size, Image.Resampling.NEAREST), dtype=bool)
-        if arr is None:
-            arr = np.asarray(pil, dtype=np.float32).copy()
-        color = np.asarray(PALETTE[i % len(PALETTE)], dtype=np.float32)
-        arr[mask] = 0.6 * arr[mask] + 0.4 * color
-    return pil if arr is None else Image.fromarray(arr.round().astype(np.uint8))
+def arrow_schema(rows: str = "image") -> Any:
+    """The pyarrow schema of ``output_fields(rows)`` (pyarrow is imported here, on first use)."""
+    import pyarrow as pa
 
+    def arrow(tp: Any) -> Any:
+        if isinstance(tp, str):
+            return getattr(pa, {"bool": "bool_"}.get(tp, tp))()
+        kind, inner = tp
+        if kind == "list":
+            return pa.list_(arrow(inner))
+        return pa.struct([(name, arrow(t)) for name, t in inner])
 
-def _label(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, color: tuple[int, int, int],
-           font: Any) -> None:
-    """``text`` in white on a ``color`` box just above ``xy`` (below it at the image top)."""
-    x, y = xy
-    left, top, right, bottom = draw.textbbox((x, y), text, font=font)
-    y = max(0.0, y - (bottom - top) - 2)
-    left, top, right, bottom = draw.textbbox((x, y), text, font=font)
-    draw.rectangle([left - 1, top - 1, right + 1, bottom + 1], fill=color)
-    draw.text((x, y), text, fill=(255, 255, 255), font=font)
-
-
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has one fixed-size bitmap font
-        return ImageFont.load_default()
-
-
-def one_line(text: Any) -> str:
-    """``text`` with all whitespace runs (newlines included) folded to single spaces."""
-    return " ".join(str(text).split())
+    return pa.schema([(name, arrow(tp)) for name, tp in output_fields(rows)])
 
 
 def _num(value: Any, digits: int = 6) -> float | None:

@@ -16,6 +16,13 @@ AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bf
 PRECISIONS = ("auto", *AUTOCAST_DTYPES)
 
 
+def precision_dtype(precision: str) -> torch.dtype | None:
+    """The weight dtype of ``precision`` ("fp32" -> None: keep the module as it is)."""
+    if precision not in AUTOCAST_DTYPES:
+        raise ValueError(f"precision must be one of {sorted(AUTOCAST_DTYPES)}, not {precision!r}")
+    return AUTOCAST_DTYPES[precision]
+
+
 def resolve_device(device: str | torch.device | None = "auto", local_rank: int = 0) -> torch.device:
     """``"auto"``/None -> this rank's CUDA device when available, else CPU; bare ``"cuda"`` gets
     ``local_rank``'s index. Asking for CUDA without one is a clear error, not a late crash."""

@@ -10,10 +10,12 @@ import os
 import re
 from typing import Any
 
+from vehicle_cls.errors import VehicleClsError
+
 _GLOBAL = re.compile(r"GLOBAL ([A-Za-z_][\w.]*)")
 
 
-class TorchFileError(ValueError):
+class TorchFileError(VehicleClsError, ValueError):
     """A torch file could not be read safely; the message names the file and, if any, the refused global."""
 
 

@@ -21,13 +21,14 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from vehicle_cls.errors import VehicleClsError
 from vehicle_cls.fileio import clean_stale_temps, open_new_file, temp_name
 from vehicle_cls.progress import progress_bar
+from vehicle_cls.zoo import DETECTOR_CONFIGS, ZOO_LICENCE
 
 logger = logging.getLogger(__name__)
 
 ENV_HOME = "VEHICLE_CLS_HOME"
-_D2_PREFIX = "https://dl.fbaipublicfiles.com/detectron2/"
 _CHUNK = 1 << 20
 _URL_DIR = "urls"  # <cache>/urls/<sha256(url)[:16]>/<file name>: one entry per URL
 _CHECKED_SUFFIXES = (".pkl", ".pth", ".pt", ".safetensors")
@@ -46,18 +47,8 @@ class WeightsInfo:
 
 
 KNOWN_WEIGHTS: dict[str, WeightsInfo] = {
-    "faster_rcnn_R_101_FPN_3x": WeightsInfo(
-        url=_D2_PREFIX + "COCO-Detection/faster_rcnn_R_101_FPN_3x/137851257/model_final_f6e8b1.pkl",
-        filename="faster_rcnn_R_101_FPN_3x-137851257-model_final_f6e8b1.pkl",
-        licence="CC BY-SA 3.0 (detectron2 model zoo; do not redistribute)",
-        description="detectron2 COCO Faster R-CNN R101-FPN 3x, box AP 42.0",
-    ),
-    "mask_rcnn_R_101_FPN_3x": WeightsInfo(
-        url=_D2_PREFIX + "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x/138205316/model_final_a3ec72.pkl",
-        filename="mask_rcnn_R_101_FPN_3x-138205316-model_final_a3ec72.pkl",
-        licence="CC BY-SA 3.0 (detectron2 model zoo; do not redistribute)",
-        description="detectron2 COCO Mask R-CNN R101-FPN 3x, box AP 42.9, mask AP 38.6",
-    ),
+    **{name: WeightsInfo(url=c.weights_url, filename=c.weights_file, licence=ZOO_LICENCE, description=c.description)
+       for name, c in DETECTOR_CONFIGS.items()},
     "resnet50_imagenet_v1": WeightsInfo(
         url="https://download.pytorch.org/models/resnet50-0676ba61.pth",
         filename="resnet50-0676ba61.pth",
@@ -75,7 +66,7 @@ KNOWN_WEIGHTS: dict[str, WeightsInfo] = {
 }
 
 
-class WeightsError(RuntimeError):
+class WeightsError(VehicleClsError, RuntimeError):
     """Weights could not be downloaded or verified; the message says what to do about it."""
 
 

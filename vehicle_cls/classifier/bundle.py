@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from vehicle_cls.bundle import BundleError, BundlePart
+from vehicle_cls.statedict import fit_report, key_list
 
 WEIGHTS_NAME = "model.safetensors"
 
@@ -44,19 +45,6 @@ def read_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise BundleError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from None
 
 
-def _names(keys: list[str], limit: int = 5) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
-
-
-def _dtype_kind(dtype: torch.dtype) -> str:
-    if dtype.is_floating_point:
-        return "floating"
-    if dtype.is_complex:
-        return "complex"
-    return "bool" if dtype == torch.bool else "integer"
-
-
 def check_weights_fit(
     expected: Mapping[str, torch.Tensor],
     loaded: Mapping[str, torch.Tensor],
@@ -76,25 +64,18 @@ def check_weights_fit(
     head = loaded.get(head_weight_key)
     if head is not None and head.ndim == 2 and head.shape[0] != num_classes:
         problems.append(f"head has {head.shape[0]} outputs but config lists {num_classes} classes")
-    missing = sorted(set(expected) - set(loaded))
-    unexpected = sorted(set(loaded) - set(expected))
+    report = fit_report(expected, loaded)
+    missing, unexpected = sorted(report.missing), sorted(report.unexpected)
     if missing:
-        problems.append(f"missing from the weights: {_names(missing)}")
+        problems.append(f"missing from the weights: {key_list(missing)}")
     if unexpected:
-        problems.append(f"unexpected in the weights: {_names(unexpected)}")
+        problems.append(f"unexpected in the weights: {key_list(unexpected)}")
     reported = set()
     if problems:  # the head mismatch is already said; do not repeat its weight and bias
         reported = {head_weight_key, head_weight_key[: -len("weight")] + "bias"}
-    mismatched = [
-        f"{k} is {tuple(loaded[k].shape)} but {arch} needs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in loaded and k not in reported and tuple(loaded[k].shape) != tuple(v.shape)
-    ]
-    wrong_kind = [
-        f"{k} is {loaded[k].dtype} but {arch} needs {v.dtype}"
-        for k, v in expected.items()
-        if k in loaded and _dtype_kind(loaded[k].dtype) != _dtype_kind(v.dtype)
-    ]
+    mismatched = [f"{k} is {got} but {arch} needs {needed}"
+                  for k, got, needed in report.shape_mismatch if k not in reported]
+    wrong_kind = [f"{k} is {got} but {arch} needs {needed}" for k, got, needed in report.dtype_mismatch]
     if wrong_kind:
         problems.append("dtype mismatch: " + "; ".join(wrong_kind[:5]) + (
             f" ({len(wrong_kind)} in all)" if len(wrong_kind) > 5 else ""))

@@ -143,7 +143,7 @@ class Classifier:
             engine: ClassifierBackend = TorchBackend.load(directory, device, config)
         elif name == "keras":
             try:
-                from vehicle_cls.classifier.keras_backend import KerasBackend
+                from vehicle_cls.classifier.keras.backend import KerasBackend
             except ImportError as exc:
                 raise ImportError(
                     f"{directory} is a Keras bundle; it needs TensorFlow: pip install vehicle-cls[keras] ({exc})"
@@ -173,7 +173,7 @@ class Classifier:
         """One ``Result`` per image (anything ``load_image`` accepts, or a list of them), the whole
         image classified (no cropper; ``Pipeline`` adds one), ``batch_size`` images at a time;
         bad inputs get ``error`` set."""
-        from vehicle_cls.inputs import is_single_source
+        from vehicle_cls.io.inputs import is_single_source
 
         sources = [images] if is_single_source(images) else list(images)
         results: list[Result] = []
@@ -182,7 +182,7 @@ class Classifier:
         return results
 
     def _predict_chunk(self, sources: list[Any], offset: int, topk: int, precision: str) -> list[Result]:
-        from vehicle_cls.images import ImageError, describe_source, load_image
+        from vehicle_cls.io.images import ImageError, describe_source, load_image
 
         results: list[Result] = []
         jobs: dict[int, CropJob] = {}

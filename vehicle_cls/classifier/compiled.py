@@ -1,6 +1,6 @@
 """``torch.compile`` for the classifier's inference copies (an opt-in: it pays only where measured).
 
-``CompiledCopies`` hands ``fastpath.classify_logits`` a compiled module in place of each prepared copy
+``CompiledCopies`` hands ``classifier.forward.classify_logits`` a compiled module in place of each prepared copy
 (fp32: the model itself), compiled once per copy and again only when the copy is rebuilt.
 """
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vehicle_cls.fastpath import InferenceCopies
+from vehicle_cls.classifier.fast import InferenceCopies
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that record CUDA graphs on CUDA

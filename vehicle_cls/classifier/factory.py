@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vehicle_cls.errors import VehicleClsError
+
 logger = logging.getLogger(__name__)
 
 # (name prefix, dotted path of the final Linear layer); first match wins
@@ -37,7 +39,7 @@ _HEAD_PATHS: tuple[tuple[str, str], ...] = (
 UNSUPPORTED = ("inception_v3", "googlenet", "squeezenet1_0", "squeezenet1_1")  # aux heads / conv heads
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(VehicleClsError, RuntimeError):
     """Pretrained weights could not be downloaded; the message says which file to put where."""
 
 

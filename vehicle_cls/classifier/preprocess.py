@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from vehicle_cls.fromdict import strict_from_dict
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -70,13 +72,10 @@ class Preprocess:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
-        """Inverse of ``to_dict``; unknown keys are an error (preprocessing must be exact)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown preprocess settings {unknown}; known: {sorted(known)}")
-        return cls(**d)
+    def from_dict(cls, d: dict[str, Any], source: str = "", prefix: str = "preprocess.") -> Preprocess:
+        """Inverse of ``to_dict``; an unknown key is an error naming ``source`` and the key (preprocessing
+        must be exact)."""
+        return strict_from_dict(cls, d, source=source, prefix=prefix)
 
 
 def resized_size(height: float, width: float, cfg: Preprocess) -> tuple[int, int]:

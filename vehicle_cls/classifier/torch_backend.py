@@ -1,6 +1,6 @@
 """The torch side of ``Classifier``: a torchvision backbone, its preprocessing and its bundle format.
 
-``TorchBackend`` and ``keras_backend.KerasBackend`` implement the same interface (see
+``TorchBackend`` and ``keras.backend.KerasBackend`` implement the same interface (see
 ``backend.ClassifierBackend``), so ``Pipeline``, ``Classifier.predict`` and evaluation never ask
 which one they hold. Crops are cut and resized on the model's device with ``roi_align``. On CUDA,
 ``classify`` sizes its batches to free memory unless given a size, and halves a batch that runs out.
@@ -28,9 +28,10 @@ from vehicle_cls.bundle import CONFIG_NAME, BundlePart, read_config
 from vehicle_cls.classifier import bundle
 from vehicle_cls.classifier.compiled import CompiledCopies, resolve_compile, uses_cuda_graphs
 from vehicle_cls.classifier.factory import create_model, get_head, head_path
+from vehicle_cls.classifier.fast import InferenceCopies
+from vehicle_cls.classifier.forward import classify_logits
 from vehicle_cls.classifier.preprocess import Preprocess, crop_resize_on_device, preprocess_images
 from vehicle_cls.crops import DEFAULT_MASK_FILL, CropChoice
-from vehicle_cls.fastpath import InferenceCopies, classify_logits
 from vehicle_cls.runtime import resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class TorchBackend:
     # ---- inference --------------------------------------------------------------------------
     def predict_batch(self, batch: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
         """Softmax probabilities (N, C) float32 on the device for a preprocessed NCHW batch: fp32 runs
-        the model as it is, bf16/fp16 its inference copy (vehicle_cls.fastpath: BN folded, low-precision
+        the model as it is, bf16/fp16 its inference copy (vehicle_cls.classifier.fast: BN folded, low-precision
         weights, channels_last)."""
         precision = resolve_precision(precision, self.device)
         if self._compiled is None:
@@ -129,7 +130,7 @@ class TorchBackend:
 
     def transform(self, image: Any) -> torch.Tensor:
         """One image (RGB uint8 HxWx3 array, PIL image or CHW tensor) -> its (3, S, S) model input."""
-        from vehicle_cls.images import load_image
+        from vehicle_cls.io.images import load_image
 
         if not isinstance(image, torch.Tensor):
             image = load_image(image)

@@ -117,8 +117,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"vehicle-cls predict: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
-    from pathlib import Path
-
     from tqdm.auto import tqdm
 
     from vehicle_cls.pipeline import Pipeline
@@ -203,7 +201,7 @@ class _Visualizer:
             return
         if result.source != self.video_source:
             self._finish_video()
-            from vehicle_cls.video import VideoWriter, video_fps
+            from vehicle_cls.io.video import VideoWriter, video_fps
 
             self.video_source = result.source
             fps = video_fps(result.source) / self.frame_stride

@@ -2,18 +2,19 @@
 from vehicle_cls.cropper.checkpoint import CheckpointError
 from vehicle_cls.cropper.cropper import Cropper
 from vehicle_cls.cropper.policy import CropPolicy
-from vehicle_cls.cropper.rcnn import MODEL_CONFIGS, InferenceSettings
+from vehicle_cls.cropper.rcnn import InferenceSettings
 from vehicle_cls.crops import CropChoice, cut
 from vehicle_cls.results import Detection, Detections
+from vehicle_cls.zoo import DETECTOR_CONFIGS
 
 __all__ = [
-           "MODEL_CONFIGS",
-           "CheckpointError",
-           "CropChoice",
-           "CropPolicy",
-           "Cropper",
-           "Detection",
-           "Detections",
-           "InferenceSettings",
-           "cut",
+    "DETECTOR_CONFIGS",
+    "CheckpointError",
+    "CropChoice",
+    "CropPolicy",
+    "Cropper",
+    "Detection",
+    "Detections",
+    "InferenceSettings",
+    "cut",
 ]

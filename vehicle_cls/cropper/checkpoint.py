@@ -15,6 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from vehicle_cls.errors import VehicleClsError
+from vehicle_cls.statedict import fit_report, key_list
+
 logger = logging.getLogger(__name__)
 
 #: (module, name) globals a model-zoo pickle may reference: numpy array/dtype/scalar reconstruction,
@@ -37,7 +40,7 @@ _IGNORED_SUBSTRINGS = ("anchor_generator.cell_anchors",)
 _OPTIONAL_NORM_BUFFERS = {"running_mean": 0.0, "running_var": 1.0}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(VehicleClsError, ValueError):
     """A weights file could not be read or does not fit the network; the message names file and tensor."""
 
 
@@ -137,33 +140,27 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | os
                           if n.endswith(f".norm.{suffix}")):
         if name not in state:
             state[name] = torch.full_like(expected[name], default)
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
+    report = fit_report(expected, state)
+    if report.missing or report.unexpected:
         parts = []
-        if missing:
-            parts.append(f"missing tensor(s) {_names(missing)}")
-        if unexpected:
-            parts.append(f"unexpected tensor(s) {_names(unexpected)}")
-            if all(k.startswith("roi_heads.mask_head.") for k in unexpected):
+        if report.missing:
+            parts.append(f"missing tensor(s) {key_list(report.missing, quote=True)}")
+        if report.unexpected:
+            parts.append(f"unexpected tensor(s) {key_list(report.unexpected, quote=True)}")
+            if all(k.startswith("roi_heads.mask_head.") for k in report.unexpected):
                 parts.append("a Mask R-CNN checkpoint? use config='mask_rcnn_R_101_FPN_3x'")
         raise CheckpointError(f"{source}: does not fit the network: " + "; ".join(parts))
-    for k, v in state.items():
-        if tuple(v.shape) != tuple(expected[k].shape):
-            raise CheckpointError(
-                f"{source}: tensor {k!r} has shape {tuple(v.shape)}, the network needs {tuple(expected[k].shape)}"
-            )
+    if report.shape_mismatch:
+        k, got, needed = report.shape_mismatch[0]
+        more = len(report.shape_mismatch) - 1
+        raise CheckpointError(f"{source}: tensor {k!r} has shape {got}, the network needs {needed}"
+                              + (f" (and {more} more misshaped)" if more else ""))
     result = model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=False)
     leftover = [k for k in result.missing_keys if not _ignored(k)] + list(result.unexpected_keys)
     if leftover:  # pragma: no cover - guarded by the checks above
-        raise CheckpointError(f"{source}: could not load tensor(s) {_names(leftover)}")
+        raise CheckpointError(f"{source}: could not load tensor(s) {key_list(leftover, quote=True)}")
     logger.debug("loaded %d tensors from %s", len(state), source)
 
 
 def _ignored(name: str) -> bool:
     return name.endswith(_IGNORED_SUFFIXES) or any(s in name for s in _IGNORED_SUBSTRINGS)
-
-
-def _names(names: list[str], limit: int = 5) -> str:
-    shown = ", ".join(repr(n) for n in names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

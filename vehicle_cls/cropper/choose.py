@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from vehicle_cls.crops import CropChoice
-from vehicle_cls.results import one_line
+from vehicle_cls.errors import one_line
 
 logger = logging.getLogger(__name__)
 

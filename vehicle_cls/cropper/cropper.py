@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,8 @@ from vehicle_cls.cropper.policy import CropPolicy
 from vehicle_cls.cropper.rcnn import InferenceSettings, check_config
 from vehicle_cls.cropper.transforms import resized_shape
 from vehicle_cls.crops import CropChoice, cut
-from vehicle_cls.images import ImageError, load_image
+from vehicle_cls.fromdict import check_keys, field_names
+from vehicle_cls.io.images import ImageError, load_image
 from vehicle_cls.results import Detections
 from vehicle_cls.runtime import resolve_device
 
@@ -24,8 +24,9 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "detectron2", "auto")
 GROUPINGS = ("auto", "single", "size", "padded")
-_POLICY_FIELDS = {f.name for f in fields(CropPolicy)}
-_SETTING_FIELDS = {f.name for f in fields(InferenceSettings)}
+_POLICY_FIELDS = field_names(CropPolicy)
+_SETTING_FIELDS = field_names(InferenceSettings)
+_CONFIG_KEYS = {"config", "weights", "backend", "test_settings", "policy", "precision", "channels_last", "batch_size"}
 
 
 class Cropper:
@@ -99,15 +100,12 @@ class Cropper:
         from vehicle_cls.weights import KNOWN_WEIGHTS
 
         d = dict(d)
-        unknown = set(d) - {"config", "weights", "backend", "test_settings", "policy", "precision", "channels_last",
-                            "batch_size"}
-        if unknown:
-            raise ValueError(f"unknown cropper config key(s) {sorted(unknown)}")
+        check_keys(d, _CONFIG_KEYS, prefix="cropper.")
         if "weights" not in d:
             raise ValueError("cropper config has no 'weights' (zoo name or path)")
         kwargs: dict[str, Any] = dict(
             config=d.get("config", "faster_rcnn_R_101_FPN_3x"), backend=d.get("backend", "torch"),
-            device=device, policy=CropPolicy.from_dict(d.get("policy", {})),
+            device=device, policy=CropPolicy.from_dict(d.get("policy", {}), prefix="cropper.policy."),
             precision=d.get("precision", "fp32"), channels_last=d.get("channels_last", False),
             batch_size=d.get("batch_size", 1), **d.get("test_settings", {}),
         )
@@ -195,7 +193,7 @@ class Cropper:
 
     def set_precision(self, precision: str, parts: tuple[str, ...] | None = None) -> None:
         """Run the detector in ``precision`` from now on ("fp32": detectron2's exact numbers; "bf16"/"fp16":
-        the fast path, see :mod:`vehicle_cls.fastpath`; "auto": runtime.resolve_precision). ``parts``
+        the fast path, see :mod:`vehicle_cls.cropper.fast`; "auto": runtime.resolve_precision). ``parts``
         (torch backend): detector parts run in low precision, default the ones that keep agreement."""
         if parts is None:
             self.backend.set_precision(precision)
@@ -224,10 +222,7 @@ class Cropper:
 
 def _split_settings(policy: CropPolicy | dict | str | None, settings: dict[str, Any]
                     ) -> tuple[InferenceSettings, CropPolicy]:
-    unknown = set(settings) - _POLICY_FIELDS - _SETTING_FIELDS
-    if unknown:
-        raise TypeError(f"unknown cropper option(s) {sorted(unknown)}; test settings: {sorted(_SETTING_FIELDS)}, "
-                        f"policy fields: {sorted(_POLICY_FIELDS)}")
+    check_keys(settings, _POLICY_FIELDS | _SETTING_FIELDS, what="cropper option", error=TypeError)
     test = InferenceSettings(**{k: v for k, v in settings.items() if k in _SETTING_FIELDS})
     if policy is None:
         base: dict[str, Any] = {}

@@ -5,8 +5,9 @@ import numpy as np
 import torch
 
 from vehicle_cls.cropper.checkpoint import load_into
-from vehicle_cls.cropper.rcnn import MODEL_CONFIGS, InferenceSettings, check_config
+from vehicle_cls.cropper.rcnn import InferenceSettings, check_config
 from vehicle_cls.results import Detections
+from vehicle_cls.zoo import detector_config
 
 INSTALL_HINT = (
     "backend='detectron2' needs detectron2, which is not on PyPI: build it from "
@@ -40,7 +41,7 @@ class Detectron2Backend:
             raise ImportError(INSTALL_HINT) from exc
         mask_on = check_config(config)
         cfg = get_cfg()
-        cfg.merge_from_file(model_zoo.get_config_file(MODEL_CONFIGS[config][1]))
+        cfg.merge_from_file(model_zoo.get_config_file(detector_config(config).d2_config_file))
         cfg.MODEL.DEVICE = str(torch.device(device))
         cfg.MODEL.MASK_ON = mask_on
         cfg.INPUT.MIN_SIZE_TEST = settings.min_size_test

@@ -8,8 +8,6 @@ from torch import nn
 from vehicle_cls.cropper.layers import Conv2d
 from vehicle_cls.cropper.resnet import ResNet
 
-FPN_STRIDES = {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64}
-
 
 class FPN(nn.Module):
     """``bottom_up`` ResNet + top-down pathway; returns p2..p6 (256 channels, strides 4..64)."""

@@ -4,12 +4,13 @@ The choices are ``crops.CropChoice`` values; cutting them is ``crops.cut``."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from vehicle_cls.crops import DEFAULT_MASK_FILL, CropChoice, box_areas, clamp_box
+from vehicle_cls.fromdict import check_keys, field_names
 from vehicle_cls.labels import DEFAULT_VEHICLE_CLASSES, coco_class_ids
 from vehicle_cls.results import Box, Detections
 
@@ -55,12 +56,9 @@ class CropPolicy:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CropPolicy:
-        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown CropPolicy field(s) {sorted(unknown)}; known: {sorted(names)}")
+    def from_dict(cls, d: dict[str, Any], source: str = "", prefix: str = "policy.") -> CropPolicy:
+        """Inverse of :meth:`to_dict`; an unknown key is an error naming ``source`` and the key."""
+        check_keys(d, field_names(cls), source=source, prefix=prefix)
         d = dict(d)
         for key in ("classes", "mask_fill"):
             if key in d:

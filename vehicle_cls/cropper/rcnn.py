@@ -1,7 +1,7 @@
 """detectron2's GeneralizedRCNN (R101-FPN Faster / Mask R-CNN) for inference, with detectron2's parameter names."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -12,12 +12,8 @@ from vehicle_cls.cropper.resnet import ResNet
 from vehicle_cls.cropper.roi_heads import StandardROIHeads
 from vehicle_cls.cropper.rpn import RPN
 from vehicle_cls.cropper.transforms import PIXEL_MEAN_BGR, batch_images
-
-#: config name -> (has mask head, detectron2 config file)
-MODEL_CONFIGS: dict[str, tuple[bool, str]] = {
-    "faster_rcnn_R_101_FPN_3x": (False, "COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml"),
-    "mask_rcnn_R_101_FPN_3x": (True, "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml"),
-}
+from vehicle_cls.fromdict import strict_from_dict
+from vehicle_cls.zoo import detector_config
 
 
 @dataclass
@@ -42,19 +38,14 @@ class InferenceSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> InferenceSettings:
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown test setting(s) {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**d)
+    def from_dict(cls, d: dict, source: str = "", prefix: str = "test_settings.") -> InferenceSettings:
+        """Inverse of :meth:`to_dict`; an unknown key is an error naming ``source`` and the key."""
+        return strict_from_dict(cls, d, source=source, prefix=prefix)
 
 
 def check_config(config: str) -> bool:
     """Return whether ``config`` has a mask head; unknown names are an error listing the known ones."""
-    if config not in MODEL_CONFIGS:
-        raise ValueError(f"unknown cropper config {config!r}; expected one of {sorted(MODEL_CONFIGS)}")
-    return MODEL_CONFIGS[config][0]
+    return detector_config(config).mask_on
 
 
 class GeneralizedRCNN(nn.Module):

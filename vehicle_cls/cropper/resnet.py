@@ -9,7 +9,6 @@ from vehicle_cls.cropper.layers import Conv2d, FrozenBatchNorm2d
 
 # (name, number of blocks, bottleneck width, output channels, first stride)
 R101_STAGES = (("res2", 3, 64, 256, 1), ("res3", 4, 128, 512, 2), ("res4", 23, 256, 1024, 2), ("res5", 3, 512, 2048, 2))
-STAGE_STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
 
 
 class BasicStem(nn.Module):

@@ -18,7 +18,7 @@ class TorchBackend:
     """Runs R101-FPN Faster/Mask R-CNN on a device; images in, ``Detections`` (original pixels) out.
 
     ``precision="fp32"`` runs the reference model (detectron2's numbers, CPU preprocessing with
-    PIL as detectron2 does). "bf16"/"fp16" run a prepared copy (:func:`vehicle_cls.fastpath.prepare_detector`:
+    PIL as detectron2 does). "bf16"/"fp16" run a prepared copy (:func:`vehicle_cls.cropper.fast.prepare_detector`:
     norms folded, channels_last, on the CPU ROIAlign as one weighted gather and fc1 as a conv, ``parts``
     in bf16/fp16). On CUDA the fast path resizes on the device (within one level of PIL's resize, not
     bit-equal, hence not for fp32).
@@ -57,9 +57,9 @@ class TorchBackend:
 
     def set_precision(self, precision: str, parts: tuple[str, ...] | None = None) -> None:
         """Switch to ``precision`` ("fp32", "bf16", "fp16" on CUDA, or "auto"); ``parts``: the detector
-        parts run in that dtype (default ``fastpath.DETECTOR_LOW_PRECISION_PARTS``, chosen to keep
+        parts run in that dtype (default ``cropper.fast.DETECTOR_LOW_PRECISION_PARTS``, chosen to keep
         agreement with fp32). Builds the fast copy once per setting."""
-        from vehicle_cls.fastpath import DETECTOR_LOW_PRECISION_PARTS, prepare_detector
+        from vehicle_cls.cropper.fast import DETECTOR_LOW_PRECISION_PARTS, prepare_detector
 
         precision = resolve_precision(precision, self.device)
         parts = tuple(DETECTOR_LOW_PRECISION_PARTS if parts is None else parts)

@@ -11,7 +11,7 @@ from vehicle_cls.data.crop_cache import CropCache, CropStats
 from vehicle_cls.data.csv_images import CsvImages, seed_csv_dataset
 from vehicle_cls.data.folders import ClassFolders, KaggleCars
 from vehicle_cls.data.layouts import LAYOUTS, detect_layout, open_dataset
-from vehicle_cls.data.sample import DatasetError, Problem, Sample, SampleList, pixel_box
+from vehicle_cls.data.sample import DatasetError, Problem, Sample, SampleList, pixel_box, relabel
 from vehicle_cls.data.splits import split_dataset, stratified_split
 from vehicle_cls.data.stanford import StanfordCars, read_class_names
 
@@ -31,6 +31,7 @@ __all__ = [
     "open_dataset",
     "pixel_box",
     "read_class_names",
+    "relabel",
     "seed_csv_dataset",
     "split_dataset",
     "stratified_split",

@@ -36,8 +36,9 @@ from vehicle_cls.data.sample import (
     pixel_box,
 )
 from vehicle_cls.crops import cut
+from vehicle_cls.errors import one_line
 from vehicle_cls.fileio import atomic_write_bytes, clean_stale_temps
-from vehicle_cls.images import load_image
+from vehicle_cls.io.images import load_image
 from vehicle_cls.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -362,7 +363,7 @@ def _repair_tail(path: Path) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    text = one_line(exc)
     return text if type(exc).__name__ in ("ImageError",) else f"{type(exc).__name__}: {text}"
 
 

@@ -16,11 +16,11 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 from vehicle_cls.data.sample import (
     BoxFormat,
     DatasetError,
+    OnError,
     Problem,
     Sample,
     SampleList,
@@ -56,7 +56,7 @@ class CsvImages(SampleList):
         delimiter: str = ",",
         box_format: BoxFormat = "devkit",
         check_images: bool = True,
-        on_error: Literal["skip", "raise"] = "skip",
+        on_error: OnError = "skip",
         name: str | None = None,
     ):
         """Read ``csv_path``; image paths are relative to ``images_dir`` (default: the CSV's folder)."""

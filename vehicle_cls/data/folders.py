@@ -14,6 +14,7 @@ from typing import Literal
 
 from vehicle_cls.data.sample import (
     DatasetError,
+    OnError,
     Problem,
     Sample,
     SampleList,
@@ -22,7 +23,7 @@ from vehicle_cls.data.sample import (
     open_text,
     settle_problems,
 )
-from vehicle_cls.images import iter_image_files
+from vehicle_cls.io.images import iter_image_files
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class ClassFolders(SampleList):
         self,
         root: str | os.PathLike,
         classes: list[str] | None = None,
-        on_error: Literal["skip", "raise"] = "skip",
+        on_error: OnError = "skip",
         *,
         recursive: bool = True,
         name: str | None = None,
@@ -106,7 +107,7 @@ class KaggleCars(SampleList):
         self,
         root: str | os.PathLike,
         split: Literal["train", "test"] = "train",
-        on_error: Literal["skip", "raise"] = "skip",
+        on_error: OnError = "skip",
         *,
         boxes: bool = True,
     ):

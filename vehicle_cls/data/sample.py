@@ -21,6 +21,8 @@ from typing import Literal, TextIO, overload
 
 import numpy as np
 
+from vehicle_cls.errors import VehicleClsError, one_line
+
 logger = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
@@ -53,12 +55,12 @@ class Problem:
         return f"{where}{f' ({self.item})' if self.item else ''}: {self.reason}"
 
 
-class DatasetError(ValueError):
+class DatasetError(VehicleClsError, ValueError):
     """A dataset cannot be read as asked (missing files, malformed rows with ``on_error='raise'``)."""
 
     def __init__(self, message: str, problems: Sequence[Problem] = ()):
         self.problems = list(problems)
-        super().__init__(" ".join(str(message).split()))
+        super().__init__(one_line(message))
 
 
 @contextlib.contextmanager
@@ -195,3 +197,29 @@ class SampleList(Sequence[Sample]):
         return SampleList(
             samples, self.classes, name, root=self.root, split=split or self.split, box_format=self.box_format
         )
+
+
+def relabel(samples: Sequence[Sample], classes: Sequence[str], into: Sequence[str], *, what: str = "dataset",
+            target: str = "the model", split: str | None = None) -> SampleList:
+    """``samples`` (labelled by index into ``classes``) relabelled into the class list ``into`` by name.
+
+    Only the classes that some sample uses must be in ``into``: a class nobody is labelled with (an
+    empty class folder) changes no label, so it is not an error. An unknown used class is a
+    ``ValueError`` naming ``what`` and the classes. Name, root, split (unless ``split`` is given), box
+    format and problems carry over; with equal class lists the samples come back unchanged.
+    """
+    classes, into = list(classes), list(into)
+    name = getattr(samples, "name", what)
+    split = split or getattr(samples, "split", None)
+    keep = dict(root=getattr(samples, "root", None), box_format=getattr(samples, "box_format", "devkit"),
+                problems=getattr(samples, "problems", ()))
+    if classes == into:
+        if isinstance(samples, SampleList) and samples.split == split:
+            return samples
+        return SampleList(list(samples), into, name, split=split, **keep)
+    index = {c: i for i, c in enumerate(into)}
+    unknown = sorted({classes[s.label] for s in samples} - set(index))
+    if unknown:
+        raise ValueError(f"{what} {name}: {len(unknown)} classes {target} does not know, e.g. {unknown[:5]}")
+    items = [Sample(s.path, index[classes[s.label]], s.box) for s in samples]
+    return SampleList(items, into, name, split=split, **keep)

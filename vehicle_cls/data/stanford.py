@@ -20,6 +20,7 @@ import numpy as np
 
 from vehicle_cls.data.sample import (
     DatasetError,
+    OnError,
     Problem,
     Sample,
     SampleList,
@@ -90,7 +91,7 @@ class StanfordCars(SampleList):
         devkit_dir: str | os.PathLike,
         images_dir: str | os.PathLike | None = None,
         split: Literal["train", "test"] = "train",
-        on_error: Literal["skip", "raise"] = "skip",
+        on_error: OnError = "skip",
         *,
         check_images: bool = True,
         check_sizes: bool = False,

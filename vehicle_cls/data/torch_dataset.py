@@ -23,7 +23,8 @@ from torch.utils.data import Dataset
 from torch.utils.data._utils.collate import default_collate
 
 from vehicle_cls.data.sample import Sample, pixel_box
-from vehicle_cls.images import ImageError, load_image
+from vehicle_cls.errors import one_line
+from vehicle_cls.io.images import ImageError, load_image
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class SampleDataset(Dataset):
             if self.transform is not None:
                 item = self.transform(item)
         except Exception as exc:  # one bad image must not end the epoch
-            reason = " ".join(str(exc).split())
+            reason = one_line(exc)
             if not isinstance(exc, ImageError):
                 reason = f"{type(exc).__name__}: {reason}"
             logger.warning("skipping sample %d (%s): %s", index, sample.path, reason)

@@ -25,14 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from vehicle_cls.fileio import temp_name
-from vehicle_cls.images import IMAGE_EXTENSIONS, describe_source, iter_image_files
-from vehicle_cls.results import Result
+from vehicle_cls.io.images import IMAGE_EXTENSIONS, describe_source, iter_image_files
+from vehicle_cls.results import RESULT_FIELDS, Result, arrow_schema
 
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install vehicle-cls[ray]"
-RESULT_COLUMNS = ("source", "index", "frame", "timestamp", "image_size", "error", "vehicles")
-ROW_KINDS = ("image", "vehicle")
+RESULT_COLUMNS = tuple(name for name, _ in RESULT_FIELDS)
 
 
 def import_ray() -> Any:
@@ -56,53 +55,11 @@ def _import_pyarrow() -> Any:
 
 
 # -- rows <-> Arrow ------------------------------------------------------------------------------
-def result_schema() -> Any:
-    """The Arrow schema of one result row (the keys of ``Result.to_dict()``, vehicles nested)."""
-    pa = _import_pyarrow()
-    detection = pa.struct([
-        ("box", pa.list_(pa.float64())),
-        ("score", pa.float64()),
-        ("class_id", pa.int64()),
-        ("class_name", pa.string()),
-    ])
-    vehicle = pa.struct([
-        ("box", pa.list_(pa.float64())),
-        ("detection", detection),
-        ("label", pa.string()),
-        ("score", pa.float64()),
-        ("class_index", pa.int64()),
-        ("topk", pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))),
-        ("fallback", pa.bool_()),
-        ("has_mask", pa.bool_()),
-    ])
-    return pa.schema([
-        ("source", pa.string()),
-        ("index", pa.int64()),
-        ("frame", pa.int64()),
-        ("timestamp", pa.float64()),
-        ("image_size", pa.list_(pa.int64())),
-        ("error", pa.string()),
-        ("vehicles", pa.list_(vehicle)),
-    ])
-
-
-def vehicle_row_schema() -> Any:
-    """The Arrow schema of ``Result.to_rows()`` rows (one per vehicle, flat)."""
-    pa = _import_pyarrow()
-    return pa.schema([
-        ("source", pa.string()), ("index", pa.int64()), ("frame", pa.int64()), ("timestamp", pa.float64()),
-        ("image_height", pa.int64()), ("image_width", pa.int64()), ("error", pa.string()),
-        ("vehicle", pa.int64()), ("label", pa.string()), ("score", pa.float64()), ("class_index", pa.int64()),
-        ("x1", pa.float64()), ("y1", pa.float64()), ("x2", pa.float64()), ("y2", pa.float64()),
-        ("detector_class", pa.string()), ("detector_score", pa.float64()), ("fallback", pa.bool_()),
-    ])
-
-
 def schema_for(rows: str) -> Any:
-    """``result_schema()`` for ``rows="image"``, ``vehicle_row_schema()`` for ``rows="vehicle"``."""
-    if rows not in ROW_KINDS:
-        raise ValueError(f"rows must be 'image' (one row per input) or 'vehicle' (one row per vehicle), not {rows!r}")
-    return result_schema() if rows == "image" else vehicle_row_schema()
+    """The Arrow schema of ``Result.to_dict()`` rows (``rows="image"``) or ``Result.to_rows()`` rows
+    (``rows="vehicle"``), derived from ``results.py``'s declared output fields."""
+    _import_pyarrow()  # the install hint when pyarrow is missing
+    return arrow_schema(rows)
 
 
 def results_to_table(results: Sequence[Result], rows: str = "image") -> Any:
@@ -115,7 +72,7 @@ def results_to_table(results: Sequence[Result], rows: str = "image") -> Any:
 
 
 def dicts_to_table(rows: Sequence[dict[str, Any]]) -> Any:
-    """``Result.to_dict()`` dicts -> a pyarrow Table with ``result_schema()``."""
+    """``Result.to_dict()`` dicts -> a pyarrow Table with ``schema_for("image")``."""
     pa = _import_pyarrow()
     columns: dict[str, list[Any]] = {name: [] for name in RESULT_COLUMNS}
     for row in rows:
@@ -125,7 +82,7 @@ def dicts_to_table(rows: Sequence[dict[str, Any]]) -> Any:
                 value = [{**v, "topk": [{"label": label, "score": score} for label, score in v.get("topk") or []]}
                          for v in value or []]
             columns[name].append(value)
-    return pa.Table.from_pydict(columns, schema=result_schema())
+    return pa.Table.from_pydict(columns, schema=schema_for("image"))
 
 
 def table_to_dicts(table: Any) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from vehicle_cls.errors import one_line
 from vehicle_cls.serve.batcher import Batcher
 from vehicle_cls.serve.uploads import Limits, UploadError, sources_from_form, sources_from_json
 
@@ -94,7 +95,7 @@ def create_app(pipeline: Any, config: ServeConfig | None = None) -> FastAPI:
 
     def refuse(status: int, detail: str) -> JSONResponse:
         stats.refused += 1
-        return JSONResponse({"detail": " ".join(detail.split())}, status_code=status)
+        return JSONResponse({"detail": one_line(detail)}, status_code=status)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -129,7 +130,7 @@ def create_app(pipeline: Any, config: ServeConfig | None = None) -> FastAPI:
             results = await batcher.submit(sources)
         except RuntimeError as exc:
             stats.failed += 1
-            return JSONResponse({"detail": " ".join(str(exc).split())}, status_code=503)
+            return JSONResponse({"detail": one_line(exc)}, status_code=503)
         for position, result in enumerate(results):  # the position in this request, not in the shared batch
             if "index" in result:
                 result["index"] = position

@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from vehicle_cls.errors import one_line
+
 logger = logging.getLogger(__name__)
 
 PredictFn = Callable[[list[Any]], Sequence[Any]]  # sources -> one object with .to_dict() per source
@@ -141,7 +143,7 @@ class Batcher:
             results = await loop.run_in_executor(self._executor, self._predict_dicts, [j.source for j in batch])
         except Exception as exc:  # the model itself failed: every job of this batch gets the one-line reason
             logger.exception("model call failed for a batch of %d", len(batch))
-            message = " ".join(f"model call failed ({type(exc).__name__}: {exc})".split())
+            message = one_line(f"model call failed ({type(exc).__name__}: {exc})")
             for job in batch:
                 if not job.future.done():
                     job.future.set_exception(RuntimeError(message))

@@ -15,7 +15,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from vehicle_cls.images import ImageError
+from vehicle_cls.errors import VehicleClsError, one_line
+from vehicle_cls.io.images import ImageError
 
 MB = 1024 * 1024
 
@@ -32,13 +33,13 @@ class Limits:
         return self.max_files * (self.max_file_bytes * 4 // 3 + 4096) + 65536
 
 
-class UploadError(Exception):
+class UploadError(VehicleClsError):
     """A request the service refuses as a whole: HTTP ``status`` and a one-line ``detail``."""
 
     def __init__(self, status: int, detail: str):
         super().__init__(detail)
         self.status = status
-        self.detail = " ".join(detail.split())
+        self.detail = one_line(detail)
 
 
 class NamedBytes(io.BytesIO):

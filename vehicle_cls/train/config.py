@@ -17,8 +17,11 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from vehicle_cls.errors import VehicleClsError
+from vehicle_cls.fromdict import check_keys, field_names
 
-class ConfigError(ValueError):
+
+class ConfigError(VehicleClsError, ValueError):
     """A recipe problem, as one line naming the file (or override) and the key."""
 
 
@@ -245,14 +248,8 @@ def _build(cls: type, d: Any, source: str, prefix: str) -> Any:
     if not isinstance(d, Mapping):
         raise ConfigError(f"{source}: {where}: expected a mapping, got {_short(d)}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in d.items():
-        if key not in names:
-            raise ConfigError(
-                f"{source}: unknown key {prefix}{key!s} (known: {', '.join(sorted(names))})"
-            )
-        kwargs[key] = _coerce(hints[key], value, source, f"{prefix}{key}")
+    check_keys(d, field_names(cls), source=source, prefix=prefix, error=ConfigError)
+    kwargs = {key: _coerce(hints[key], value, source, f"{prefix}{key}") for key, value in d.items()}
     return cls(**kwargs)
 
 

@@ -117,7 +117,7 @@ def _annotated_examples(clf: Any, test: Any, out: Path, n: int) -> list[Path]:
     import numpy as np
     from PIL import Image
 
-    from vehicle_cls.images import load_image
+    from vehicle_cls.io.images import load_image
 
     out.mkdir(parents=True, exist_ok=True)
     picked, seen = [], set()

@@ -17,7 +17,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from vehicle_cls.classifier.inference import CropJob, classify_crops
-from vehicle_cls.data import Sample, SampleList
+from vehicle_cls.data import Sample, relabel
 from vehicle_cls.progress import progress_bar
 from vehicle_cls.train.metrics import ClassificationMetrics, compute_metrics
 
@@ -54,22 +54,6 @@ class EvalResult:
         ]
 
 
-def map_labels(samples: Sequence[Sample], dataset_classes: Sequence[str], model_classes: Sequence[str], what: str = "dataset") -> SampleList:
-    """Relabel samples from the dataset's class list into the model's, by name (error for unknown names)."""
-    dataset_classes, model_classes = list(dataset_classes), list(model_classes)
-    fmt = getattr(samples, "box_format", "devkit")
-    name = getattr(samples, "name", what)
-    if dataset_classes == model_classes:
-        return samples if isinstance(samples, SampleList) else SampleList(list(samples), model_classes, name, box_format=fmt)
-    index = {c: i for i, c in enumerate(model_classes)}
-    used = sorted({dataset_classes[s.label] for s in samples})
-    unknown = [c for c in used if c not in index]
-    if unknown:
-        raise ValueError(f"{what} {name}: {len(unknown)} classes the model does not know, e.g. {unknown[:3]}")
-    items = [Sample(s.path, index[dataset_classes[s.label]], s.box) for s in samples]
-    return SampleList(items, model_classes, name, box_format=fmt)
-
-
 def evaluate(
     classifier: Any,
     samples: Sequence[Sample],
@@ -87,7 +71,7 @@ def evaluate(
     from vehicle_cls.data.torch_dataset import SampleDataset
 
     classes = list(classifier.classes)
-    samples = map_labels(samples, dataset_classes or getattr(samples, "classes", None) or classes, classes)
+    samples = relabel(samples, dataset_classes or getattr(samples, "classes", None) or classes, classes)
     if isinstance(crop, str) and crop not in ("none", "gt"):
         from vehicle_cls.data import CropCache
 

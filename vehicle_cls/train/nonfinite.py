@@ -17,12 +17,13 @@ import math
 import torch
 from torch import nn
 
+from vehicle_cls.errors import VehicleClsError
 from vehicle_cls.train.distributed import DistInfo, all_ranks_agree
 
 logger = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(VehicleClsError, RuntimeError):
     """Training stopped because the loss (or the weights) stayed NaN/inf; the message is one line."""
 
 

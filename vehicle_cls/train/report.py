@@ -235,7 +235,7 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path) -> Path:
 
 def plot_mistakes(mistakes: Sequence[dict[str, Any]], path: Path, cols: int = 4) -> Path:
     """Grid of the most confident mistakes: the image with 'true -> predicted (p)'."""
-    from vehicle_cls.images import load_image
+    from vehicle_cls.io.images import load_image
 
     rows = (len(mistakes) + cols - 1) // cols
     fig = _figure(3 * cols, 3.2 * rows)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from vehicle_cls.data import Sample, SampleList, open_dataset, stratified_split
+from vehicle_cls.data import Sample, SampleList, open_dataset, relabel, stratified_split
 from vehicle_cls.fileio import atomic_write_text
 from vehicle_cls.train.config import DataConfig
 
@@ -84,7 +84,7 @@ def prepare_splits(cfg: DataConfig) -> DataSplits:
         full = full.subset(rest_idx, f"{full.name}:train", split="train")
     elif cfg.test:
         test_ds = open_dataset(cfg.test, cfg.layout, split="test")
-        test = _remap(test_ds, classes, "test")
+        test = relabel(test_ds, test_ds.classes, classes, what="test set", target="the training set", split="test")
     train_idx, val_idx = stratified_split(full.labels, cfg.val_fraction, seed=cfg.split_seed)
     train = full.subset(train_idx, f"{full.name}:train", split="train")
     val = full.subset(val_idx, f"{full.name}:val", split="val")
@@ -93,18 +93,6 @@ def prepare_splits(cfg: DataConfig) -> DataSplits:
     splits = DataSplits(classes, train, val, test, box_format)
     logger.info("data: %s", splits.summary())
     return splits
-
-
-def _remap(ds: SampleList, classes: list[str], what: str) -> SampleList:
-    """Relabel ``ds`` into ``classes`` by name; an unknown class name is an error."""
-    if list(ds.classes) == classes:
-        return ds
-    index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted(set(ds.classes) - set(index))
-    if unknown:
-        raise ValueError(f"{what} set {ds.name} has classes not in the training set: {unknown[:5]}")
-    items = [Sample(s.path, index[ds.classes[s.label]], s.box) for s in ds]
-    return SampleList(items, classes, ds.name, split=what, box_format=getattr(ds, "box_format", "devkit"))
 
 
 def _cap_per_class(ds: SampleList, cap: int, seed: int) -> SampleList:

@@ -39,8 +39,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from vehicle_cls.zoo import detector_config
+
 __all__ = [
-    "CONFIGS",
     "d2_r101_fpn_shapes",
     "synthetic_d2_state_dict",
     "write_zoo_pkl",
@@ -48,11 +49,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Config names accepted by :func:`synthetic_d2_state_dict`; ``True`` where the model has a mask head.
-CONFIGS: dict[str, bool] = {
-    "faster_rcnn_R_101_FPN_3x": False,
-    "mask_rcnn_R_101_FPN_3x": True,
-}
 
 # ResNet-101: (stage name, number of blocks, bottleneck width, output channels).
 _STAGES = (("res2", 3, 64, 256), ("res3", 4, 128, 512), ("res4", 23, 256, 1024), ("res5", 3, 512, 2048))
@@ -96,8 +92,7 @@ def d2_r101_fpn_shapes(config: str = "faster_rcnn_R_101_FPN_3x") -> dict[str, tu
     ``pixel_mean``, ``pixel_std`` and the anchor buffers are not part of it (detectron2 does not
     save them as parameters and our loader ignores them).
     """
-    if config not in CONFIGS:
-        raise ValueError(f"unknown config {config!r}; expected one of {sorted(CONFIGS)}")
+    detector_config(config)  # an unknown name is an error listing the known ones
     return dict(_iter_shapes(config))
 
 
@@ -144,7 +139,7 @@ def _iter_shapes(config: str) -> Iterator[tuple[str, tuple[int, ...]]]:
     yield "roi_heads.box_predictor.cls_score.bias", (_NUM_CLASSES + 1,)
     yield "roi_heads.box_predictor.bbox_pred.weight", (_NUM_CLASSES * 4, _FC_DIM)
     yield "roi_heads.box_predictor.bbox_pred.bias", (_NUM_CLASSES * 4,)
-    if CONFIGS[config]:
+    if detector_config(config).mask_on:
         mh = "roi_heads.mask_head"
         for k in range(1, 5):
             yield f"{mh}.mask_fcn{k}.weight", (_FPN_DIM, _FPN_DIM, 3, 3)

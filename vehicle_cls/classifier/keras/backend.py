@@ -9,143 +9,30 @@ interpolation, output) that ``Classifier.load`` dispatches to. TensorFlow is imp
 """
 from __future__ import annotations
 
-import logging
 import os
-import zipfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from vehicle_cls.bundle import CONFIG_NAME, BundlePart, read_config, read_config_if_any, write_bundle
+from vehicle_cls.bundle import BundlePart, read_config, read_config_if_any, write_bundle
+from vehicle_cls.classifier.keras.loading import (
+    final_activation,
+    import_keras,
+    load_keras_model,
+    model_input_size,
+    model_output_units,
+)
+from vehicle_cls.classifier.keras.preprocessing import check_image, preprocess_array, softmax
+from vehicle_cls.classifier.keras.settings import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    KerasPreprocessMode,
+    KerasResize,
+    KerasSettings,
+)
 from vehicle_cls.crops import DEFAULT_MASK_FILL, CropChoice, cut
-
-logger = logging.getLogger(__name__)
-
-KerasPreprocessMode = Literal["caffe", "tf", "torch", "none"]
-KerasResize = Literal["squash", "center_crop", "letterbox"]
-
-MODEL_FILE = "model.keras"
-CONFIG_FILE = CONFIG_NAME
-PREPROCESS_MODES = ("caffe", "tf", "torch", "none")
-RESIZE_MODES = ("squash", "center_crop", "letterbox")
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area", "lanczos3", "lanczos5")
-OUTPUT_KINDS = ("auto", "probabilities", "logits")
-
-CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # keras.applications "caffe" mode, BGR order, 0-255
-TORCH_MEAN_RGB = (0.485, 0.456, 0.406)  # keras.applications "torch" mode, RGB order, 0-1
-TORCH_STD_RGB = (0.229, 0.224, 0.225)
-
-INSTALL_HINT = "pip install vehicle-cls[keras]"
-
-
-def import_keras() -> Any:
-    """Import Keras (through TensorFlow) or fail with the extra to install.
-
-    torchvision is imported first on purpose: it loads triton (where installed), and loading
-    triton *after* TensorFlow 2.21 crashes the process (segfault), e.g. when a Pipeline later
-    crops with torchvision.ops. Loading TensorFlow after triton is safe.
-    """
-    import torchvision  # noqa: F401  (order matters: before tensorflow)
-
-    try:
-        import tensorflow  # noqa: F401  (the keras extra is tensorflow; Keras 3 ships with it)
-        import keras  # isort: skip
-    except ImportError as exc:
-        raise ImportError(
-            f"Keras models need TensorFlow, which is not installed ({exc}); run: {INSTALL_HINT}"
-        ) from exc
-    return keras
-
-
-@dataclass
-class KerasSettings:
-    """How images become the Keras model's input: the part of ``config.json["keras"]`` we own."""
-
-    model_file: str = MODEL_FILE
-    preprocess: KerasPreprocessMode = "caffe"  # keras.applications.imagenet_utils modes, or "none"
-    input_size: int = 224
-    resize: KerasResize = "squash"  # squash; center_crop = crop to square then resize; letterbox = pad
-    interpolation: str = "bilinear"  # keras.ops.image.resize method (what image_dataset_from_directory uses)
-    output: str = "auto"  # "auto": softmax only when the final activation is not softmax
-
-    def __post_init__(self) -> None:
-        if self.preprocess not in PREPROCESS_MODES:
-            raise ValueError(f"keras preprocess must be one of {PREPROCESS_MODES}, got {self.preprocess!r}")
-        if self.resize not in RESIZE_MODES:
-            raise ValueError(f"keras resize must be one of {RESIZE_MODES}, got {self.resize!r}")
-        if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"keras interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
-        if self.output not in OUTPUT_KINDS:
-            raise ValueError(f"keras output must be one of {OUTPUT_KINDS}, got {self.output!r}")
-        if int(self.input_size) <= 0:
-            raise ValueError(f"keras input_size must be positive, got {self.input_size!r}")
-        self.input_size = int(self.input_size)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> KerasSettings:
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            logger.warning("ignoring unknown keras settings in config.json: %s", ", ".join(unknown))
-        return cls(**known)
-
-
-def preprocess_array(batch: np.ndarray, mode: str) -> np.ndarray:
-    """Apply a keras.applications-style ``preprocess_input`` to float RGB 0-255 NHWC pixels."""
-    x = np.asarray(batch, dtype=np.float32)
-    if mode == "caffe":
-        return x[..., ::-1] - np.asarray(CAFFE_MEAN_BGR, dtype=np.float32)
-    if mode == "tf":
-        return x / 127.5 - 1.0
-    if mode == "torch":
-        return (x / 255.0 - np.asarray(TORCH_MEAN_RGB, dtype=np.float32)) / np.asarray(TORCH_STD_RGB, dtype=np.float32)
-    if mode == "none":
-        return x
-    raise ValueError(f"unknown keras preprocess mode {mode!r}; expected one of {PREPROCESS_MODES}")
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Numerically stable softmax over the last axis."""
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def final_activation(model: Any) -> str | None:
-    """Name of the activation that produces the model's output ("softmax", "linear", ...), or None."""
-    layer = model.layers[-1] if getattr(model, "layers", None) else None
-    while layer is not None:
-        kind = type(layer).__name__
-        if kind == "Softmax":
-            return "softmax"
-        activation = getattr(layer, "activation", None)
-        if activation is not None:
-            name = getattr(activation, "__name__", None) or str(activation)
-            return str(name).lower()
-        sublayers = getattr(layer, "layers", None)  # a nested Sequential/Functional model
-        if sublayers:
-            layer = sublayers[-1]
-            continue
-        if kind in ("Dropout", "Identity", "Flatten", "Reshape"):  # pass-through layers: look one further
-            layer = _previous_layer(model, layer)
-            continue
-        return None
-    return None
-
-
-def _previous_layer(model: Any, layer: Any) -> Any:
-    layers = list(getattr(model, "layers", []))
-    try:
-        index = layers.index(layer)
-    except ValueError:
-        return None
-    return layers[index - 1] if index > 0 else None
 
 
 class KerasBackend:
@@ -202,7 +89,7 @@ class KerasBackend:
     ) -> KerasBackend:
         """Load a ``.keras`` / ``.h5`` model; ``input_size`` defaults to the model's own (else 224)."""
         model = load_keras_model(path)
-        fixed = _model_input_size(model)
+        fixed = model_input_size(model)
         if input_size is None:
             input_size = fixed or 224
         elif fixed is not None and int(input_size) != fixed:
@@ -226,10 +113,10 @@ class KerasBackend:
             raise ValueError(f"{directory / CONFIG_FILE}: backend is {config.get('backend')!r}, not 'keras'")
         if "classes" not in config or "keras" not in config:
             raise ValueError(f"{directory / CONFIG_FILE}: a keras bundle needs 'classes' and 'keras' entries")
-        settings = KerasSettings.from_dict(config["keras"])
+        settings = KerasSettings.from_dict(config["keras"], source=str(directory / CONFIG_FILE))
         model_path = directory / settings.model_file
         model = load_keras_model(model_path)
-        fixed = _model_input_size(model)
+        fixed = model_input_size(model)
         if fixed is not None and fixed != settings.input_size:
             raise ValueError(
                 f"{directory / CONFIG_FILE}: input_size={settings.input_size} but {model_path.name} "
@@ -280,7 +167,7 @@ class KerasBackend:
         size = (self.settings.input_size, self.settings.input_size)
         out = np.empty((len(images), *size, 3), dtype=np.float32)
         for i, image in enumerate(images):
-            image = _check_image(image, i)
+            image = check_image(image, i)
             resized = keras.ops.image.resize(
                 image.astype(np.float32),
                 size,
@@ -316,7 +203,7 @@ class KerasBackend:
         as a float32 torch tensor (so DataLoaders can stack it)."""
         import torch
 
-        from vehicle_cls.images import load_image
+        from vehicle_cls.io.images import load_image
 
         return torch.from_numpy(self.preprocess_images([load_image(image)])[0])
 
@@ -345,7 +232,7 @@ class KerasBackend:
 
     # helpers ---------------------------------------------------------------------------------
     def _check_model(self) -> None:
-        units = _model_output_units(self.model)
+        units = model_output_units(self.model)
         if units is not None and units != len(self.classes):
             raise ValueError(
                 f"{self.source}: the model has {units} output units but {len(self.classes)} class names were given"
@@ -381,65 +268,3 @@ class KerasBackend:
             f"preprocess={self.settings.preprocess!r}, input_size={self.settings.input_size}, "
             f"resize={self.settings.resize!r}, device={self.device!r})"
         )
-
-
-def load_keras_model(path: str | os.PathLike[str]) -> Any:
-    """``keras.models.load_model`` without compiling, with one-line errors naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: Keras model file not found")
-    suffix = path.suffix.lower()
-    if suffix == ".keras" and not zipfile.is_zipfile(path):
-        raise ValueError(f"{path}: not a Keras model (a .keras file is a zip archive; this one is not)")
-    if suffix in (".h5", ".hdf5") and not _is_hdf5(path):
-        raise ValueError(f"{path}: not a Keras model (not an HDF5 file)")
-    if suffix not in (".keras", ".h5", ".hdf5"):
-        raise ValueError(f"{path}: unsupported Keras model file; expected .keras or .h5")
-    keras = import_keras()
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as exc:  # keras raises many types for damaged files
-        reason = " ".join(str(exc).split())[:300]
-        raise ValueError(f"{path}: could not load the Keras model: {type(exc).__name__}: {reason}") from exc
-
-
-def _is_hdf5(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(8) == b"\x89HDF\r\n\x1a\n"
-
-
-def _model_output_units(model: Any) -> int | None:
-    shape = _first_shape(getattr(model, "output_shape", None))
-    if shape is None or len(shape) < 2 or shape[-1] is None:
-        return None
-    return int(shape[-1])
-
-
-def _model_input_size(model: Any) -> int | None:
-    """The fixed square input size of an NHWC model, or None when it takes any size."""
-    shape = _first_shape(getattr(model, "input_shape", None))
-    if shape is None or len(shape) != 4:
-        return None
-    height, width = shape[1], shape[2]
-    if height is None or width is None:
-        return None
-    if height != width:
-        raise ValueError(f"model input is {height}x{width}; only square inputs are supported")
-    return int(height)
-
-
-def _first_shape(shape: Any) -> tuple | None:
-    if shape is None:
-        return None
-    if isinstance(shape, list) and shape and isinstance(shape[0], (tuple, list)):
-        shape = shape[0]
-    return tuple(shape)
-
-
-def _check_image(image: Any, index: int) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        desc = f"shape={getattr(image, 'shape', None)} dtype={getattr(image, 'dtype', type(image).__name__)}"
-        raise ValueError(f"image {index}: expected an RGB uint8 HxWx3 array, got {desc}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"image {index}: empty image {image.shape}")
-    return image

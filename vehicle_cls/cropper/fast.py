@@ -1,36 +1,26 @@
-"""Inference-time copies of the models for the fast path: frozen norms folded into the convs, weights
-cast to bf16/fp16 (not only autocast) and convolutions in channels_last.
+"""The detector's inference copy for the fast path: detectron2's frozen norms folded into the convs,
+channels_last, on the CPU one weighted gather for ROIAlign and the box head's fc1 as a convolution,
+and (opt-in) parts in bf16/fp16.
 
-fp32 stays the exact reference: for ``precision="fp32"`` nothing here is used. The prepared copies
-serve inference only; the original modules (what ``save`` writes) are left untouched.
+fp32 without ``prepare_detector`` stays the exact reference. The prepared copy serves inference only;
+the original module (what ``save`` writes) is left untouched.
 """
 from __future__ import annotations
 
 import copy
-import logging
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vehicle_cls.runtime import AUTOCAST_DTYPES
-
-logger = logging.getLogger(__name__)
-
-
-def precision_dtype(precision: str) -> torch.dtype | None:
-    """The weight dtype of ``precision`` ("fp32" -> None: keep the module as it is)."""
-    if precision not in AUTOCAST_DTYPES:
-        raise ValueError(f"precision must be one of {sorted(AUTOCAST_DTYPES)}, not {precision!r}")
-    return AUTOCAST_DTYPES[precision]
+from vehicle_cls.cropper.layers import Conv2d, FrozenBatchNorm2d
+from vehicle_cls.runtime import precision_dtype
 
 
 def fold_frozen_norms(module: nn.Module) -> int:
     """Fold every detectron2-style ``Conv2d.norm`` (FrozenBatchNorm2d) into its conv, in place; returns
     how many were folded. The arithmetic is done in float64, so the folded fp32 weights differ from
     the unfolded convolution + norm only by rounding."""
-    from vehicle_cls.cropper.layers import Conv2d, FrozenBatchNorm2d
-
     folded = 0
     for conv in module.modules():
         if not isinstance(conv, Conv2d) or not isinstance(conv.norm, FrozenBatchNorm2d):
@@ -46,18 +36,6 @@ def fold_frozen_norms(module: nn.Module) -> int:
         conv.norm = None
         folded += 1
     return folded
-
-
-def fold_batch_norms(model: nn.Module) -> nn.Module:
-    """``model`` (changed in place) with each eval-mode BatchNorm2d that directly follows a Conv2d folded
-    into it (torch.fx); the model itself when it cannot be traced (then the norms simply stay)."""
-    try:
-        from torch.fx.experimental.optimization import fuse
-
-        return fuse(model, inplace=True)
-    except Exception as exc:  # an untraceable custom model: keep it unfused, it still runs
-        logger.info("batch norms not folded (%s: %s)", type(exc).__name__, exc)
-        return model
 
 
 #: detector parts that run in bf16/fp16 by default on the fast path: none. Measured on real photos
@@ -122,59 +100,3 @@ class ConvFCBoxHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.fc1(x.to(self.fc1.weight.dtype)))
         return F.relu(self.fc2(torch.flatten(x, start_dim=1)))
-
-
-def prepare_classifier(model: nn.Module, device: torch.device | str, precision: str,
-                       channels_last: bool = True) -> nn.Module:
-    """An inference copy of a torchvision classifier: BatchNorms folded into the convs, weights in
-    the precision's dtype, channels_last; for "fp32" the model itself (the exact reference)."""
-    dtype = precision_dtype(precision)
-    if dtype is None:
-        return model
-    fast = fold_batch_norms(copy.deepcopy(model).eval().to(torch.device(device)))
-    fast = fast.to(dtype)
-    if channels_last:
-        fast = fast.to(memory_format=torch.channels_last)
-    for p in fast.parameters():
-        p.requires_grad_(False)
-    return fast.eval()
-
-
-class InferenceCopies:
-    """Prepared classifier copies per (precision, device), rebuilt when the source weights change
-    (training steps bump the parameters' version counters), so a stale copy is never used."""
-
-    def __init__(self) -> None:
-        self._copies: dict[tuple[str, str], tuple[tuple, nn.Module]] = {}
-
-    def get(self, model: nn.Module, precision: str, device: torch.device | str) -> nn.Module:
-        """``model`` itself for fp32, else its prepared copy for ``precision`` on ``device``."""
-        if precision_dtype(precision) is None:
-            return model
-        key = (precision, str(torch.device(device)))
-        stamp = (id(model), *((p.data_ptr(), p._version) for p in model.parameters()))
-        cached = self._copies.get(key)
-        if cached is None or cached[0] != stamp:
-            self._copies[key] = (stamp, prepare_classifier(model, device, precision))
-        return self._copies[key][1]
-
-
-def classify_logits(copies: InferenceCopies, model: nn.Module, batch: torch.Tensor, precision: str,
-                    device: torch.device | str) -> torch.Tensor:
-    """fp32 logits of ``model`` for an NCHW batch: fp32 runs the model as it is (the reference),
-    bf16/fp16 run its prepared copy (folded norms, low-precision weights, channels_last)."""
-    net = copies.get(model, precision, device)
-    dtype = precision_dtype(precision) or next(model.parameters()).dtype
-    batch = batch.to(device, non_blocking=True).to(dtype)
-    if batch.dim() == 4 and (net is not model or _is_channels_last(net)):
-        batch = batch.contiguous(memory_format=torch.channels_last)
-    model.eval()
-    with torch.inference_mode():
-        return net(batch).float()
-
-
-def _is_channels_last(model: nn.Module) -> bool:
-    for p in model.parameters():
-        if p.dim() == 4:
-            return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-    return False

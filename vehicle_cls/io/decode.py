@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from vehicle_cls.device_decode import EncodedJpeg, decode_jpegs, jpeg_for_device
-from vehicle_cls.images import ImageError, load_image_reduced
-from vehicle_cls.inputs import InputItem
-from vehicle_cls.results import one_line
+from vehicle_cls.errors import one_line
+from vehicle_cls.io.device_decode import EncodedJpeg, decode_jpegs, jpeg_for_device
+from vehicle_cls.io.images import ImageError, load_image_reduced
+from vehicle_cls.io.inputs import InputItem
 
 logger = logging.getLogger(__name__)
 
@@ -95,9 +95,6 @@ class PixelBudget:
             while self.held >= self.limit and not stop.is_set():
                 self.cond.wait(0.05)
         return not stop.is_set()
-
-
-_END = object()
 
 
 _END = object()

@@ -17,13 +17,15 @@ import math
 import os
 import stat
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from vehicle_cls.errors import VehicleClsError, one_line
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own bomb limit (2x MAX_IMAGE_PIXELS), made explicit
 DEFAULT_BACKGROUND = (255, 255, 255)
@@ -38,12 +40,12 @@ _EXIF_ORIENTATION = 0x0112
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
 
 
-class ImageError(ValueError):
+class ImageError(VehicleClsError, ValueError):
     """An image source could not be turned into pixels; the message names the source and reason."""
 
     def __init__(self, source: Any, reason: str):
         self.source = describe_source(source)
-        self.reason = " ".join(str(reason).split())  # always one line
+        self.reason = one_line(reason)
         super().__init__(f"{self.source}: {self.reason}")
 
 
@@ -298,18 +300,21 @@ def _to_uint8(array: np.ndarray, source: Any) -> np.ndarray:
     raise ImageError(source, f"unsupported pixel type {array.dtype}")
 
 
-def iter_image_files(root: str | os.PathLike, recursive: bool = True, skip_hidden: bool = False) -> Iterator[Path]:
-    """Image files under a folder in sorted order (by extension; the decoder has the last word).
+def iter_image_files(root: str | os.PathLike, recursive: bool = True, skip_hidden: bool = False,
+                     extensions: Collection[str] = IMAGE_EXTENSIONS) -> Iterator[Path]:
+    """Image files (or files ending in one of ``extensions``) under a folder in sorted order (by
+    extension; the decoder has the last word). The one folder walker of the package.
 
-    A FIFO, socket or device with an image name is skipped with a warning (reading it could block).
+    A FIFO, socket or device with such a name is skipped with a warning (reading it could block).
     ``skip_hidden`` leaves out paths with a part starting with "." below ``root`` (.ipynb_checkpoints, ._x.jpg).
     """
     root = Path(root)
+    wanted = {e.lower() for e in extensions}
     pattern = "**/*" if recursive else "*"
     for path in sorted(root.glob(pattern)):
         if skip_hidden and any(part.startswith(".") for part in path.relative_to(root).parts):
             continue
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        if path.suffix.lower() not in wanted:
             continue
         if path.is_file():
             yield path

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from vehicle_cls.images import IMAGE_EXTENSIONS, describe_source
+from vehicle_cls.io.images import IMAGE_EXTENSIONS, describe_source, iter_image_files
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def _expand_one(obj: Any, frame_stride: int, recursive: bool) -> Iterator[InputI
         return
     path = os.fspath(obj)
     if os.path.isdir(path):
-        files = list(iter_media_files(path, recursive=recursive))
+        files = list(iter_image_files(path, recursive=recursive, extensions=IMAGE_EXTENSIONS + VIDEO_EXTENSIONS))
         if not files:
             yield InputItem(None, path, error=f"{path}: folder contains no image or video files")
         for f in files:
@@ -97,15 +97,6 @@ def _expand_one(obj: Any, frame_stride: int, recursive: bool) -> Iterator[InputI
         yield from iter_video_frames(path, frame_stride)
     else:
         yield InputItem(path, path)
-
-
-def iter_media_files(root: str | os.PathLike, recursive: bool = True) -> Iterator[Path]:
-    """Image and video files under a folder, sorted (by extension; the decoder has the last word)."""
-    root = Path(root)
-    wanted = set(IMAGE_EXTENSIONS) | set(VIDEO_EXTENSIONS)
-    for path in sorted(root.glob("**/*" if recursive else "*")):
-        if path.suffix.lower() in wanted and path.is_file():
-            yield path
 
 
 def iter_video_frames(path: str, frame_stride: int = 1) -> Iterator[InputItem]:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from vehicle_cls.images import DEFAULT_MAX_PIXELS, read_image_file
+from vehicle_cls.io.images import DEFAULT_MAX_PIXELS, read_image_file
 
 DECODES = ("auto", "cpu", "device")
 _EXIF_ORIENTATION = 0x0112
