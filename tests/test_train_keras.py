@@ -57,9 +57,9 @@ def split_folders(root: Path, classes=CLASSES, n_train: int = 36, n_test: int = 
     return root / "train", root / "test"
 
 
-def recipe(data: Path, out: Path, **sections) -> TrainConfig:
+def recipe(train_dir: Path, out: Path, **sections) -> TrainConfig:
     raw = {
-        "data": {"train": str(data), "layout": "folders", "val_fraction": 0.1, "num_workers": 1},
+        "data": {"train": str(train_dir), "layout": "folders", "val_fraction": 0.1, "num_workers": 1},
         "model": {"backend": "keras", "input_size": 32, "dropout": 0.1},
         "optim": {"name": "adamw", "lr": 0.004, "weight_decay": 0.01, "warmup_epochs": 0.5, "label_smoothing": 0.1},
         "augment": {"scale": [0.6, 1.0], "hflip": 0.5, "rotation": 5, "color_jitter": 0.1},
@@ -98,3 +98,78 @@ def test_keras_run_learns_and_its_bundle_serves(tmp_path):
     results = pipe([str(p) for p in sorted((test_dir / "car").glob("*.jpg"))[:4]])
     assert len(results) == 4 and all(r.ok for r in results)
 
+
+
+def _variables(run_dir: Path) -> dict[str, np.ndarray]:
+    with np.load(run_dir / "last.npz", allow_pickle=False) as data:
+        return {k: data[k] for k in data.files if k != "meta"}
+
+
+def test_interrupted_inside_an_epoch_then_resumed_equals_uninterrupted(tmp_path):
+    from vehicle_cls.train.keras import train
+
+    data, _ = split_folders(tmp_path / "photos", classes=CLASSES[:3], n_train=6, n_test=0)  # 12 train, 6 val
+    small = {"data": {"val_fraction": 0.34}, "model": {"input_size": 16},
+             "run": {"epochs": 3, "batch_size": 4, "threads": 1}}
+    full = train(recipe(data, tmp_path / "full", **small), model=tiny_model(3, 16), preprocess="none")
+    assert full.epochs_completed == 3 and full.global_step == 9 and not full.interrupted
+
+    # stopped inside epoch 2 (step 5 of 9): last.npz holds epoch 1; resuming redoes epoch 2
+    part_cfg = recipe(data, tmp_path / "part", **{**small, "run": {**small["run"], "max_steps": 5}})
+    part = train(part_cfg, model=tiny_model(3, 16), preprocess="none")
+    assert part.interrupted and part.epochs_completed == 1 and part.global_step == 5
+    meta = json.loads(np.load(tmp_path / "part" / "last.npz")["meta"].tobytes())
+    assert meta["epoch"] == 1 and meta["step"] == 3
+    a = _variables(tmp_path / "full")
+    assert any(not np.array_equal(a[k], v) for k, v in _variables(tmp_path / "part").items())
+
+    resumed = train(recipe(data, tmp_path / "part", **small), model=tiny_model(3, 16, seed=123), preprocess="none",
+                    resume=True)
+    assert resumed.epochs_completed == 3 and resumed.global_step == 9
+    b = _variables(tmp_path / "part")
+    assert a.keys() == b.keys()
+    for k in a:  # model and optimizer variables, bit for bit
+        assert np.array_equal(a[k], b[k]), k
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert resumed.history[-1]["val_loss"] == full.history[-1]["val_loss"]
+
+
+def test_splits_json_is_byte_identical_to_the_torch_run(tmp_path):
+    from vehicle_cls.classifier import Classifier, Preprocess
+    from vehicle_cls.train.keras import train as train_keras
+    from vehicle_cls.train.trainer import train as train_torch
+    from test_train_resume import TinyNet
+
+    data, _ = split_folders(tmp_path / "photos", classes=CLASSES[:3], n_train=8, n_test=0)
+    cfg = recipe(data, tmp_path / "keras", model={"input_size": 16}, run={"epochs": 1, "max_steps": 1})
+    train_keras(cfg, model=tiny_model(3, 16), preprocess="none")
+    torch_cfg = recipe(data, tmp_path / "torch", model={"backend": "torch", "input_size": 16},
+                       run={"epochs": 1, "max_steps": 1})
+    train_torch(torch_cfg, classifier=Classifier(TinyNet(3), "resnet18", CLASSES[:3], Preprocess(input_size=16)))
+    keras_bytes = (tmp_path / "keras" / "splits.json").read_bytes()
+    assert keras_bytes == (tmp_path / "torch" / "splits.json").read_bytes()
+    assert len(json.loads(keras_bytes)["val"]) == 3
+
+
+def test_recipe_errors_are_one_line(tmp_path):
+    from vehicle_cls.train.keras.trainer import KerasTrainer
+
+    with pytest.raises(ConfigError, match=r"model.backend: must be one of 'torch', 'keras', got 'tf'"):
+        TrainConfig.from_dict({"model": {"backend": "tf"}})
+    with pytest.raises(ConfigError, match=r"model.arch: 'vit_b_16' has no keras.applications counterpart"):
+        KerasTrainer(recipe(tmp_path, tmp_path / "r", model={"arch": "vit_b_16"}))
+    with pytest.raises(ConfigError, match=r"augment.mixup_alpha: not mapped to Keras"):
+        KerasTrainer(recipe(tmp_path, tmp_path / "r", augment={"mixup_alpha": 0.2}))
+
+
+def test_recipe_builds_keras_applications_model():
+    from vehicle_cls.train.keras.model import build_model, set_backbone_trainable
+
+    cfg = recipe(Path("unused"), Path("unused"), model={"arch": "mobilenet_v3_small", "input_size": 32})
+    model = build_model(cfg, 6, "fp32", seed=0)
+    assert model.output_shape == (None, 6) and model.input_shape == (None, 32, 32, 3)
+    n_all = len(model.trainable_variables)
+    set_backbone_trainable(model, False)
+    assert len(model.trainable_variables) == 2  # the head's kernel and bias
+    set_backbone_trainable(model, True)
+    assert len(model.trainable_variables) == n_all
