@@ -46,17 +46,17 @@ class KerasTrainer:
     0-255 NHWC pixels after ``preprocess``) and/or ``splits`` to skip building them."""
 
     def __init__(self, cfg: TrainConfig, *, model: Any = None, preprocess: str | None = None,
-                 splits: DataSplits | None = None):
+                 splits: DataSplits | None = None, source: str = "recipe"):
         self.cfg = cfg
         self.model = model
         self.preprocess_mode = preprocess
         self.splits = splits
         if model is None:
-            self.preprocess_mode = kmodel.keras_arch(cfg).preprocess
+            self.preprocess_mode = kmodel.keras_arch(cfg, source).preprocess
         elif preprocess is None:
             raise ValueError("an injected Keras model needs its preprocess mode (caffe, tf, torch or none)")
-        augment.check_supported(cfg)
-        schedule.check_supported(cfg)
+        augment.check_supported(cfg, source)
+        schedule.check_supported(cfg, source)
 
     # ---- setup ------------------------------------------------------------------------------------
     def _setup(self, resume: bool) -> None:
@@ -374,7 +374,8 @@ def _all_layers(model: Any) -> list[Any]:
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, model: Any = None, preprocess: str | None = None,
-          splits: DataSplits | None = None) -> TrainResult:
-    """Train per ``cfg`` with Keras (continue from ``out_dir/last.npz`` with ``resume``)."""
-    return KerasTrainer(cfg, model=model, preprocess=preprocess, splits=splits).fit(resume=resume)
+          splits: DataSplits | None = None, source: str = "recipe") -> TrainResult:
+    """Train per ``cfg`` with Keras (continue from ``out_dir/last.npz`` with ``resume``); ``source``
+    (the recipe file) prefixes one-line ConfigErrors."""
+    return KerasTrainer(cfg, model=model, preprocess=preprocess, splits=splits, source=source).fit(resume=resume)
 
