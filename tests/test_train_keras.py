@@ -173,3 +173,48 @@ def test_recipe_builds_keras_applications_model():
     assert len(model.trainable_variables) == 2  # the head's kernel and bias
     set_backbone_trainable(model, True)
     assert len(model.trainable_variables) == n_all
+
+
+def test_nan_loss_stops_with_one_line_error_and_saves_nothing(tmp_path):
+    from vehicle_cls.classifier.keras_backend import import_keras
+    from vehicle_cls.train.keras import train
+    from vehicle_cls.train.nonfinite import NonFiniteLossError
+
+    keras = import_keras()
+
+    class Poison(keras.layers.Layer):
+        """Multiplies its input by a variable the test sets to NaN (a corrupt batch, every step)."""
+
+        def build(self, shape):
+            self.factor = self.add_weight(shape=(), initializer="ones", trainable=False)
+
+        def call(self, x):
+            return x * self.factor
+
+    data, _ = split_folders(tmp_path / "photos", classes=CLASSES[:2], n_train=4, n_test=0)
+    inner = tiny_model(2, 16)
+    inputs = keras.Input((16, 16, 3))
+    poison = Poison()
+    model = keras.Model(inputs, inner(poison(inputs)))
+    poison.factor.assign(float("nan"))
+    before = [v.numpy().copy() for v in inner.variables if not v.path.endswith("seed_generator_state")]
+    cfg = recipe(data, tmp_path / "run", data={"val_fraction": 0.25}, model={"input_size": 16},
+                 run={"epochs": 2, "batch_size": 2, "max_nonfinite_steps": 2, "threads": 1})
+    with pytest.raises(NonFiniteLossError, match=r"^epoch 1 step 1: the training loss was nan for 2 step\(s\) in a "
+                       r"row .*last good checkpoint: none written yet$"):
+        train(cfg, model=model, preprocess="none")
+    after = [v.numpy() for v in inner.variables if not v.path.endswith("seed_generator_state")]
+    for a, b in zip(before, after):  # no update, no weight decay, no BatchNorm statistics
+        assert np.array_equal(a, b)
+    assert not (tmp_path / "run" / "best").exists() and not (tmp_path / "run" / "last.npz").exists()
+
+
+def test_keras_trainer_modules_import_no_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import vehicle_cls.train.keras.trainer, vehicle_cls.cli.train, vehicle_cls.cli.eval, sys; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1], check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
