@@ -135,10 +135,11 @@ def test_interrupted_inside_an_epoch_then_resumed_equals_uninterrupted(tmp_path)
 
 
 def test_splits_json_is_byte_identical_to_the_torch_run(tmp_path):
+    from test_train_resume import TinyNet
+
     from vehicle_cls.classifier import Classifier, Preprocess
     from vehicle_cls.train.keras import train as train_keras
     from vehicle_cls.train.trainer import train as train_torch
-    from test_train_resume import TinyNet
 
     data, _ = split_folders(tmp_path / "photos", classes=CLASSES[:3], n_train=8, n_test=0)
     cfg = recipe(data, tmp_path / "keras", model={"input_size": 16}, run={"epochs": 1, "max_steps": 1})

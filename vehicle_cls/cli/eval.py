@@ -47,6 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vehicle_cls.train.report import write_comparison
 
+    if args.crop == "cache":
+        if not args.cache:
+            print("vehicle-cls eval: error: --crop cache needs --cache DIR (made by `vehicle-cls crop`)", file=sys.stderr)
+            return EXIT_ERROR
+        args.crop = args.cache
     if args.compare:
         paths = write_comparison(_compare_reports(args), args.out)
         print(paths["markdown"].read_text(encoding="utf-8"))
@@ -59,11 +64,6 @@ def run(args: argparse.Namespace) -> int:
     from vehicle_cls.train.evaluate import evaluate
     from vehicle_cls.train.report import write_report
 
-    if args.crop == "cache":
-        if not args.cache:
-            print("vehicle-cls eval: error: --crop cache needs --cache DIR (made by `vehicle-cls crop`)", file=sys.stderr)
-            return EXIT_ERROR
-        args.crop = args.cache
     clf = Classifier.load(args.model, device=args.device)
     samples, classes, where = _samples(args, clf)
     name = args.name or f"{args.split} / crop={args.crop if args.crop in ('none', 'gt') else 'cache'}"
