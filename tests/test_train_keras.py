@@ -78,8 +78,10 @@ def test_keras_run_learns_and_its_bundle_serves(tmp_path):
     from vehicle_cls.train.keras import train
 
     train_dir, test_dir = split_folders(tmp_path)
-    result = train(recipe(train_dir, tmp_path / "run"), model=tiny_model(6), preprocess="none")
-    assert result.epochs_completed == 8 and result.best_dir is not None
+    cfg = recipe(train_dir, tmp_path / "run", optim={"lr": 0.008}, augment={"rotation": 0, "color_jitter": 0},
+                 run={"epochs": 10})  # 57.5 % here; with rotation and colour jitter 8 epochs are not enough
+    result = train(cfg, model=tiny_model(6), preprocess="none")
+    assert result.epochs_completed == 10 and result.best_dir is not None
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"] - 0.2
     run = tmp_path / "run"
     assert {"config.yaml", "splits.json", "history.json", "last.npz", "best"} <= {p.name for p in run.iterdir()}
