@@ -4,6 +4,11 @@
     vehicle-cls eval --model runs/x/best --data car_data --split test --crop gt --out reports/gt
     vehicle-cls eval --model runs/x/best --data car_data --crop cache --cache crops/ --out reports/detector
     vehicle-cls eval --compare reports/full reports/detector reports/gt --out reports/compare
+    vehicle-cls eval --compare runs/torch runs/keras --out reports/torch_vs_keras   # two training runs
+
+``--compare`` takes report folders and training run directories alike: a run (``best/`` +
+``splits.json``) is first evaluated on its own ``--split`` (its report goes under ``--out``), and runs
+compared together must hold the same samples in that split.
 """
 from __future__ import annotations
 
@@ -34,15 +39,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, ... (default: auto)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
-    p.add_argument("--compare", nargs="+", metavar="REPORT_DIR", help="write a comparison of these reports instead")
+    p.add_argument("--compare", nargs="+", metavar="REPORT_OR_RUN_DIR",
+                   help="write a side-by-side comparison of these reports or training runs (torch or Keras) instead")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from vehicle_cls.train.report import write_comparison
 
+    if args.crop == "cache":
+        if not args.cache:
+            print("vehicle-cls eval: error: --crop cache needs --cache DIR (made by `vehicle-cls crop`)", file=sys.stderr)
+            return EXIT_ERROR
+        args.crop = args.cache
     if args.compare:
-        paths = write_comparison(args.compare, args.out)
+        paths = write_comparison(_compare_reports(args), args.out)
         print(paths["markdown"].read_text(encoding="utf-8"))
         print(f"comparison: {paths['markdown']} and {paths['json']}")
         return EXIT_OK
@@ -53,11 +64,6 @@ def run(args: argparse.Namespace) -> int:
     from vehicle_cls.train.evaluate import evaluate
     from vehicle_cls.train.report import write_report
 
-    if args.crop == "cache":
-        if not args.cache:
-            print("vehicle-cls eval: error: --crop cache needs --cache DIR (made by `vehicle-cls crop`)", file=sys.stderr)
-            return EXIT_ERROR
-        args.crop = args.cache
     clf = Classifier.load(args.model, device=args.device)
     samples, classes, where = _samples(args, clf)
     name = args.name or f"{args.split} / crop={args.crop if args.crop in ('none', 'gt') else 'cache'}"
@@ -93,6 +99,45 @@ def _samples(args: argparse.Namespace, clf):
                 raise ValueError(f"{path}: the run has no {args.split!r} split; pass --data")
             return samples, splits.classes, f"{path}:{args.split}"
     raise ValueError(f"{args.model}: no --data given and no splits.json of its training run found")
+
+
+def _compare_reports(args: argparse.Namespace) -> list:
+    """The report folders to compare: report folders as given, training runs evaluated on ``--split``
+    into ``--out/<run name>`` first (one-line error when the runs' splits hold different samples)."""
+    from pathlib import Path
+
+    from vehicle_cls.classifier import Classifier
+    from vehicle_cls.train.evaluate import evaluate
+    from vehicle_cls.train.report import write_report
+    from vehicle_cls.train.splits import DataSplits
+
+    reports, reference = [], None
+    for item in args.compare:
+        run_dir = Path(item)
+        if not ((run_dir / "best").is_dir() and (run_dir / "splits.json").is_file()):
+            reports.append(item)  # a report folder (load_report names it if it is neither)
+            continue
+        splits = DataSplits.load(run_dir / "splits.json")
+        samples = getattr(splits, args.split, None) if args.split in ("train", "val", "test") else None
+        if samples is None:
+            raise ValueError(f"{run_dir / 'splits.json'}: the run has no {args.split!r} split; choose --split val")
+        key = [(s.path, s.label) for s in samples]
+        if reference is None:
+            reference = (run_dir, key)
+        elif key != reference[1]:
+            raise ValueError(f"{run_dir} and {reference[0]}: their {args.split} splits hold different samples; "
+                             "compare runs trained with the same data section and split_seed")
+        clf = Classifier.load(run_dir / "best", device=args.device)
+        name = f"{run_dir.name} ({clf.engine.name})"
+        info = {"model": str(run_dir / "best"), "dataset": f"{run_dir / 'splits.json'}:{args.split}",
+                "split": args.split, "backend": clf.engine.name}
+        result = evaluate(clf, samples, dataset_classes=splits.classes, crop=args.crop, batch_size=args.batch_size,
+                          num_workers=args.workers, precision=args.precision, name=name, info=info)
+        out = Path(args.out) / "runs" / run_dir.name
+        write_report(result, out, history=(clf.training or {}).get("history"))
+        print_summary(result)
+        reports.append(out)
+    return reports
 
 
 def print_summary(result) -> None:

@@ -15,12 +15,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train a classifier from a YAML recipe",
         description="Train a classifier from a YAML recipe (see configs/). Overrides are section.key=value "
-        "(parsed as YAML), e.g. optim.lr=0.01 run.epochs=5. The run directory (run.out_dir) gets last.pt, "
+        "(parsed as YAML), e.g. optim.lr=0.01 run.epochs=5; model.backend=keras trains a keras.applications "
+        "model on TensorFlow from the same recipe. The run directory (run.out_dir) gets last.pt, "
         "best/ (a bundle for Classifier.load / Pipeline.load), history.json, splits.json and tb/.",
     )
     p.add_argument("--config", "-c", required=True, metavar="RECIPE.yaml", help="training recipe")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="recipe overrides")
-    p.add_argument("--resume", action="store_true", help="continue the run in run.out_dir from its last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in run.out_dir from its last.pt (last.npz for model.backend=keras)")
     p.add_argument("--out", metavar="DIR", help="run directory (same as run.out_dir=DIR)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -28,7 +30,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vehicle_cls.train.config import ConfigError, load_config
-    from vehicle_cls.train.trainer import train
 
     overrides = list(args.overrides)
     if args.out:
@@ -40,7 +41,18 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"vehicle-cls train: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    result = train(cfg, resume=args.resume)
+    try:
+        if cfg.model.backend == "keras":
+            from vehicle_cls.train.keras import train as train_keras
+
+            result = train_keras(cfg, resume=args.resume, source=args.config)
+        else:
+            from vehicle_cls.train.trainer import train
+
+            result = train(cfg, resume=args.resume)
+    except ConfigError as exc:  # a recipe setting the chosen backend cannot honour
+        print(f"vehicle-cls train: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     import os
 
     if int(os.environ.get("RANK", "0")) != 0:

@@ -45,6 +45,7 @@ class ModelConfig:
     """The classifier to build, and its inference preprocessing (saved with the bundle)."""
 
     arch: str = "resnet50"
+    backend: Literal["torch", "keras"] = "torch"  # keras: vehicle_cls.train.keras (keras.applications arches)
     weights: str | None = None  # None (from scratch) or "imagenet"
     dropout: float = 0.2
     input_size: int = 224
