@@ -91,7 +91,7 @@ def main() -> None:
     if args.epochs < 2:
         p.error("--epochs must be >= 2 (the first is warm-up)")
     logging.basicConfig(level=logging.WARNING)
-    import torchvision  # noqa: F401  (before tensorflow, see keras_backend.import_keras)
+    import torchvision  # noqa: F401  (before tensorflow, see classifier.keras.loading.import_keras)
 
     with tempfile.TemporaryDirectory() as tmp:
         data = photos(Path(tmp) / "photos", args.per_class)

@@ -30,7 +30,7 @@ MARGIN = 0.28  # as tests/test_train_learning.py: at least 45 % top-1 on 120 hel
 
 def tiny_model(num_classes: int, size: int = 32, seed: int = 0):
     """Three conv blocks with BatchNorm (momentum 0.9 = torch's 0.1: a short run needs fresh statistics) (backbone) + Dropout + Dense logits (head); takes 0-255 pixels."""
-    from vehicle_cls.classifier.keras_backend import import_keras
+    from vehicle_cls.classifier.keras.loading import import_keras
 
     keras = import_keras()
     keras.utils.set_random_seed(seed)
@@ -179,7 +179,7 @@ def test_recipe_builds_keras_applications_model():
 
 
 def test_nan_loss_stops_with_one_line_error_and_saves_nothing(tmp_path):
-    from vehicle_cls.classifier.keras_backend import import_keras
+    from vehicle_cls.classifier.keras.loading import import_keras
     from vehicle_cls.train.keras import train
     from vehicle_cls.train.nonfinite import NonFiniteLossError
 

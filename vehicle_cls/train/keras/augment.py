@@ -39,7 +39,7 @@ def check_supported(cfg: TrainConfig, source: str = "recipe") -> None:
 
 def build_augmenter(cfg: TrainConfig, seed: int) -> Any:
     """A ``keras.Sequential`` of random layers for float 0-255 NHWC batches (None when disabled)."""
-    from vehicle_cls.classifier.keras_backend import import_keras
+    from vehicle_cls.classifier.keras.loading import import_keras
 
     keras = import_keras()
     a = cfg.augment
@@ -86,7 +86,7 @@ def _make_scale_crop() -> Any:
 
     import tensorflow as tf
 
-    from vehicle_cls.classifier.keras_backend import import_keras
+    from vehicle_cls.classifier.keras.loading import import_keras
 
     keras = import_keras()
 

@@ -69,7 +69,7 @@ def dtype_policy(precision: str) -> Iterator[None]:
 
 def build_model(cfg: TrainConfig, num_classes: int, precision: str, seed: int) -> Any:
     """The functional model ``backbone -> Dropout -> Dense(num_classes)`` (float32 logits)."""
-    from vehicle_cls.classifier.keras_backend import import_keras
+    from vehicle_cls.classifier.keras.loading import import_keras
 
     keras = import_keras()
     arch = keras_arch(cfg)

@@ -22,7 +22,7 @@ def check_supported(cfg: TrainConfig, source: str = "recipe") -> None:
 
 def build_optimizer(cfg: TrainConfig, variables: list[Any], precision: str) -> Any:
     """The recipe's optimizer, built over ``variables`` (fp16: wrapped in a LossScaleOptimizer)."""
-    from vehicle_cls.classifier.keras_backend import import_keras
+    from vehicle_cls.classifier.keras.loading import import_keras
 
     keras = import_keras()
     o = cfg.optim

@@ -64,7 +64,9 @@ class KerasTrainer:
 
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ValueError("model.backend=keras trains in one process; run it without torchrun")
-        from vehicle_cls.classifier.keras_backend import KerasBackend, KerasSettings, import_keras
+        from vehicle_cls.classifier.keras.backend import KerasBackend
+        from vehicle_cls.classifier.keras.loading import import_keras
+        from vehicle_cls.classifier.keras.settings import KerasSettings
 
         keras = import_keras()
         import tensorflow as tf
