@@ -29,8 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vehicle_cls.train import demo  # noqa: E402
-from vehicle_cls.train.config import TrainConfig  # noqa: E402
+from vehicle_cls.train import demo
+from vehicle_cls.train.config import TrainConfig
 
 #: two-sided 95 % Student t quantiles by degrees of freedom
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -46,7 +46,7 @@ def t_interval(values: list[float]) -> tuple[float, float]:
 
 def cpu_name() -> str:
     try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -58,7 +58,7 @@ def cpu_name() -> str:
 
 def load_average() -> str:
     try:
-        return open("/proc/loadavg", encoding="utf-8").read().split(" ")[0]
+        return Path("/proc/loadavg").read_text(encoding="utf-8").split(" ")[0]
     except OSError:
         return "?"
 
@@ -140,7 +140,13 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
             raw["run"]["precision"] = "bf16"
         return raw
 
+    from vehicle_cls import runtime
+
     names = ["trainer, same settings", "+ channels_last", "+ bf16", "+ channels_last + bf16", "recipe (auto precision)"]
+    if not (args.bf16 or runtime.cpu_has_fast_bf16()):  # emulated bf16: far slower, measured once is enough
+        names = [n for n in names if "bf16" not in n]
+        print(f"no native bf16 on this CPU ({torch.backends.cpu.get_cpu_capability()}): bf16 variants skipped "
+              "(--bf16 runs them)")
     rows: dict[str, list[float]] = {"plain torchvision loop": []}
     rows.update({n: [] for n in names})
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,11 +159,12 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     result = {"images": n_img, "epochs": args.epochs, "repeats": args.repeats, "threads": args.threads,
               "input_size": base["model"]["input_size"], "batch_size": base["run"]["batch_size"],
               "cpu": cpu_name(), "load_before": args.load_before, "load_after": load_average(),
-              "torch": torch.__version__, "variants": {}}
+              "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "variants": {}}
     plain = n_img / min(rows["plain torchvision loop"])
     print(f"{n_img} photos x {args.epochs} epochs x {args.repeats} repeats, {result['input_size']} px, batch "
           f"{result['batch_size']}, {args.threads} threads, {result['cpu']}, load {args.load_before} -> {result['load_after']}")
-    print(f"| variant | images/s (best epoch) | vs plain loop | epoch seconds |\n|---|---|---|---|")
+    print("| variant | images/s (best epoch) | vs plain loop | epoch seconds |\n|---|---|---|---|")
     for n, secs in rows.items():
         ips = n_img / min(secs)
         result["variants"][n] = {"images_per_s": round(ips, 1), "epoch_seconds": [round(s, 2) for s in secs]}
@@ -222,6 +229,7 @@ def main() -> None:
     s.add_argument("--images", type=int, default=768, help="training photos (a multiple of 6)")
     s.add_argument("--epochs", type=int, default=2)
     s.add_argument("--repeats", type=int, default=1)
+    s.add_argument("--bf16", action="store_true", help="run the bf16 variants also on a CPU without native bf16")
     a = sub.add_parser("accuracy", help="demo recipe vs baseline over seeds, on the demo split")
     a.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     a.add_argument("--variants", nargs="+", default=["recipe", "baseline"],
