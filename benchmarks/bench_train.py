@@ -6,12 +6,16 @@ model, input size, batch and threads, in one run; then the recipe's speed-ups on
 (channels_last, bf16 autocast) and the whole demo recipe. Each variant trains ``--epochs`` epochs over
 the same ``--images`` photos; images/s is taken from its fastest epoch (the first includes warm-up).
 
+``step``: ResNet-18 forward + backward per CPU-second on random input, fp32 vs bf16 autocast (is bf16
+native on this CPU, or emulated?).
+
 ``accuracy``: the demo recipe against the seed-style baseline (and, with ``--variants``, the recipe in
 fp32) on the demo's split, one full training run per seed and variant: test top-1 as mean and 95 %
 t-interval over seeds (Student t, n-1 degrees of freedom), and the paired recipe - baseline difference
 per seed with its own t-interval. The validation top-1 (what chose the recipe) is reported beside it.
 
     python benchmarks/bench_train.py speed [--images 768 --epochs 2 --threads 2]
+    python benchmarks/bench_train.py step --threads 1
     python benchmarks/bench_train.py accuracy --seeds 0 1 2 [--variants recipe baseline recipe-fp32]
 """
 from __future__ import annotations
@@ -172,6 +176,38 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+# ---- step ------------------------------------------------------------------------------------------
+
+def step(args: argparse.Namespace) -> dict[str, Any]:
+    """ResNet-18 forward + backward on random input, images per CPU-second (CPU time: less sensitive to
+    other jobs than wall time), fp32 vs bf16 autocast, contiguous vs channels_last."""
+    import torchvision
+
+    torch.set_num_threads(args.threads)
+    out: dict[str, Any] = {"cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                           "threads": args.threads, "batch": args.batch, "size": args.size, "variants": {}}
+    print(f"{out['cpu']} ({out['cpu_capability']}), {args.threads} thread(s), batch {args.batch}, {args.size} px")
+    for precision, channels_last in (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)):
+        torch.manual_seed(0)
+        model = torchvision.models.resnet18(num_classes=6)
+        x, y = torch.randn(args.batch, 3, args.size, args.size), torch.randint(0, 6, (args.batch,))
+        if channels_last:
+            model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+
+        for i in range(args.steps + 1):  # the first is warm-up
+            if i == 1:
+                t0 = time.process_time()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+            model.zero_grad()
+            loss.backward()
+        rate = args.batch * args.steps / (time.process_time() - t0)
+        name = f"{precision}{' channels_last' if channels_last else ''}"
+        out["variants"][name] = round(rate, 2)
+        print(f"{name}: {rate:.1f} images per CPU-second", flush=True)
+    return out
+
+
 # ---- accuracy ---------------------------------------------------------------------------------------
 
 def accuracy(args: argparse.Namespace) -> dict[str, Any]:
@@ -230,17 +266,21 @@ def main() -> None:
     s.add_argument("--epochs", type=int, default=2)
     s.add_argument("--repeats", type=int, default=1)
     s.add_argument("--bf16", action="store_true", help="run the bf16 variants also on a CPU without native bf16")
+    k = sub.add_parser("step", help="ResNet-18 forward + backward rate: fp32 vs bf16, contiguous vs channels_last")
+    k.add_argument("--batch", type=int, default=16)
+    k.add_argument("--size", type=int, default=96)
+    k.add_argument("--steps", type=int, default=2)
     a = sub.add_parser("accuracy", help="demo recipe vs baseline over seeds, on the demo split")
     a.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     a.add_argument("--variants", nargs="+", default=["recipe", "baseline"],
                    choices=["recipe", "baseline", "recipe-fp32"])
     a.add_argument("--out", default="bench_train_runs")
-    for p in (s, a):
+    for p in (s, k, a):
         p.add_argument("--threads", type=int, default=2)
         p.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     args.load_before = load_average()
-    result = speed(args) if args.mode == "speed" else accuracy(args)
+    result = {"speed": speed, "step": step, "accuracy": accuracy}[args.mode](args)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
 

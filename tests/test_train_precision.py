@@ -31,7 +31,7 @@ def test_auto_trains_fp32_on_cpu_below_the_safe_input_size(native_bf16):
 
 def test_auto_trains_fp32_on_a_cpu_without_native_bf16(monkeypatch):
     monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: False)
-    assert training_precision("auto", CPU, 96) == "fp32"  # emulated bf16 was 25x slower (trainer.py)
+    assert training_precision("auto", CPU, 96) == "fp32"  # emulated bf16 was 16x slower (trainer.py)
     assert training_precision("bf16", CPU, 96) == "bf16"  # asked for: kept
 
 

@@ -60,7 +60,7 @@ def training_precision(requested: str, device: torch.device, input_size: int) ->
     at least ``MIN_BF16_CPU_INPUT`` px; else fp32. An explicit bf16 is kept (with a warning when small).
 
     Measured on a 2-core AMD EPYC VM exposing only AVX2 (no AVX512, no AMX), torch 2.14.1, ResNet-18 at
-    96 px, forward + backward, 1 thread: fp32 15.9 images per CPU-second, bf16 autocast under 0.6 (emulated
+    96 px, batch 16, forward + backward, 1 thread: fp32 15.9 images per CPU-second, bf16 autocast 1.0 (emulated
     bf16 kernels): auto must not pick bf16 there."""
     precision = runtime.resolve_precision(requested, device, training=True)
     if precision != "bf16" or device.type != "cpu":
