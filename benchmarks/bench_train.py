@@ -237,7 +237,7 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
             print(json.dumps(row), flush=True)
     summary: dict[str, Any] = {"cpu": cpu_name(), "torch": torch.__version__, "threads": args.threads,
                                "load_before": args.load_before, "runs": runs, "variants": {}}
-    print(f"\n| variant | test top-1 (95 % t-interval, {len(args.seeds)} seeds) | val top-1 | train s | images/s |")
+    print(f"\n| variant | test top-1 (95 % t-interval, {len(args.seeds)} seeds) | val top-1 | epochs s (train + val) | train images/s |")
     print("|---|---|---|---|---|")
     for v in args.variants:
         mine = [r for r in runs if r["variant"] == v]
