@@ -27,11 +27,15 @@ def run(args: argparse.Namespace) -> int:
 
     d = run_demo(args.out, baseline=args.baseline, epochs=args.epochs, threads=args.threads,
                  progress=not args.no_progress)
+    from vehicle_cls.train.demo import recorded_comparison
+
     what = "baseline (no augmentation)" if args.baseline else "demo"
     print(f"\n{what}: test top-1 accuracy {d.top1:.1%} on {d.test_images} held-out photos "
           f"(never trained on), {d.seconds:.0f} s")
     for name, acc in d.per_class.items():
         print(f"  {name:<11} {'n/a' if acc is None else f'{acc:.1%}'}")
+    print("recorded on the same test photos (mean over seeds, 95 % interval):")
+    print("\n".join(recorded_comparison()))
     print(f"report:       {d.report_dir / 'report.md'}")
     print(f"predictions:  {d.predictions_dir}/ (annotated test photos)")
     print(f"model bundle: {d.bundle_dir} (vehicle-cls predict --model {d.bundle_dir} IMAGE ...)")

@@ -1,0 +1,289 @@
+"""Training benchmarks on the shipped demo photos (vehicle_cls/assets/demo_vehicle_types).
+
+``speed``: the trainer against a plain torchvision training loop (the seed notebook's: a Dataset that
+decodes and squashes, DataLoader, ResNet-18, SGD, cross-entropy, fp32, no extras) on the same photos,
+model, input size, batch and threads, in one run; then the recipe's speed-ups one at a time
+(channels_last, bf16 autocast) and the whole demo recipe. Each variant trains ``--epochs`` epochs over
+the same ``--images`` photos; images/s is taken from its fastest epoch (the first includes warm-up).
+
+``step``: ResNet-18 forward + backward per CPU-second on random input, fp32 vs bf16 autocast (is bf16
+native on this CPU, or emulated?).
+
+``accuracy``: the demo recipe against the seed-style baseline (and, with ``--variants``, the recipe in
+fp32) on the demo's split, one full training run per seed and variant: test top-1 as mean and 95 %
+t-interval over seeds (Student t, n-1 degrees of freedom), and the paired recipe - baseline difference
+per seed with its own t-interval. The validation top-1 (what chose the recipe) is reported beside it.
+
+    python benchmarks/bench_train.py speed [--images 768 --epochs 2 --threads 2]
+    python benchmarks/bench_train.py step --threads 1
+    python benchmarks/bench_train.py accuracy --seeds 0 1 2 [--variants recipe baseline recipe-fp32]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vehicle_cls.train import demo
+from vehicle_cls.train.config import TrainConfig
+
+#: two-sided 95 % Student t quantiles by degrees of freedom
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def t_interval(values: list[float]) -> tuple[float, float]:
+    """(mean, half-width of the 95 % t-interval); half-width nan for fewer than 2 values."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, float("nan")
+    return mean, T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / len(values) ** 0.5
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
+def load_average() -> str:
+    try:
+        return Path("/proc/loadavg").read_text(encoding="utf-8").split(" ")[0]
+    except OSError:
+        return "?"
+
+
+# ---- speed ------------------------------------------------------------------------------------------
+
+def plain_loop(paths: list[str], labels: list[int], size: int, batch: int, epochs: int, seed: int) -> list[float]:
+    """The seed notebook's loop; returns seconds per epoch."""
+    import torchvision
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision import transforms
+
+    tf = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(),
+                             transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+
+    class Photos(Dataset):
+        def __len__(self) -> int:
+            return len(paths)
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+            return tf(Image.open(paths[i]).convert("RGB")), labels[i]
+
+    torch.manual_seed(seed)
+    model = torchvision.models.resnet18(num_classes=max(labels) + 1)
+    loader = DataLoader(Photos(), batch_size=batch, shuffle=True, num_workers=0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    model.train()
+    seconds = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        for images, targets in loader:
+            optimizer.zero_grad()
+            loss = loss_fn(model(images), targets)
+            loss.backward()
+            optimizer.step()
+        seconds.append(time.perf_counter() - t0)
+    return seconds
+
+
+def trainer_run(raw: dict[str, Any], out: Path) -> list[float]:
+    """The trainer on ``raw``; returns its seconds per epoch (training only: no validation split)."""
+    from vehicle_cls.train.trainer import train
+
+    raw["run"]["out_dir"] = str(out)
+    result = train(TrainConfig.from_dict(raw, source="bench").validate("bench"))
+    return [row["seconds"] for row in result.history]
+
+
+def speed(args: argparse.Namespace) -> dict[str, Any]:
+    from vehicle_cls.train.splits import prepare_splits
+
+    torch.set_num_threads(args.threads)
+    per_class = args.images // 6
+    base = demo.demo_config("unused", threads=args.threads, progress=False).to_dict()
+    base["data"].update(val_fraction=0.0, max_per_class=per_class)
+    base["run"].update(epochs=args.epochs, tensorboard=False, progress=False)
+    base["optim"]["warmup_epochs"] = 0.0
+    splits = prepare_splits(TrainConfig.from_dict(base).data)
+    paths, labels = [s.path for s in splits.train], [s.label for s in splits.train]
+
+    def same_as_plain(raw: dict[str, Any]) -> dict[str, Any]:
+        raw["augment"]["enabled"] = False
+        raw["optim"].update(name="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=0.0, label_smoothing=0.0,
+                            schedule="constant")
+        raw["model"]["dropout"] = 0.0
+        raw["run"].update(precision="fp32", channels_last=False)
+        return raw
+
+    def variant(name: str) -> dict[str, Any]:
+        raw = json.loads(json.dumps(base))
+        if name == "recipe (auto precision)":
+            return raw
+        raw = same_as_plain(raw)
+        if name in ("+ channels_last", "+ channels_last + bf16"):
+            raw["run"]["channels_last"] = True
+        if name in ("+ bf16", "+ channels_last + bf16"):
+            raw["run"]["precision"] = "bf16"
+        return raw
+
+    from vehicle_cls import runtime
+
+    names = ["trainer, same settings", "+ channels_last", "+ bf16", "+ channels_last + bf16", "recipe (auto precision)"]
+    if not (args.bf16 or runtime.cpu_has_fast_bf16()):  # emulated bf16: far slower, measured once is enough
+        names = [n for n in names if "bf16" not in n]
+        print(f"no native bf16 on this CPU ({torch.backends.cpu.get_cpu_capability()}): bf16 variants skipped "
+              "(--bf16 runs them)")
+    rows: dict[str, list[float]] = {"plain torchvision loop": []}
+    rows.update({n: [] for n in names})
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):  # plain and trainer back to back each repeat
+            rows["plain torchvision loop"] += plain_loop(paths, labels, base["model"]["input_size"],
+                                                         base["run"]["batch_size"], args.epochs, r)
+            for i, n in enumerate(names):
+                rows[n] += trainer_run(variant(n), Path(tmp) / f"{r}-{i}")
+    n_img = len(paths)
+    result = {"images": n_img, "epochs": args.epochs, "repeats": args.repeats, "threads": args.threads,
+              "input_size": base["model"]["input_size"], "batch_size": base["run"]["batch_size"],
+              "cpu": cpu_name(), "load_before": args.load_before, "load_after": load_average(),
+              "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "variants": {}}
+    plain = n_img / min(rows["plain torchvision loop"])
+    print(f"{n_img} photos x {args.epochs} epochs x {args.repeats} repeats, {result['input_size']} px, batch "
+          f"{result['batch_size']}, {args.threads} threads, {result['cpu']}, load {args.load_before} -> {result['load_after']}")
+    print("| variant | images/s (best epoch) | vs plain loop | epoch seconds |\n|---|---|---|---|")
+    for n, secs in rows.items():
+        ips = n_img / min(secs)
+        result["variants"][n] = {"images_per_s": round(ips, 1), "epoch_seconds": [round(s, 2) for s in secs]}
+        print(f"| {n} | {ips:.1f} | {ips / plain:.2f}x | {', '.join(f'{s:.1f}' for s in secs)} |")
+    return result
+
+
+# ---- step ------------------------------------------------------------------------------------------
+
+def step(args: argparse.Namespace) -> dict[str, Any]:
+    """ResNet-18 forward + backward on random input, images per CPU-second (CPU time: less sensitive to
+    other jobs than wall time), fp32 vs bf16 autocast, contiguous vs channels_last."""
+    import torchvision
+
+    torch.set_num_threads(args.threads)
+    out: dict[str, Any] = {"cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                           "threads": args.threads, "batch": args.batch, "size": args.size, "variants": {}}
+    print(f"{out['cpu']} ({out['cpu_capability']}), {args.threads} thread(s), batch {args.batch}, {args.size} px")
+    for precision, channels_last in (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)):
+        torch.manual_seed(0)
+        model = torchvision.models.resnet18(num_classes=6)
+        x, y = torch.randn(args.batch, 3, args.size, args.size), torch.randint(0, 6, (args.batch,))
+        if channels_last:
+            model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+
+        for i in range(args.steps + 1):  # the first is warm-up
+            if i == 1:
+                t0 = time.process_time()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+            model.zero_grad()
+            loss.backward()
+        rate = args.batch * args.steps / (time.process_time() - t0)
+        name = f"{precision}{' channels_last' if channels_last else ''}"
+        out["variants"][name] = round(rate, 2)
+        print(f"{name}: {rate:.1f} images per CPU-second", flush=True)
+    return out
+
+
+# ---- accuracy ---------------------------------------------------------------------------------------
+
+def accuracy(args: argparse.Namespace) -> dict[str, Any]:
+    from vehicle_cls.classifier import Classifier
+    from vehicle_cls.train.evaluate import evaluate
+    from vehicle_cls.train.splits import DataSplits
+    from vehicle_cls.train.trainer import train
+
+    out = Path(args.out)
+    runs: list[dict[str, Any]] = []
+    for seed in args.seeds:
+        for v in args.variants:
+            cfg = demo.demo_config(out / f"{v}-seed{seed}", baseline=v == "baseline", seed=seed, threads=args.threads,
+                                   progress=False, precision="fp32" if v == "recipe-fp32" else None)
+            t0 = time.perf_counter()
+            res = train(cfg)
+            seconds = time.perf_counter() - t0
+            splits = DataSplits.load(res.run_dir / "splits.json")
+            ev = evaluate(Classifier.load(res.best_dir), splits.test, dataset_classes=splits.classes, batch_size=256,
+                          name=f"{v} seed {seed}")
+            train_s = sum(r["seconds"] for r in res.history)
+            row = {"variant": v, "seed": seed, "test_top1": ev.metrics.top1, "val_top1": res.best_metric,
+                   "best_epoch": res.best_epoch, "train_seconds": round(train_s, 1), "total_seconds": round(seconds, 1),
+                   "images_per_s": round(len(splits.train) * len(res.history) / train_s, 1),
+                   "test_images": ev.metrics.num_samples, "load": load_average()}
+            runs.append(row)
+            print(json.dumps(row), flush=True)
+    summary: dict[str, Any] = {"cpu": cpu_name(), "torch": torch.__version__, "threads": args.threads,
+                               "load_before": args.load_before, "runs": runs, "variants": {}}
+    print(f"\n| variant | test top-1 (95 % t-interval, {len(args.seeds)} seeds) | val top-1 | epochs s (train + val) | train images/s |")
+    print("|---|---|---|---|---|")
+    for v in args.variants:
+        mine = [r for r in runs if r["variant"] == v]
+        m, h = t_interval([r["test_top1"] for r in mine])
+        vm, vh = t_interval([r["val_top1"] for r in mine])
+        summary["variants"][v] = {"test_top1": m, "interval": h, "val_top1": vm, "val_interval": vh}
+        print(f"| {v} | {m:.2%} +- {h:.2%} | {vm:.2%} +- {vh:.2%} | "
+              f"{statistics.fmean(r['train_seconds'] for r in mine):.0f} | "
+              f"{statistics.fmean(r['images_per_s'] for r in mine):.0f} |")
+    if {"recipe", "baseline"} <= set(args.variants):
+        by = {(r["variant"], r["seed"]): r["test_top1"] for r in runs}
+        diffs = [by[("recipe", s)] - by[("baseline", s)] for s in args.seeds]
+        m, h = t_interval(diffs)
+        summary["recipe_minus_baseline"] = {"mean": m, "interval": h, "per_seed": diffs}
+        verdict = "beats" if m - h > 0 else "does NOT beat"
+        print(f"\nrecipe - baseline (paired by seed): {m:+.2%} +- {h:.2%}: the recipe {verdict} the baseline "
+              "by more than the interval")
+    return summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="mode", required=True)
+    s = sub.add_parser("speed", help="trainer vs plain torchvision loop, and the recipe's speed-ups")
+    s.add_argument("--images", type=int, default=768, help="training photos (a multiple of 6)")
+    s.add_argument("--epochs", type=int, default=2)
+    s.add_argument("--repeats", type=int, default=1)
+    s.add_argument("--bf16", action="store_true", help="run the bf16 variants also on a CPU without native bf16")
+    k = sub.add_parser("step", help="ResNet-18 forward + backward rate: fp32 vs bf16, contiguous vs channels_last")
+    k.add_argument("--batch", type=int, default=16)
+    k.add_argument("--size", type=int, default=96)
+    k.add_argument("--steps", type=int, default=2)
+    a = sub.add_parser("accuracy", help="demo recipe vs baseline over seeds, on the demo split")
+    a.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    a.add_argument("--variants", nargs="+", default=["recipe", "baseline"],
+                   choices=["recipe", "baseline", "recipe-fp32"])
+    a.add_argument("--out", default="bench_train_runs")
+    for p in (s, k, a):
+        p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    args.load_before = load_average()
+    result = {"speed": speed, "step": step, "accuracy": accuracy}[args.mode](args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
