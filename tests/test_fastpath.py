@@ -7,6 +7,7 @@ head are calibrated on the photos (so its probabilities are not saturated either
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -152,16 +153,27 @@ def test_fast_detector_agrees_with_fp32(detections):
 
 
 def test_agreement_check_catches_a_drifting_detector(detections):
-    """The same check fails for the all-bf16 detector (backbone and RPN head too): it can fail."""
+    """The check can fail: boxes moved by a few pixels (what a drifting detector gives) are caught.
+
+    The all-bf16 detector (backbone and RPN head too) is the real drift, but whether it moves a box past
+    IoU 0.98 on six photos depends on the CPU's bf16 kernels (it did on AVX512-BF16 EPYC, not on a CI
+    Xeon), so it is checked to change the numbers, and the catching is checked on a known drift."""
     cropper, images, ref, _ = detections
+    drifted = []
+    for r in ref:
+        boxes = r.boxes.copy()
+        boxes[:, [0, 2]] += 0.05 * (boxes[:, 2:3] - boxes[:, 0:1])  # 5 % of the width to the right
+        drifted.append(dataclasses.replace(r, boxes=boxes))
+    problems, same_crop = agreement(ref, drifted, CropPolicy())
+    assert problems and same_crop < 0.98
+    assert agreement(ref, ref, CropPolicy()) == ([], 1.0)
     try:
         cropper.set_precision("bf16", parts=DETECTOR_PARTS)  # the explicit opt-in: speed over agreement
         assert cropper.backend._fast.backbone.bottom_up.stem.conv1.weight.dtype == torch.bfloat16
-        drifting = cropper.detect(images)
+        all_bf16 = cropper.detect(images)
     finally:
         cropper.set_precision("bf16")
-    problems, same_crop = agreement(ref, drifting, CropPolicy())
-    assert problems or same_crop < 0.98
+    assert any(len(a) != len(b) or not np.array_equal(a.scores, b.scores) for a, b in zip(ref, all_bf16))
 
 
 def test_set_precision_back_to_fp32_is_the_reference(detections):
