@@ -50,7 +50,9 @@ class CropChoice:
         """The detection with its box in original pixels."""
         if self.detection is None or scale == (1.0, 1.0):
             return self.detection
-        return replace(self.detection, box=scale_box(self.detection.box, scale))
+        box = scale_box(self.detection.box, scale)
+        assert box is not None  # a detection always has a box
+        return replace(self.detection, box=box)
 
 
 WHOLE_IMAGE = CropChoice(None)  # classify the whole image

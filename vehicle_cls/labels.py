@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from collections.abc import Sequence
 from importlib import resources
 
 # detectron2's contiguous COCO ids (0-based over the 80 thing classes)
@@ -30,7 +31,7 @@ def coco_class_name(class_id: int) -> str:
     return COCO_CLASSES[class_id] if 0 <= class_id < len(COCO_CLASSES) else str(class_id)
 
 
-def coco_class_ids(names: tuple[str, ...] | list[str]) -> tuple[int, ...]:
+def coco_class_ids(names: Sequence[str | int]) -> tuple[int, ...]:
     """Contiguous COCO ids for class names (or ids given as ints); unknown names are an error."""
     ids = []
     for name in names:

@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -44,5 +46,5 @@ class CompiledCopies(InferenceCopies):
         key = (precision, str(torch.device(device)))
         cached = self._compiled.get(key)
         if cached is None or cached[0] is not net:
-            self._compiled[key] = (net, torch.compile(net, mode=self.mode))
+            self._compiled[key] = (net, cast(nn.Module, torch.compile(net, mode=self.mode)))  # an OptimizedModule
         return self._compiled[key][1]

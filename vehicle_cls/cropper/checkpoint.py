@@ -98,12 +98,13 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             data = load_torch_file(path)
         except TorchFileError as exc:
             raise CheckpointError(str(exc)) from None
-        state = data.get("model", data) if isinstance(data, dict) else None
-        if not isinstance(state, dict):
+        found = data.get("model", data) if isinstance(data, dict) else None
+        if not isinstance(found, dict):
             raise CheckpointError(f"{path}: expected {{'model': {{name: tensor}}}}, got {type(data).__name__}")
-        bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+        bad = [k for k, v in found.items() if not isinstance(v, torch.Tensor)]
         if bad:
             raise CheckpointError(f"{path}: entry {bad[0]!r} is not a tensor")
+        state = found
     elif suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -8,12 +8,15 @@ the original module (what ``save`` writes) is left untouched.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vehicle_cls.cropper.layers import Conv2d, FrozenBatchNorm2d
+from vehicle_cls.cropper.rcnn import GeneralizedRCNN
+from vehicle_cls.cropper.roi_heads import FastRCNNConvFCHead
 from vehicle_cls.runtime import precision_dtype
 
 
@@ -23,9 +26,9 @@ def fold_frozen_norms(module: nn.Module) -> int:
     the unfolded convolution + norm only by rounding."""
     folded = 0
     for conv in module.modules():
-        if not isinstance(conv, Conv2d) or not isinstance(conv.norm, FrozenBatchNorm2d):
+        norm = getattr(conv, "norm", None)
+        if not isinstance(conv, Conv2d) or not isinstance(norm, FrozenBatchNorm2d):
             continue
-        norm = conv.norm
         scale = norm.weight.double() / torch.sqrt(norm.running_var.double() + norm.eps)
         bias = norm.bias.double() - norm.running_mean.double() * scale
         if conv.bias is not None:
@@ -49,7 +52,7 @@ DETECTOR_LOW_PRECISION_PARTS: tuple[str, ...] = ()
 DETECTOR_PARTS = ("backbone", "rpn_head", "box_head", "mask_head")
 
 
-def prepare_detector(model: nn.Module, device: torch.device | str, precision: str,
+def prepare_detector(model: GeneralizedRCNN, device: torch.device | str, precision: str,
                      parts: tuple[str, ...] = DETECTOR_LOW_PRECISION_PARTS) -> nn.Module:
     """An inference copy of our GeneralizedRCNN for ``precision``: FrozenBN folded into the convs,
     everything channels_last, ``parts`` in the precision's dtype, the rest fp32; anchors and the box
@@ -63,18 +66,20 @@ def prepare_detector(model: nn.Module, device: torch.device | str, precision: st
     fold_frozen_norms(fast)
     device = torch.device(device)
     fast.to(device)
-    heads = fast.roi_heads
+    heads: Any = fast.roi_heads  # its box head is swapped for ConvFCBoxHead below
     if device.type == "cpu":
         heads.box_head = ConvFCBoxHead(heads.box_head, heads.box_pooler.output_size)
         for pooler in (heads.box_pooler, getattr(heads, "mask_pooler", None)):
             if pooler is not None:
                 pooler.kernel = "embedding_bag"
     if dtype is not None:  # anchors, pixel mean and the box predictor stay fp32
-        modules = {"backbone": fast.backbone, "rpn_head": fast.proposal_generator.rpn_head,
+        modules: dict[str, nn.Module | None] = {
+                   "backbone": fast.backbone, "rpn_head": fast.proposal_generator.rpn_head,
                    "box_head": heads.box_head, "mask_head": getattr(heads, "mask_head", None)}
         for name in parts:
-            if modules[name] is not None:
-                modules[name].to(dtype)
+            part = modules[name]
+            if part is not None:
+                part.to(dtype)
     fast.to(memory_format=torch.channels_last)
     for p in fast.parameters():
         p.requires_grad_(False)
@@ -86,14 +91,13 @@ class ConvFCBoxHead(nn.Module):
     features: the same weights and sum (flatten's C-major order is the conv weight's layout), but on the
     CPU oneDNN's conv takes half the time of the (R, C*size*size) matmul and reads channels_last as it is."""
 
-    def __init__(self, head: nn.Module, size: int):
+    def __init__(self, head: FastRCNNConvFCHead, size: int):
         super().__init__()
         out_dim, in_dim = head.fc1.weight.shape
         channels = in_dim // (size * size)
         self.fc1 = nn.Conv2d(channels, out_dim, kernel_size=size)
-        with torch.no_grad():
-            self.fc1.weight.copy_(head.fc1.weight.view(out_dim, channels, size, size))
-            self.fc1.bias.copy_(head.fc1.bias)
+        self.fc1.weight = nn.Parameter(head.fc1.weight.detach().view(out_dim, channels, size, size).clone())
+        self.fc1.bias = nn.Parameter(head.fc1.bias.detach().clone())
         self.fc1.to(head.fc1.weight.device, head.fc1.weight.dtype)
         self.fc2 = head.fc2
 

@@ -11,6 +11,11 @@ from torch import nn
 class FrozenBatchNorm2d(nn.Module):
     """BatchNorm with fixed statistics; buffers named like detectron2's (weight, bias, running_*)."""
 
+    weight: torch.Tensor
+    bias: torch.Tensor
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
     def __init__(self, num_features: int, eps: float = 1e-5):
         super().__init__()
         self.num_features = num_features

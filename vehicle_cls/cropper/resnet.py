@@ -32,11 +32,10 @@ class BottleneckBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, bottleneck_channels: int, stride: int = 1,
                  stride_in_1x1: bool = True):
         super().__init__()
+        self.shortcut: Conv2d | None = None
         if in_channels != out_channels:
             self.shortcut = Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False,
                                    norm=FrozenBatchNorm2d(out_channels))
-        else:
-            self.shortcut = None
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = Conv2d(in_channels, bottleneck_channels, kernel_size=1, stride=stride_1x1, bias=False,
                             norm=FrozenBatchNorm2d(bottleneck_channels))

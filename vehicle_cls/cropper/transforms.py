@@ -28,7 +28,7 @@ def resized_shape(height: int, width: int, short_edge: int = 800, max_size: int 
 def resize_bgr(image_bgr: np.ndarray, new_h: int, new_w: int) -> np.ndarray:
     """Resize an HxWx3 uint8 image with PIL bilinear (antialiased when shrinking), like detectron2."""
     pil = Image.fromarray(np.ascontiguousarray(image_bgr))
-    return np.asarray(pil.resize((new_w, new_h), Image.BILINEAR))
+    return np.asarray(pil.resize((new_w, new_h), Image.Resampling.BILINEAR))
 
 
 def preprocess_image(image_rgb: np.ndarray, short_edge: int = 800, max_size: int = 1333) -> torch.Tensor:

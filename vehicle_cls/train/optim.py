@@ -41,7 +41,7 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, head: nn.Module) -> torc
     groups = param_groups(model, head, o.lr, o.weight_decay, o.backbone_lr_factor)
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
-    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
+    return torch.optim.AdamW(groups, lr=o.lr, betas=(float(o.betas[0]), float(o.betas[1])))
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, start_factor: float, schedule: str, min_factor: float) -> float:

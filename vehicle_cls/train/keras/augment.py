@@ -90,7 +90,7 @@ def _make_scale_crop() -> Any:
 
     keras = import_keras()
 
-    class _RandomScaleCrop(keras.layers.Layer):
+    class _RandomScaleCrop(keras.layers.Layer):  # type: ignore[name-defined]  # keras is imported lazily
         def __init__(self, size: int, scale: tuple[float, float], ratio: tuple[float, float], seed: int, **kwargs: Any):
             super().__init__(**kwargs)
             self.size, self.scale, self.ratio = int(size), tuple(scale), tuple(ratio)

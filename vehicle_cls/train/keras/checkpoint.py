@@ -24,7 +24,7 @@ def save_last(model: Any, optimizer: Any, meta: dict[str, Any], path: Path) -> N
     arrays |= {f"optimizer/{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)}
     arrays["meta"] = np.frombuffer(json.dumps(meta, allow_nan=True).encode("utf-8"), dtype=np.uint8)
     with atomic_writer(path) as f:
-        np.savez(f, **arrays)
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
 
 
 def load_last(model: Any, optimizer: Any, path: Path) -> dict[str, Any]:

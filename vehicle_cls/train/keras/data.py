@@ -26,7 +26,9 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
     """The training batches of ``epoch``: exactly the torch trainer's (single process)."""
     from torch.utils.data.distributed import DistributedSampler
 
-    sampler = DistributedSampler(range(n), num_replicas=1, rank=0, shuffle=True, seed=seed, drop_last=False)
+    indices: Any = range(n)  # any sized sequence of indices does; the stub asks for a Dataset
+    sampler: DistributedSampler[int] = DistributedSampler(indices, num_replicas=1, rank=0, shuffle=True, seed=seed,
+                                                          drop_last=False)
     sampler.set_epoch(epoch)
     return list(MergeTailBatchSampler(sampler, batch_size))
 

@@ -50,7 +50,7 @@ class KerasTrainer:
         self.cfg = cfg
         self.model = model
         self.preprocess_mode = preprocess
-        self.splits = splits
+        self._given_splits = splits
         if model is None:
             self.preprocess_mode = kmodel.keras_arch(cfg, source).preprocess
         elif preprocess is None:
@@ -90,32 +90,35 @@ class KerasTrainer:
         self.precision = resolve_keras_precision(r.precision, self.device_kind)
         self.run_dir = ensure_dir(r.out_dir, "run.out_dir")
         clean_stale_temps(self.run_dir)
-        self._setup_splits(resume)
+        self.splits = self._setup_splits(resume)
         if self.model is None:
             with tf.device(self.tf_device):
                 self.model = kmodel.build_model(cfg, len(self.splits.classes), self.precision, r.seed)
         m = cfg.model
-        settings = KerasSettings(preprocess=self.preprocess_mode, input_size=m.input_size, resize=m.resize,
-                                 interpolation=m.interpolation, output="logits")
+        settings = KerasSettings(preprocess=self.preprocess_mode,  # type: ignore[arg-type]  # KerasSettings validates it
+                                 input_size=m.input_size, resize=m.resize, interpolation=m.interpolation,
+                                 output="logits")
         self.backend = KerasBackend(self.model, self.splits.classes, settings, device="cpu",
                                     source=f"{m.arch} (training)")
         self.augmenter = augment.build_augmenter(cfg, r.seed * 100)
         self.keras = keras
 
-    def _setup_splits(self, resume: bool) -> None:
-        """The torch trainer's splits: reused on resume, else ``prepare_splits``; saved as JSON."""
+    def _setup_splits(self, resume: bool) -> DataSplits:
+        """The torch trainer's splits: the given ones, reused on resume, else ``prepare_splits``; saved as JSON."""
         import yaml
 
         path = self.run_dir / "splits.json"
-        if self.splits is None and resume and path.is_file():
-            self.splits = DataSplits.load(path)
+        splits = self._given_splits
+        if splits is None and resume and path.is_file():
+            splits = DataSplits.load(path)
             logger.info("resume: reusing the splits of %s", path)
-        if self.splits is None:
-            self.splits = prepare_splits(self.cfg.data)
-        if not self.splits.classes:
+        if splits is None:
+            splits = prepare_splits(self.cfg.data)
+        if not splits.classes:
             raise ValueError(f"data.train {self.cfg.data.train}: the dataset has no classes (no labelled images)")
-        self.splits.save(path)
+        splits.save(path)
         atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        return splits
 
     # ---- graph functions ------------------------------------------------------------------------------
     def _normalize(self, x: Any) -> Any:
@@ -235,7 +238,8 @@ class KerasTrainer:
                     logger.info("stopped at step %d (run.max_steps) inside epoch %d; %s holds epoch %d",
                                 step, epoch + 1, last.name, epoch)
                     break
-                self.guard.check_weights(_TorchView(self.model.variables), _TorchView(self.optimizer.variables), epoch)
+                self.guard.check_weights(_TorchView(self.model.variables),  # type: ignore[arg-type]  # duck-typed views
+                                         _TorchView(self.optimizer.variables), epoch)  # type: ignore[arg-type]
                 val = self._validate()
                 row = {"epoch": epoch + 1, "step": step, "lr": self.lr(step),
                        **train_stats, **val, "seconds": round(time.perf_counter() - t0, 3)}
