@@ -11,7 +11,19 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml is the one place it is written)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vehicle-cls")
+    except PackageNotFoundError:  # a source tree on sys.path that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()
 
 _PUBLIC = {
     "Pipeline": "vehicle_cls.pipeline",

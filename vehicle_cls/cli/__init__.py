@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-SUBCOMMANDS = ("predict", "crop", "train", "eval", "download", "demo", "serve", "export")
+SUBCOMMANDS = ("predict", "crop", "train", "eval", "download", "demo", "serve", "export", "recipes")
 
 EXIT_OK = 0
 EXIT_SOME_INPUTS_FAILED = 3  # results were still written for every input
