@@ -1,6 +1,6 @@
 """Turn any image source into an RGB uint8 HxWx3 array, or fail with one clear ``ImageError``.
 
-Sources: a path (str or ``pathlib.Path``), ``bytes``, a binary file object, a PIL image, a numpy
+Sources: a path (str or ``pathlib.Path``), an http(s) URL, ``bytes``, a binary file object, a PIL image, a numpy
 array (HxW, HxWx1, HxWx3, HxWx4; uint8, uint16, bool or float in [0, 1]; channel order stated by
 the caller) or a torch tensor (CHW or HW, uint8 or float in [0, 1], RGB).
 EXIF orientation is applied; transparency is composited on ``background`` (white by default).
@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vehicle_cls.errors import VehicleClsError, one_line
+from vehicle_cls.io.urls import URLFetchError, fetch_url, is_url
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own bomb limit (2x MAX_IMAGE_PIXELS), made explicit
 DEFAULT_BACKGROUND = (255, 255, 255)
@@ -96,6 +97,14 @@ def load_image(
                               background=background, exif_transpose=exif_transpose)[0]
 
 
+def from_bgr(frame: np.ndarray) -> np.ndarray:
+    """An OpenCV frame (BGR HxWx3 or BGRA HxWx4) as RGB uint8, the order every numpy input is read in
+    (``pipe([from_bgr(frame)])``); ImageError for anything that is not such an array."""
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] not in (3, 4):
+        raise ImageError(frame, "from_bgr takes an OpenCV frame: a numpy array HxWx3 (BGR) or HxWx4 (BGRA)")
+    return load_image(frame, channel_order="BGR")
+
+
 def load_image_reduced(
     source: Any,
     max_side: int | None,
@@ -131,8 +140,14 @@ def _full_size(array: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
 
 
 def read_image_file(path: str | os.PathLike) -> bytes:
-    """The bytes of an image file; refuses anything but a regular file (a FIFO would block forever)."""
+    """The bytes of an image file (or of an http(s) URL: ``vehicle_cls.io.urls``, time and size limited);
+    refuses anything but a regular file (a FIFO would block forever)."""
     name = os.fspath(path)
+    if is_url(name):
+        try:
+            return fetch_url(name)
+        except URLFetchError as exc:
+            raise ImageError(path, str(exc)) from None
     try:
         # O_NONBLOCK: opening a FIFO for reading returns at once instead of waiting for a writer
         fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
