@@ -90,8 +90,21 @@ def load_image(
 ) -> np.ndarray:
     """Decode ``source`` to a contiguous RGB uint8 HxWx3 array; raise ``ImageError`` on failure.
 
-    ``max_side``: a JPEG larger than that is decoded at the smallest 1/2, 1/4 or 1/8 scale whose longer
-    side is still >= ``max_side`` (other inputs come back at full size); see ``load_image_reduced``.
+    Args:
+        source: a path, an http(s) URL, bytes, a binary file object, a PIL image, a numpy array or a
+            torch tensor (see the module docstring).
+        channel_order: of a numpy array: "RGB" (default) or "BGR" (OpenCV; see ``from_bgr``).
+        max_pixels: refuse images with more pixels (decompression bombs).
+        background: RGB colour that transparent pixels are composited on.
+        exif_transpose: apply the EXIF orientation.
+        max_side: a JPEG larger than that is decoded at the smallest 1/2, 1/4 or 1/8 scale whose longer
+            side is still >= ``max_side`` (other inputs come back at full size); see ``load_image_reduced``.
+
+    Returns:
+        The pixels, HxWx3 uint8 RGB.
+
+    Raises:
+        ImageError: the source could not be read or decoded (one line naming it and the reason).
     """
     return load_image_reduced(source, max_side, channel_order=channel_order, max_pixels=max_pixels,
                               background=background, exif_transpose=exif_transpose)[0]
@@ -99,7 +112,17 @@ def load_image(
 
 def from_bgr(frame: np.ndarray) -> np.ndarray:
     """An OpenCV frame (BGR HxWx3 or BGRA HxWx4) as RGB uint8, the order every numpy input is read in
-    (``pipe([from_bgr(frame)])``); ImageError for anything that is not such an array."""
+    (``pipe([from_bgr(frame)])``).
+
+    Args:
+        frame: the array OpenCV gave (``cv2.imread``, ``VideoCapture.read``).
+
+    Returns:
+        A new HxWx3 uint8 RGB array (alpha composited on white).
+
+    Raises:
+        ImageError: ``frame`` is not an HxWx3 or HxWx4 numpy array.
+    """
     if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] not in (3, 4):
         raise ImageError(frame, "from_bgr takes an OpenCV frame: a numpy array HxWx3 (BGR) or HxWx4 (BGRA)")
     return load_image(frame, channel_order="BGR")

@@ -23,8 +23,20 @@ def is_url(source: Any) -> bool:
 
 
 def fetch_url(url: str, timeout: float = DEFAULT_TIMEOUT_S, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    """The body of ``url``; URLFetchError when it fails, answers non-2xx, exceeds ``max_bytes`` or takes
-    longer than ``timeout`` seconds in all."""
+    """The body of ``url``, read into memory.
+
+    Args:
+        url: an http:// or https:// URL.
+        timeout: seconds for the whole fetch (connect, headers and every byte), not per read.
+        max_bytes: the largest answer accepted (by its Content-Length, or as it arrives).
+
+    Returns:
+        The bytes of the answer.
+
+    Raises:
+        URLFetchError: the fetch failed, the server answered non-2xx, the answer is larger than
+            ``max_bytes`` or the fetch took longer than ``timeout`` (one line naming the reason).
+    """
     deadline = time.monotonic() + timeout
     request = urllib.request.Request(url, headers={"User-Agent": "vehicle-cls"})
     try:

@@ -28,8 +28,17 @@ def list_recipes() -> dict[str, str]:
 
 
 def find_recipe(name_or_path: str | Path) -> Path:
-    """An existing file as given, else the shipped recipe of that name (``.yaml`` optional); a bare name that is neither is FileNotFoundError naming the
-    shipped recipes. Any other path is returned as is (its reader reports what is wrong)."""
+    """The recipe file to read: an existing file as given, else the shipped recipe of that name.
+
+    Args:
+        name_or_path: a path, or a shipped recipe's name (``stanford_cars_r50_448``; ``.yaml`` optional).
+
+    Returns:
+        The file. A path that is not a bare name is returned as is (its reader reports what is wrong).
+
+    Raises:
+        FileNotFoundError: a bare name that is neither a file nor a shipped recipe (the message lists them).
+    """
     path = Path(name_or_path)
     if path.is_file():
         return path

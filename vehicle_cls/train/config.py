@@ -174,7 +174,19 @@ class TrainConfig:
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Read a YAML recipe (a path, or a shipped recipe's name), apply ``section.key=value`` overrides, validate; ConfigError on any problem."""
+    """Read a YAML recipe, apply ``section.key=value`` overrides, validate.
+
+    Args:
+        path: the recipe file, or a shipped recipe's name (``vehicle-cls recipes`` lists them).
+        overrides: ``section.key=value`` strings, values parsed as YAML (``optim.lr=0.01``).
+
+    Returns:
+        The validated recipe; ``package:`` data paths resolved inside the installed package.
+
+    Raises:
+        ConfigError: any problem (unreadable file, malformed YAML, unknown key, bad value), as one line
+            naming the file and the key.
+    """
     try:
         path = find_recipe(path)
     except FileNotFoundError as exc:
