@@ -13,7 +13,7 @@ SHARED ?= ../shared
 BENCH_WEIGHTS ?= .bench/model_final_faster.pkl
 BENCH_ARGS ?=
 
-.PHONY: demo test bench install install-test clean
+.PHONY: demo test docs bench install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-core
 	$(BIN)/pip install --quiet -e ".[test,train,keras-cpu,ray,serve,export]" $(TORCH_SPEC)
 	touch $@
 
+$(VENV)/.installed-docs: pyproject.toml $(VENV)/.installed-core
+	$(BIN)/pip install --quiet -e ".[docs]"
+	touch $@
+
 install: $(VENV)/.installed-core
 install-test: $(VENV)/.installed-test
 
@@ -37,10 +41,14 @@ demo: $(VENV)/.installed-core
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# the documentation site (mkdocs.yml, docs/); --strict: a warning (broken link, bad docstring) is an error
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 bench: $(VENV)/.installed-core
 	@if [ ! -f $(BENCH_WEIGHTS) ] && [ -f $(SHARED)/weights/weights.py ]; then \
 		mkdir -p $(dir $(BENCH_WEIGHTS)) && $(BIN)/python $(SHARED)/weights/weights.py faster $(BENCH_WEIGHTS); fi
 	$(BIN)/python benchmarks/bench_seed_loop.py $$( [ -f $(BENCH_WEIGHTS) ] && echo --weights $(BENCH_WEIGHTS) ) $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .bench
+	rm -rf $(VENV) build *.egg-info .pytest_cache .bench site

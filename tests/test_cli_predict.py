@@ -334,3 +334,57 @@ def _argv(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     predict.register(parser.add_subparsers())
     return parser.parse_args(["predict", *argv])
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_out_csv_and_parquet_one_flat_row_per_vehicle(model_dir, mixed_folder, tmp_path, suffix):
+    """--out x.csv / x.parquet: Result.to_rows() with results.ROW_FIELDS columns; failed inputs keep a row."""
+    from vehicle_cls.pipeline import Pipeline
+    from vehicle_cls.results import ROW_FIELDS
+
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    out = tmp_path / f"preds{suffix}"
+    run = _cli(str(mixed_folder), "--model", str(model_dir), "--out", str(out), "--no-progress", cwd=tmp_path)
+    assert run.returncode == EXIT_SOME_INPUTS_FAILED, run.stderr
+    assert f"results in {out}" in run.stderr
+    if suffix == ".csv":
+        import csv
+
+        with open(out, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            assert tuple(reader.fieldnames) == tuple(name for name, _ in ROW_FIELDS)
+            rows = list(reader)
+        get = lambda row, key: row[key] or None  # noqa: E731 - CSV writes None as an empty cell
+    else:
+        import pyarrow.parquet as pq
+
+        from vehicle_cls.results import arrow_schema
+
+        table = pq.read_table(out)
+        assert table.schema.equals(arrow_schema("vehicle"))
+        rows = table.to_pylist()
+        get = lambda row, key: row[key]  # noqa: E731
+    expected = [row for r in Pipeline.load(model_dir)([mixed_folder]) for row in r.to_rows()]
+    assert len(rows) == len(expected) == 7
+    for row, want in zip(rows, expected):
+        assert get(row, "source") == want["source"] and get(row, "label") == want["label"]
+        assert (get(row, "error") is None) == (want["error"] is None)
+        if want["score"] is not None:
+            assert float(get(row, "score")) == pytest.approx(want["score"], abs=1e-5)
+
+
+@pytest.mark.parametrize("name, message", [("preds.txt", "unknown output format '.txt'"),
+                                           ("preds", "unknown output format '(no suffix)'")])
+def test_unknown_out_format_is_a_usage_error(model_dir, tmp_path, name, message, capsys):
+    args = _args(paths=[str(PHOTOS / "car5.jpg")], **{"--model": str(model_dir), "--out": str(tmp_path / name)})
+    assert args.func(args) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / name).exists()
+
+
+def test_parquet_without_pyarrow_names_the_extra(model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    args = _args(paths=[str(PHOTOS / "car5.jpg")], **{"--model": str(model_dir), "--out": str(tmp_path / "p.parquet")})
+    assert args.func(args) == 2
+    assert "pip install 'vehicle-cls[parquet]'" in capsys.readouterr().err

@@ -172,11 +172,28 @@ def test_notebook_01_runs_on_a_bundle(tmp_path, monkeypatch, tiny_bundle):
     book = _execute("01_quickstart.ipynb", work, monkeypatch, VEHICLE_CLS_BUNDLE=str(tiny_bundle))
     text = _text(book)
     assert "no_such_file.jpg" in text and "ERROR" in text and "same predictions: True" in text
-    assert (work / "quickstart_bundle" / "config.json").is_file()
-    lines = (work / "quickstart_predictions.jsonl").read_text().splitlines()
+    out = work / "notebook_output" / "01_quickstart"
+    assert [p.name for p in work.iterdir()] == ["notebook_output"]  # every output in one folder
+    assert (out / "quickstart_bundle" / "config.json").is_file()
+    lines = (out / "quickstart_predictions.jsonl").read_text().splitlines()
     cars = EXAMPLES.parent / "vehicle_cls" / "assets" / "demo_vehicle_types" / "car"
     assert len(lines) == len(list(cars.glob("*.jpg")))  # every shipped car photo answered by the CLI
     assert any(out.get("data", {}).get("image/png") for c in book.cells for out in c.get("outputs", []))
+
+
+@pytest.mark.slow
+def test_notebook_01_started_in_examples_finds_the_demo_bundle(tmp_path, monkeypatch, tiny_bundle):
+    """Jupyter starts the kernel in the notebook's folder: the bundle `vehicle-cls demo` wrote at the
+    repository root (../demo_output/run/best) is found from there."""
+    import shutil
+
+    monkeypatch.delenv("VEHICLE_CLS_BUNDLE", raising=False)
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_bundle, repo / "demo_output" / "run" / "best")
+    (repo / "examples").mkdir()
+    book = _execute("01_quickstart.ipynb", repo / "examples", monkeypatch)
+    assert "same predictions: True" in _text(book)
+    assert [p.name for p in (repo / "examples").iterdir()] == ["notebook_output"]
 
 
 @pytest.mark.slow
@@ -184,23 +201,28 @@ def test_notebook_01_fails_loudly_without_a_bundle(tmp_path, monkeypatch):
     nbclient = pytest.importorskip("nbclient")
     with pytest.raises(nbclient.exceptions.CellExecutionError, match="no model bundle at"):
         _execute("01_quickstart.ipynb", tmp_path, monkeypatch, VEHICLE_CLS_BUNDLE=str(tmp_path / "missing"))
-    assert not (tmp_path / "quickstart_bundle").exists()  # stopped before predicting or saving anything
+    assert not (tmp_path / "notebook_output" / "01_quickstart" / "quickstart_bundle").exists()  # stopped before saving
 
 
 @pytest.mark.slow
 def test_notebook_02_trains_evaluates_and_compares(tmp_path, monkeypatch):
     book = _execute("02_train_vehicle_types.ipynb", tmp_path, monkeypatch)
     text = _text(book)
-    reports = [json.loads((tmp_path / run / "eval-test" / "report.json").read_text())
-               for run in ("runs/notebook-demo", "runs/notebook-demo-baseline")]
-    photos = len(list((tmp_path / "small_data").glob("*/*.jpg")))
+    out = tmp_path / "notebook_output" / "02_train_vehicle_types"
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith("-jupyter")) == ["notebook_output"]
+    reports = [json.loads((out / run / "eval-test" / "report.json").read_text()) for run in ("run", "baseline")]
+    photos = len(list((out / "small_data").glob("*/*.jpg")))
     assert photos == 6 * 12
     for report in reports:  # both scored on the same held-out photos (about 27 % of the small set)
         assert report["num_samples"] == reports[0]["num_samples"]
         assert 0.2 * photos < report["num_samples"] < 0.35 * photos
         assert 0.0 <= report["top1"] <= 1.0
     assert "difference" in text and "the noise" in text and "small-data mode" in text
-    assert (tmp_path / "runs/notebook-demo/compare").is_dir()
+    assert (out / "run" / "compare").is_dir()
+    intervals = re.findall(r"95 % Wilson interval (-?[0-9.]+)-(-?[0-9.]+), n=", text)
+    assert len(intervals) == 2
+    for low, high in intervals:  # Wilson: inside [0, 100] even for the 1-epoch models' extreme accuracies
+        assert 0.0 <= float(low) <= float(high) <= 100.0
 
 
 @pytest.mark.slow
@@ -212,7 +234,9 @@ def test_notebook_03_runs_on_generated_weights_and_says_so(tmp_path, monkeypatch
     book = _execute("03_detect_and_crop.ipynb", work, monkeypatch, VEHICLE_CLS_HOME=str(cache))
     text = _text(book)
     assert text.count("GENERATED weights") == 2  # faster and mask R-CNN, each announced
-    assert sorted(p.name for p in (work / "generated_weights").iterdir()) == [
-        "faster_rcnn_R_101_FPN_3x_synthetic.pkl", "mask_rcnn_R_101_FPN_3x_synthetic.pkl"]
+    generated = re.findall(r"GENERATED weights \((\S+_synthetic\.pkl)\)", text)
+    assert len(generated) == 2 and not any(Path(g).exists() for g in generated)  # removed by the last cell
+    assert [p.name for p in work.iterdir()] == ["notebook_output"]  # nothing else written where it ran
     assert list(cache.iterdir()) == []  # generated weights never land in the weights cache
+    assert "crops from a box and a mask GIVEN BY HAND" in text and "masked crop: (" in text
     assert "detections" in text and "vehicle(s);" in text

@@ -11,7 +11,19 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml is the one place it is written)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vehicle-cls")
+    except PackageNotFoundError:  # a source tree on sys.path that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()
 
 _PUBLIC = {
     "Pipeline": "vehicle_cls.pipeline",
@@ -24,6 +36,7 @@ _PUBLIC = {
     "Detections": "vehicle_cls.results",
     "ImageError": "vehicle_cls.io.images",
     "load_image": "vehicle_cls.io.images",
+    "from_bgr": "vehicle_cls.io.images",
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]
@@ -31,7 +44,7 @@ __all__ = sorted(_PUBLIC) + ["__version__"]
 if TYPE_CHECKING:  # pragma: no cover
     from vehicle_cls.classifier import Classifier
     from vehicle_cls.cropper import Cropper, CropPolicy
-    from vehicle_cls.io.images import ImageError, load_image
+    from vehicle_cls.io.images import ImageError, from_bgr, load_image
     from vehicle_cls.pipeline import Pipeline
     from vehicle_cls.results import Detection, Detections, Result, Vehicle
 

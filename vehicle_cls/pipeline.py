@@ -30,7 +30,7 @@ from vehicle_cls.cropper.choose import Chosen, detect_and_choose
 from vehicle_cls.crops import DEFAULT_MASK_FILL, WHOLE_IMAGE, CropChoice, clamp_box, unscale_box
 from vehicle_cls.io.decode import Decoded, Decoder, PixelBudget
 from vehicle_cls.io.device_decode import DECODES
-from vehicle_cls.io.inputs import expand_inputs, expands, is_single_source
+from vehicle_cls.io.inputs import count_images, expand_inputs, expands, is_single_source
 from vehicle_cls.progress import progress_bar
 from vehicle_cls.results import Result
 from vehicle_cls.runtime import resolve_device, resolve_precision
@@ -72,6 +72,9 @@ class Pipeline:
         crops per classifier call (None: sized to free memory on CUDA, ``batch_size`` on the CPU).
         ``compile``: run the classifier through ``torch.compile`` (True or a mode, e.g.
         "reduce-overhead" for CUDA graphs; see ``TorchBackend.set_compile``)."""
+        if isinstance(cropper, Classifier):  # Pipeline(clf) or Pipeline(clf, cropper): the order swapped
+            raise TypeError("Pipeline(cropper, classifier): a Classifier was passed as the first argument, which is "
+                            "the cropper (None: whole images); write Pipeline(cropper, clf) or Pipeline(classifier=clf)")
         if classifier is None:
             raise ValueError("Pipeline needs a classifier (Classifier.create(...) or Classifier.load(dir))")
         if batch_size < 1:
@@ -174,9 +177,7 @@ class Pipeline:
             raise ValueError(f"topk must be >= 1, not {topk}")
         box_list = _box_list(boxes, inputs)
         items = expand_inputs(inputs, frame_stride or self.frame_stride)
-        total = None
-        if isinstance(inputs, (list, tuple)) and not any(expands(x) for x in inputs):
-            total = len(inputs)
+        total = count_images(inputs)  # folders and globs listed up front, so the bar has a total
         budget = PixelBudget(self.max_batch_pixels)
         decoder = Decoder(self.device, self.num_workers, self.max_decode_side, self._decodes_on_device(),
                           explicit=self.decode == "device")

@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-SUBCOMMANDS = ("predict", "crop", "train", "eval", "download", "demo", "serve", "export")
+SUBCOMMANDS = ("predict", "crop", "train", "eval", "download", "demo", "serve", "export", "recipes")
 
 EXIT_OK = 0
 EXIT_SOME_INPUTS_FAILED = 3  # results were still written for every input
@@ -38,7 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # our INFO lines by default; third-party libraries (onnxscript, urllib3, ...) only warn unless -v/-vv
+    logging.basicConfig(level=level if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("vehicle_cls").setLevel(level)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="demo_output", metavar="DIR", help="output folder (default: demo_output)")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: torch's, one per core of this machine)")
     p.add_argument("--baseline", action="store_true",
                    help="the seed notebook's recipe instead: no augmentation, squashed input")
     p.add_argument("--no-progress", action="store_true")

@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +36,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    "(default: auto)")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
     p.add_argument("--topk", type=int, default=5, help="classes listed per prediction (default: 5)")
-    p.add_argument("--out", metavar="FILE.jsonl", help="write JSON Lines here (default: stdout when not a terminal)")
+    p.add_argument("--out", metavar="FILE", help="write results here: .jsonl (one JSON object per image or frame), "
+                   ".csv or .parquet (one flat row per vehicle); default: JSON Lines on stdout when not a terminal")
     p.add_argument("--save-vis", metavar="DIR", help="save one annotated image per input image (every vehicle "
                    "drawn) and one annotated .mp4 per input video into DIR")
     p.add_argument("--no-crop", action="store_true", help="classify whole images (ignore the bundle's cropper)")
@@ -101,6 +102,7 @@ def parse_max_decode_side(text: str | None) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Run the subcommand; returns the exit status."""
     from vehicle_cls.cli import EXIT_OK, EXIT_SOME_INPUTS_FAILED, EXIT_USAGE
+    from vehicle_cls.io.writers import ResultWriter, output_format
 
     if not args.model:
         print("vehicle-cls predict: error: --model DIR is required: a model bundle directory "
@@ -113,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     try:
         options = pipeline_options(args)
-    except ValueError as exc:
+        if args.out:
+            output_format(args.out)
+    except (ValueError, ImportError) as exc:
         print(f"vehicle-cls predict: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -125,12 +129,11 @@ def run(args: argparse.Namespace) -> int:
                          num_workers=args.num_workers, precision=args.precision, frame_stride=args.frame_stride,
                          **options)
     tty = sys.stdout.isatty()
-    out: TextIO | None = None
+    out: ResultWriter | None = None
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        out = open(args.out, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        out = ResultWriter(args.out)
     elif not tty:
-        out = sys.stdout
+        out = ResultWriter(stream=sys.stdout)
     vis = _Visualizer(Path(args.save_vis), args.frame_stride) if args.save_vis else None
     progress = not args.no_progress and sys.stderr.isatty()
     total = failed = vehicles = 0
@@ -142,8 +145,7 @@ def run(args: argparse.Namespace) -> int:
             failed += not result.ok
             vehicles += len(result)
             if out is not None:
-                out.write(result.to_json() + "\n")
-                out.flush()
+                out.write(result)
             if tty:  # tqdm.write keeps the progress bar (on stderr) below the table
                 tqdm.write(_table_row(result), file=sys.stdout)
             if vis is not None:
@@ -151,9 +153,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if vis is not None:
             vis.close()
-        if out is not None and out is not sys.stdout:
+        if out is not None:
             out.close()
-    print(f"{total} inputs, {failed} failed, {vehicles} vehicles" + (f"; JSON Lines in {args.out}" if args.out else ""),
+    print(f"{total} inputs, {failed} failed, {vehicles} vehicles" + (f"; results in {args.out}" if args.out else ""),
           file=sys.stderr)
     return EXIT_SOME_INPUTS_FAILED if failed else EXIT_OK
 

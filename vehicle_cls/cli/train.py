@@ -14,12 +14,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a classifier from a YAML recipe",
-        description="Train a classifier from a YAML recipe (see configs/). Overrides are section.key=value "
+        description="Train a classifier from a YAML recipe: a file, or a shipped recipe's name "
+        "(`vehicle-cls recipes` lists them, e.g. stanford_cars_r50_448). Overrides are section.key=value "
         "(parsed as YAML), e.g. optim.lr=0.01 run.epochs=5; model.backend=keras trains a keras.applications "
         "model on TensorFlow from the same recipe. The run directory (run.out_dir) gets last.pt, "
         "best/ (a bundle for Classifier.load / Pipeline.load), history.json, splits.json and tb/.",
     )
-    p.add_argument("--config", "-c", required=True, metavar="RECIPE.yaml", help="training recipe")
+    p.add_argument("--config", "-c", required=True, metavar="RECIPE",
+                   help="recipe file, or a shipped recipe name (vehicle-cls recipes)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="recipe overrides")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in run.out_dir from its last.pt (last.npz for model.backend=keras)")

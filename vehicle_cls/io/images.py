@@ -1,6 +1,6 @@
 """Turn any image source into an RGB uint8 HxWx3 array, or fail with one clear ``ImageError``.
 
-Sources: a path (str or ``pathlib.Path``), ``bytes``, a binary file object, a PIL image, a numpy
+Sources: a path (str or ``pathlib.Path``), an http(s) URL, ``bytes``, a binary file object, a PIL image, a numpy
 array (HxW, HxWx1, HxWx3, HxWx4; uint8, uint16, bool or float in [0, 1]; channel order stated by
 the caller) or a torch tensor (CHW or HW, uint8 or float in [0, 1], RGB).
 EXIF orientation is applied; transparency is composited on ``background`` (white by default).
@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vehicle_cls.errors import VehicleClsError, one_line
+from vehicle_cls.io.urls import URLFetchError, fetch_url, is_url
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own bomb limit (2x MAX_IMAGE_PIXELS), made explicit
 DEFAULT_BACKGROUND = (255, 255, 255)
@@ -89,11 +90,42 @@ def load_image(
 ) -> np.ndarray:
     """Decode ``source`` to a contiguous RGB uint8 HxWx3 array; raise ``ImageError`` on failure.
 
-    ``max_side``: a JPEG larger than that is decoded at the smallest 1/2, 1/4 or 1/8 scale whose longer
-    side is still >= ``max_side`` (other inputs come back at full size); see ``load_image_reduced``.
+    Args:
+        source: a path, an http(s) URL, bytes, a binary file object, a PIL image, a numpy array or a
+            torch tensor (see the module docstring).
+        channel_order: of a numpy array: "RGB" (default) or "BGR" (OpenCV; see ``from_bgr``).
+        max_pixels: refuse images with more pixels (decompression bombs).
+        background: RGB colour that transparent pixels are composited on.
+        exif_transpose: apply the EXIF orientation.
+        max_side: a JPEG larger than that is decoded at the smallest 1/2, 1/4 or 1/8 scale whose longer
+            side is still >= ``max_side`` (other inputs come back at full size); see ``load_image_reduced``.
+
+    Returns:
+        The pixels, HxWx3 uint8 RGB.
+
+    Raises:
+        ImageError: the source could not be read or decoded (one line naming it and the reason).
     """
     return load_image_reduced(source, max_side, channel_order=channel_order, max_pixels=max_pixels,
                               background=background, exif_transpose=exif_transpose)[0]
+
+
+def from_bgr(frame: np.ndarray) -> np.ndarray:
+    """An OpenCV frame (BGR HxWx3 or BGRA HxWx4) as RGB uint8, the order every numpy input is read in
+    (``pipe([from_bgr(frame)])``).
+
+    Args:
+        frame: the array OpenCV gave (``cv2.imread``, ``VideoCapture.read``).
+
+    Returns:
+        A new HxWx3 uint8 RGB array (alpha composited on white).
+
+    Raises:
+        ImageError: ``frame`` is not an HxWx3 or HxWx4 numpy array.
+    """
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] not in (3, 4):
+        raise ImageError(frame, "from_bgr takes an OpenCV frame: a numpy array HxWx3 (BGR) or HxWx4 (BGRA)")
+    return load_image(frame, channel_order="BGR")
 
 
 def load_image_reduced(
@@ -131,8 +163,14 @@ def _full_size(array: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
 
 
 def read_image_file(path: str | os.PathLike) -> bytes:
-    """The bytes of an image file; refuses anything but a regular file (a FIFO would block forever)."""
+    """The bytes of an image file (or of an http(s) URL: ``vehicle_cls.io.urls``, time and size limited);
+    refuses anything but a regular file (a FIFO would block forever)."""
     name = os.fspath(path)
+    if is_url(name):
+        try:
+            return fetch_url(name)
+        except URLFetchError as exc:
+            raise ImageError(path, str(exc)) from None
     try:
         # O_NONBLOCK: opening a FIFO for reading returns at once instead of waiting for a writer
         fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from vehicle_cls.io.images import IMAGE_EXTENSIONS, describe_source, iter_image_files
+from vehicle_cls.io.urls import is_url
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ def expands(obj: Any) -> bool:
     if not isinstance(obj, (str, os.PathLike)):
         return False
     path = os.fspath(obj)
+    if is_url(path):
+        return False
     if os.path.isdir(path) or is_video_path(path):
         return True
     return not os.path.exists(path) and any(c in path for c in _GLOB_CHARS)
@@ -76,27 +79,58 @@ def expand_inputs(inputs: Any, frame_stride: int = 1, recursive: bool = True) ->
         yield from _expand_one(obj, frame_stride, recursive)
 
 
+def count_images(inputs: Any, recursive: bool = True) -> int | None:
+    """How many items ``expand_inputs(inputs)`` yields (folders and globs listed), or None when that is
+    not known before decoding: an iterator or generator, or a video among them (frames need the decoder)."""
+    if is_single_source(inputs):
+        objs: Iterable[Any] = [inputs]
+    elif isinstance(inputs, (list, tuple)):
+        objs = inputs
+    else:
+        return None
+    count = 0
+    for obj in objs:
+        for kind, _ in _resolve(obj, recursive):
+            if kind == "video":
+                return None
+            count += 1
+    return count
+
+
 def _expand_one(obj: Any, frame_stride: int, recursive: bool) -> Iterator[InputItem]:
+    for kind, value in _resolve(obj, recursive):
+        if kind == "video":
+            yield from iter_video_frames(value, frame_stride)
+        elif kind == "error":
+            yield InputItem(None, value[0], error=value[1])
+        else:
+            yield InputItem(value, describe_source(value))
+
+
+def _resolve(obj: Any, recursive: bool) -> Iterator[tuple[str, Any]]:
+    """One input, folders and globs walked: ("item", source), ("video", path) or ("error", (name, reason))."""
     if not isinstance(obj, (str, os.PathLike)):
-        yield InputItem(obj, describe_source(obj))
+        yield "item", obj
         return
     path = os.fspath(obj)
-    if os.path.isdir(path):
+    if is_url(path):  # fetched by the decoder (read_image_file), never globbed: "?" starts its query
+        yield "item", path
+    elif os.path.isdir(path):
         files = list(iter_image_files(path, recursive=recursive, extensions=IMAGE_EXTENSIONS + VIDEO_EXTENSIONS))
         if not files:
-            yield InputItem(None, path, error=f"{path}: folder contains no image or video files")
+            yield "error", (path, f"{path}: folder contains no image or video files")
         for f in files:
-            yield from _expand_one(os.fspath(f), frame_stride, recursive)
+            yield from _resolve(os.fspath(f), recursive)
     elif not os.path.exists(path) and any(c in path for c in _GLOB_CHARS):
         matches = sorted(m for m in glob.glob(path, recursive=True) if os.path.isfile(m))
         if not matches:
-            yield InputItem(None, path, error=f"{path}: no files match this pattern")
+            yield "error", (path, f"{path}: no files match this pattern")
         for m in matches:
-            yield from _expand_one(m, frame_stride, recursive)
+            yield from _resolve(m, recursive)
     elif is_video_path(path) and os.path.isfile(path):
-        yield from iter_video_frames(path, frame_stride)
+        yield "video", path
     else:
-        yield InputItem(path, path)
+        yield "item", path
 
 
 def iter_video_frames(path: str, frame_stride: int = 1) -> Iterator[InputItem]:

@@ -19,6 +19,7 @@ import yaml
 
 from vehicle_cls.errors import VehicleClsError
 from vehicle_cls.fromdict import check_keys, field_names
+from vehicle_cls.recipes import find_recipe, resolve_data_path
 
 
 class ConfigError(VehicleClsError, ValueError):
@@ -173,8 +174,23 @@ class TrainConfig:
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Read a YAML recipe, apply ``section.key=value`` overrides, validate; ConfigError on any problem."""
-    path = Path(path)
+    """Read a YAML recipe, apply ``section.key=value`` overrides, validate.
+
+    Args:
+        path: the recipe file, or a shipped recipe's name (``vehicle-cls recipes`` lists them).
+        overrides: ``section.key=value`` strings, values parsed as YAML (``optim.lr=0.01``).
+
+    Returns:
+        The validated recipe; ``package:`` data paths resolved inside the installed package.
+
+    Raises:
+        ConfigError: any problem (unreadable file, malformed YAML, unknown key, bad value), as one line
+            naming the file and the key.
+    """
+    try:
+        path = find_recipe(path)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -198,6 +214,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
     for item in overrides:
         raw = apply_override(raw, item)
     cfg = TrainConfig.from_dict(raw, source=str(path))
+    for key in ("train", "test", "crop"):  # package:... -> inside the installed package (shipped recipes)
+        setattr(cfg.data, key, resolve_data_path(getattr(cfg.data, key)))
     return cfg.validate(source=str(path))
 
 

@@ -20,7 +20,7 @@ from vehicle_cls.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-# configs/demo_vehicle_types.yaml is this recipe (with data.train as a path); a test keeps them equal.
+# recipes/demo_vehicle_types.yaml is this recipe (data.train as package:...); a test keeps them equal.
 # The reference recipe of issue 19, not tuned here; change it only on the validation split's figures (384
 # photos carved from the training 80 %: val_top1 in history.json, bench_train.py accuracy), never on the test photos.
 DEMO_RECIPE: dict[str, Any] = {

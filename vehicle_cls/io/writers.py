@@ -1,0 +1,84 @@
+"""Where ``vehicle-cls predict --out`` writes results, chosen by the file's suffix: JSON Lines (one
+``Result.to_dict()`` per line), or CSV / Parquet with one flat row per vehicle (``Result.to_rows()``,
+columns ``results.ROW_FIELDS``; an input with no vehicle or an error keeps one row, so none is lost)."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, TextIO
+
+from vehicle_cls.results import ROW_FIELDS, Result, arrow_schema
+
+FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+
+
+def output_format(path: str | Path) -> str:
+    """The format ``path`` names by its suffix; ValueError (one line) for any other suffix, ImportError
+    naming the extra when Parquet is asked for without pyarrow."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"{path}: unknown output format {suffix or '(no suffix)'!r}; use .jsonl, .csv or .parquet")
+    if FORMATS[suffix] == "parquet":
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            raise ImportError(f"{path}: Parquet output needs pyarrow: pip install 'vehicle-cls[parquet]'") from None
+    return FORMATS[suffix]
+
+
+class ResultWriter:
+    """Writes results one at a time (each is on disk, or in Parquet's next row group, as it comes)."""
+
+    def __init__(self, path: str | Path | None = None, stream: TextIO | None = None):
+        """``path``: the format by its suffix; ``stream`` (no path): JSON Lines to it (e.g. stdout), not closed."""
+        self.format = output_format(path) if path is not None else "jsonl"
+        self._owned = path is not None
+        self._rows: list[dict[str, Any]] = []
+        self._parquet: Any = None
+        self._csv: Any = None
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if self.format == "parquet":
+            import pyarrow.parquet as pq
+
+            self._parquet = pq.ParquetWriter(str(path), arrow_schema("vehicle"))
+            self._stream = None
+        else:
+            self._stream = open(path, "w", encoding="utf-8", newline="") if path is not None else stream  # noqa: SIM115
+            if self.format == "csv":
+                self._csv = csv.DictWriter(self._stream, fieldnames=[name for name, _ in ROW_FIELDS])
+                self._csv.writeheader()
+
+    def write(self, result: Result) -> None:
+        """Add one result."""
+        if self.format == "jsonl":
+            self._stream.write(result.to_json() + "\n")
+        elif self.format == "csv":
+            self._csv.writerows(result.to_rows())  # None -> empty cell
+        else:
+            self._rows.extend(result.to_rows())
+            if len(self._rows) >= 4096:
+                self._flush_rows()
+            return
+        self._stream.flush()
+
+    def _flush_rows(self) -> None:
+        import pyarrow as pa
+
+        if self._rows:
+            self._parquet.write_table(pa.Table.from_pylist(self._rows, schema=arrow_schema("vehicle")))
+            self._rows = []
+
+    def close(self) -> None:
+        """Finish the file (Parquet writes its footer here)."""
+        if self._parquet is not None:
+            self._flush_rows()
+            self._parquet.close()
+        elif self._owned:
+            self._stream.close()
+
+    def __enter__(self) -> ResultWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
