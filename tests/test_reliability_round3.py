@@ -228,7 +228,7 @@ def test_eval_split_that_the_folder_does_not_have_is_refused(model_dir, tmp_path
     # no --split: the whole folder, labelled as such
     assert main(["eval", "--model", str(model_dir), "--data", str(data), "--workers", "0", "--device", "cpu",
                  "--out", str(tmp_path / "rep")]) == 0
-    assert json.loads((tmp_path / "rep" / "report.json").read_text())["info"]["split"] != "test"
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["split"] == "all"
 
 
 def test_unreadable_files_in_a_predict_folder_are_not_lost(model_dir, tmp_path, caplog):

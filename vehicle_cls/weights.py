@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import logging
 import os
 import urllib.error
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vehicle_cls.errors import VehicleClsError
-from vehicle_cls.fileio import clean_stale_temps, open_new_file, temp_name
+from vehicle_cls.fileio import atomic_write_text, clean_stale_temps, open_new_file, temp_name
 from vehicle_cls.progress import progress_bar
 from vehicle_cls.zoo import DETECTOR_CONFIGS, ZOO_LICENCE
 
@@ -103,22 +104,90 @@ def fetch_weights(name_or_url: str, cache_dir: str | os.PathLike | None = None, 
         return Path(name_or_url)
     info = _resolve(name_or_url)
     expected = (sha256 or info.sha256 or "").lower() or None
-    directory = Path(cache_dir) if cache_dir is not None else _default_dir()
-    dest = directory / info.filename
-    if dest.is_file():
-        return dest
-    if name_or_url in KNOWN_WEIGHTS:  # a registry file fetched by hand and kept under its URL's name
-        as_named = directory / Path(urllib.parse.urlparse(info.url).path).name
-        if as_named != dest and as_named.is_file() and expected is None and info.sha256_prefix is None:
-            return as_named
+    dest = (Path(cache_dir) if cache_dir is not None else _default_dir()) / info.filename
+    found, invalid = find_cached(name_or_url, cache_dir, sha256)
+    if found is not None:
+        return found
+    if invalid:
+        logger.warning("%s; downloading it again", invalid)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WeightsError(f"cannot create the weights cache directory {dest.parent}: {exc}") from exc
     clean_stale_temps(dest.parent)
     logger.info("downloading %s to %s", info.url, dest)
-    _download(info.url, dest, expected, info.sha256_prefix, progress)
+    try:
+        _download(info.url, dest, expected, info.sha256_prefix, progress)
+    except WeightsError as exc:
+        raise WeightsError(f"{invalid}; and {exc}" if invalid else str(exc)) from None
     return dest
+
+
+def find_cached(name_or_url: str, cache_dir: str | os.PathLike | None = None,
+                sha256: str | None = None) -> tuple[Path | None, str | None]:
+    """(the verified cached file, None), or (None, why the file in the cache is not valid), or (None, None).
+
+    ``fetch_weights`` and ``vehicle-cls download --list`` both ask this, so they always agree. A file put
+    there by hand is verified like a download (sha256 where known, else its format) once; the result is
+    remembered beside it (``.NAME.verified``: size and modification time) so a large file is read once.
+    """
+    info = _resolve(name_or_url)
+    expected = (sha256 or info.sha256 or "").lower() or None
+    directory = Path(cache_dir) if cache_dir is not None else _default_dir()
+    candidates = [directory / info.filename]
+    if name_or_url in KNOWN_WEIGHTS:  # a registry file fetched by hand and kept under its URL's name
+        as_named = directory / Path(urllib.parse.urlparse(info.url).path).name
+        if as_named != candidates[0]:
+            candidates.append(as_named)
+    invalid = None
+    for path in candidates:
+        if not path.is_file():
+            continue
+        reason = _cached_problem(path, expected, info.sha256_prefix)
+        if reason is None:
+            return path, None
+        invalid = invalid or f"the cached file {path} is not valid ({reason})"
+    return None, invalid
+
+
+def _stamp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.verified")
+
+
+def _stamp_text(path: Path) -> str:
+    st = path.stat()
+    return json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns})
+
+
+def _cached_problem(path: Path, sha256: str | None, sha256_prefix: str | None) -> str | None:
+    """Why the file at ``path`` is not the weights it should be, or None (verified, or verified before)."""
+    try:
+        if _stamp(path).read_text("utf-8") == _stamp_text(path):
+            return None
+    except OSError:
+        pass
+    if sha256 is not None or sha256_prefix is not None:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(_CHUNK), b""):
+                digest.update(chunk)
+        got = digest.hexdigest()
+        if (sha256 is not None and got != sha256) or (sha256_prefix is not None and not got.startswith(sha256_prefix.lower())):
+            return f"sha256 {got[:16]}... does not match {sha256 or sha256_prefix + '...'}"
+    else:
+        try:
+            _verify_format(path, path.suffix.lower(), str(path), length_known=True)
+        except WeightsError as exc:
+            return str(exc).split(" is ", 1)[-1]
+    _remember_verified(path)
+    return None
+
+
+def _remember_verified(path: Path) -> None:
+    try:
+        atomic_write_text(_stamp(path), _stamp_text(path))
+    except OSError as exc:  # a read-only cache still works, it is only verified again next time
+        logger.debug("cannot record the verification of %s: %s", path, exc)
 
 
 def _resolve(name_or_url: str) -> WeightsInfo:
@@ -174,25 +243,29 @@ def _download(url: str, dest: Path, sha256: str | None, sha256_prefix: str | Non
                 f"checksum mismatch for {url}: expected sha256 starting {sha256_prefix}, got {got}; file discarded"
             )
         if sha256 is None and sha256_prefix is None:  # no checksum: the format must vouch for the bytes
-            _verify_format(tmp, dest.suffix.lower(), url, length_known=total is not None)
+            try:
+                _verify_format(tmp, dest.suffix.lower(), f"downloaded {url}", length_known=total is not None)
+            except WeightsError as exc:
+                raise WeightsError(f"{exc}; file discarded") from None
         os.replace(tmp, dest)
+        _remember_verified(dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     logger.info("saved %s (sha256 %s)", dest, got)
 
 
-def _verify_format(path: Path, suffix: str, url: str, *, length_known: bool) -> None:
+def _verify_format(path: Path, suffix: str, what: str, *, length_known: bool) -> None:
     """Without a checksum, a download is cached only when it reads as its format (a cut file does not)."""
     if suffix == ".pkl":
-        _check_zoo_pickle(path, url)
+        _check_zoo_pickle(path, what)
     elif suffix in (".pth", ".pt"):
         from vehicle_cls.torchfile import TorchFileError, load_torch_file
 
         try:
             load_torch_file(path)
         except TorchFileError as exc:
-            raise WeightsError(f"downloaded {url} is not a readable torch file ({exc}); file discarded") from None
+            raise WeightsError(f"{what} is not a readable torch file ({exc})") from None
     elif suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -201,23 +274,23 @@ def _verify_format(path: Path, suffix: str, url: str, *, length_known: bool) -> 
                 list(f.keys())
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
             first = (str(exc).splitlines() or [""])[0]
-            raise WeightsError(f"downloaded {url} is not a complete safetensors file ({first}); file discarded") from None
+            raise WeightsError(f"{what} is not a complete safetensors file ({first})") from None
     elif not length_known:
         raise WeightsError(
-            f"cannot verify the download of {url}: the server sent no Content-Length, no sha256 is known and "
+            f"cannot verify {what}: the server sent no Content-Length, no sha256 is known and "
             f"{suffix or 'a file without suffix'} is not one of {', '.join(_CHECKED_SUFFIXES)}; pass sha256= "
-            "(vehicle-cls download --sha256); file discarded"
+            "(vehicle-cls download --sha256)"
         )
 
 
-def _check_zoo_pickle(path: Path, url: str) -> None:
+def _check_zoo_pickle(path: Path, what: str) -> None:
     """A downloaded ``.pkl`` must read as a detectron2 checkpoint (numpy arrays only) before it is cached."""
     from vehicle_cls.cropper.checkpoint import CheckpointError, load_zoo_pkl
 
     try:
         load_zoo_pkl(path)
     except CheckpointError as exc:
-        raise WeightsError(f"downloaded {url} is not a detectron2 checkpoint ({exc}); file discarded") from exc
+        raise WeightsError(f"{what} is not a detectron2 checkpoint ({exc})") from exc
 
 
 def _offline_message(url: str, dest: Path, reason: object) -> str:
@@ -247,4 +320,5 @@ __all__ = [
     "cached_path",
     "copy_into_cache",
     "fetch_weights",
+    "find_cached",
 ]
