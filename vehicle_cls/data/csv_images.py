@@ -83,6 +83,7 @@ class CsvImages(SampleList):
                                    "evaluate on", problems)
         lookup = {c: i for i, c in enumerate(classes)}
         samples: list[Sample] = []
+        seen: dict[tuple[str, tuple | None], int] = {}
         for line, item, raw_label, box, _ in rows:
             label = lookup.get(raw_label)
             if label is None:
@@ -99,6 +100,11 @@ class CsvImages(SampleList):
             if check_images and not path.is_file():
                 problems.append(Problem(str(csv_path), line, item, f"image file not found: {path}"))
                 continue
+            key = (os.path.normpath(path), box)  # one image (and box) is one sample: never in train and val
+            if key in seen:
+                problems.append(Problem(str(csv_path), line, item, f"duplicate of row {seen[key]}; dropped"))
+                continue
+            seen[key] = line
             samples.append(Sample(str(path), label, box))
         settle_problems(problems, on_error, f"CSV {csv_path}")
         super().__init__(
@@ -147,7 +153,15 @@ def _read_rows(
                 raise DatasetError(f"{csv_path}: no column {col!r} (columns: {names})")
         needed = max(index.values()) + 1
         line = reader.line_num
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:  # e.g. a field over the csv module's limit: that row, not the file
+                start, line = line + 1, reader.line_num
+                problems.append(Problem(str(csv_path), start, None, f"unreadable CSV row ({exc})"))
+                continue
             start, line = line + 1, reader.line_num
             if not row or not "".join(row).strip():
                 continue
