@@ -10,10 +10,8 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from vehicle_cls.cli import main
 
@@ -73,10 +71,11 @@ def test_save_vis_into_the_source_folder_is_refused(model_dir, tmp_path, capsys)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
-def test_export_out_into_the_bundle_is_refused(model_dir, capsys):
-    weights = model_dir / "model.safetensors"
+def test_export_out_into_the_bundle_is_refused(model_dir, tmp_path, capsys):
+    bundle = shutil.copytree(model_dir, tmp_path / "bundle")
+    weights = bundle / "model.safetensors"
     before = weights.read_bytes()
-    assert main(["export", "--model", str(model_dir), "--out", str(weights)]) != 0
+    assert main(["export", "--model", str(bundle), "--out", str(weights)]) != 0
     assert "model.safetensors" in capsys.readouterr().err
     assert weights.read_bytes() == before
 
@@ -108,6 +107,16 @@ def test_out_and_save_vis_at_a_file_or_a_full_disk_are_one_line(model_dir, tmp_p
         assert main(["predict", str(photo), "--model", str(model_dir), "--out", "/dev/full", "--no-progress"]) != 0
         err = capsys.readouterr().err
         assert "/dev/full" in err and "Errno" not in err and "no space" in err.lower()
+
+
+def test_crop_out_at_a_file_is_one_line(tmp_path):
+    from vehicle_cls.data import CropCache, open_dataset
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    with pytest.raises(ValueError, match="crop cache folder .*blocker is a file") as info:
+        CropCache(blocker).build(open_dataset(_class_folders(tmp_path / "d", 1), "folders"), mode="gt")
+    assert "Errno" not in str(info.value)
 
 
 # ---- 2. a remote dataset cannot make training read local files ------------------------------------------
@@ -261,7 +270,6 @@ def test_download_does_not_return_a_garbage_file_and_list_agrees(tmp_path, capsy
 
 def test_disk_full_during_crop_stops_and_the_rerun_completes(tmp_path, monkeypatch, caplog):
     from vehicle_cls.data import CropCache, open_dataset
-    from vehicle_cls.data import crop_cache as cc
 
     data = _class_folders(tmp_path / "d", 4)
     ds = open_dataset(data, "folders")
@@ -293,7 +301,6 @@ def test_disk_full_during_crop_stops_and_the_rerun_completes(tmp_path, monkeypat
     assert "3" in caplog.text  # the missing ones are reported
     assert old.build(ds, mode="gt").cropped == 3
     assert len(old.dataset()) == len(ds)
-    assert cc  # module imported for monkeypatching symmetry
 
 
 # ---- 9. data files: one bad row is that row ----------------------------------------------------------------
@@ -347,7 +354,3 @@ def test_manifest_bad_lines_and_garbage_cache_json(tmp_path, caplog):
         CropCache(root).dataset()
     assert "Expecting value" not in str(info.value) or "cache.json" in str(info.value)
     assert "\n" not in str(info.value)
-
-
-def _unused(x: np.ndarray, im: Image.Image) -> None:  # keep the imports honest for linters
-    del x, im

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import json
 import logging
 import os
 import urllib.error
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vehicle_cls.errors import VehicleClsError
-from vehicle_cls.fileio import atomic_write_text, clean_stale_temps, open_new_file, temp_name
+from vehicle_cls.fileio import clean_stale_temps, open_new_file, temp_name
 from vehicle_cls.progress import progress_bar
 from vehicle_cls.zoo import DETECTOR_CONFIGS, ZOO_LICENCE
 
@@ -125,11 +124,12 @@ def fetch_weights(name_or_url: str, cache_dir: str | os.PathLike | None = None, 
 
 def find_cached(name_or_url: str, cache_dir: str | os.PathLike | None = None,
                 sha256: str | None = None) -> tuple[Path | None, str | None]:
-    """(the verified cached file, None), or (None, why the file in the cache is not valid), or (None, None).
+    """(the cached file, None), or (None, why the file in the cache is not valid), or (None, None).
 
     ``fetch_weights`` and ``vehicle-cls download --list`` both ask this, so they always agree. A file put
-    there by hand is verified like a download (sha256 where known, else its format) once; the result is
-    remembered beside it (``.NAME.verified``: size and modification time) so a large file is read once.
+    there by hand is checked like a download: its sha256 where one is known, else its format's structure
+    (a pickle's first and last opcode, a torch zip's directory, a safetensors header), which reads a
+    few bytes, not the whole file.
     """
     info = _resolve(name_or_url)
     expected = (sha256 or info.sha256 or "").lower() or None
@@ -150,44 +150,49 @@ def find_cached(name_or_url: str, cache_dir: str | os.PathLike | None = None,
     return None, invalid
 
 
-def _stamp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.verified")
-
-
-def _stamp_text(path: Path) -> str:
-    st = path.stat()
-    return json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns})
-
-
 def _cached_problem(path: Path, sha256: str | None, sha256_prefix: str | None) -> str | None:
-    """Why the file at ``path`` is not the weights it should be, or None (verified, or verified before)."""
+    """Why the file at ``path`` is not the weights it should be, or None."""
     try:
-        if _stamp(path).read_text("utf-8") == _stamp_text(path):
+        if sha256 is not None or sha256_prefix is not None:
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(_CHUNK), b""):
+                    digest.update(chunk)
+            got = digest.hexdigest()
+            if (sha256 is not None and got != sha256) or (
+                    sha256_prefix is not None and not got.startswith(sha256_prefix.lower())):
+                return f"sha256 {got[:16]}... is not the expected {sha256 or sha256_prefix + '...'}"
             return None
-    except OSError:
-        pass
-    if sha256 is not None or sha256_prefix is not None:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(_CHUNK), b""):
-                digest.update(chunk)
-        got = digest.hexdigest()
-        if (sha256 is not None and got != sha256) or (sha256_prefix is not None and not got.startswith(sha256_prefix.lower())):
-            return f"sha256 {got[:16]}... does not match {sha256 or sha256_prefix + '...'}"
-    else:
+        return _structure_problem(path, path.suffix.lower())
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror or exc}"
+
+
+def _structure_problem(path: Path, suffix: str) -> str | None:
+    """A cheap check that a file is built as its format is (a few bytes read), or None when it is / cannot tell."""
+    if suffix == ".safetensors":
         try:
-            _verify_format(path, path.suffix.lower(), str(path), length_known=True)
+            _verify_format(path, suffix, str(path), length_known=True)
         except WeightsError as exc:
             return str(exc).split(" is ", 1)[-1]
-    _remember_verified(path)
+        return None
+    if suffix not in (".pkl", ".pth", ".pt"):
+        return None
+    import zipfile
+
+    if suffix != ".pkl" and zipfile.is_zipfile(path):  # torch.save's format
+        return None
+    with open(path, "rb") as f:
+        head = f.read(1)
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return "empty file"
+        f.seek(-1, os.SEEK_END)
+        tail = f.read(1)
+    if head != b"\x80" or (suffix == ".pkl" and tail != b"."):
+        kind = "a pickle" if suffix == ".pkl" else "a torch file"
+        return f"not {kind}: it starts with {head!r}" + (f" and ends with {tail!r}" if suffix == ".pkl" else "")
     return None
-
-
-def _remember_verified(path: Path) -> None:
-    try:
-        atomic_write_text(_stamp(path), _stamp_text(path))
-    except OSError as exc:  # a read-only cache still works, it is only verified again next time
-        logger.debug("cannot record the verification of %s: %s", path, exc)
 
 
 def _resolve(name_or_url: str) -> WeightsInfo:
@@ -248,7 +253,6 @@ def _download(url: str, dest: Path, sha256: str | None, sha256_prefix: str | Non
             except WeightsError as exc:
                 raise WeightsError(f"{exc}; file discarded") from None
         os.replace(tmp, dest)
-        _remember_verified(dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -39,7 +39,7 @@ from vehicle_cls.data.sample import (
 )
 from vehicle_cls.crops import cut
 from vehicle_cls.errors import one_line
-from vehicle_cls.fileio import atomic_write_bytes, clean_stale_temps
+from vehicle_cls.fileio import atomic_write_bytes, clean_stale_temps, ensure_dir
 from vehicle_cls.io.images import load_image
 from vehicle_cls.progress import progress_bar
 
@@ -181,6 +181,7 @@ class CropCache:
                 raise ValueError("mode='detector' needs a cropper (Cropper.from_checkpoint / from_zoo)")
             policy = policy if policy is not None else cropper.policy
         box_format = box_format or getattr(dataset, "box_format", "devkit")
+        ensure_dir(self.root, "crop cache folder")  # a file in the way is one line naming it, not [Errno 17]
         self._check_settings(dataset, cropper, policy, mode, image_format)
         (self.root / CROPS_DIR).mkdir(parents=True, exist_ok=True)
         for folder in (self.root, self.root / CROPS_DIR):  # temporaries of a killed earlier run
