@@ -71,6 +71,16 @@ def test_save_vis_into_the_source_folder_is_refused(model_dir, tmp_path, capsys)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
+def test_eval_and_crop_out_into_the_data_folder_are_refused(model_dir, tmp_path, capsys):
+    data = _class_folders(tmp_path / "d", 1)
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    assert main(["crop", str(data), "--out", str(data / "crops"), "--mode", "gt", "--no-progress"]) != 0
+    assert "input folder" in capsys.readouterr().err
+    assert main(["eval", "--model", str(model_dir), "--data", str(data), "--out", str(data), "--workers", "0"]) != 0
+    assert "input folder" in capsys.readouterr().err
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+
+
 def test_export_out_into_the_bundle_is_refused(model_dir, tmp_path, capsys):
     bundle = shutil.copytree(model_dir, tmp_path / "bundle")
     weights = bundle / "model.safetensors"

@@ -99,11 +99,10 @@ def prepare_splits(cfg: DataConfig) -> DataSplits:
 def check_readable(samples: SampleList, crop: str) -> None:
     """No silent success: say how many training images a crop cache lacks, and stop before training when
     not one image can be read (an all-garbage dataset must not yield a "best" bundle)."""
-    from vehicle_cls.data import DatasetError
+    from vehicle_cls.data import CropCache, DatasetError
     from vehicle_cls.data.torch_dataset import SampleDataset
-    from vehicle_cls.train.loaders import crop_arg
 
-    source = crop_arg(crop)
+    source: Any = crop if crop in ("none", "gt") else CropCache(crop)  # as train.loaders.crop_arg
     if not isinstance(source, str):
         missing = [s.path for s in samples if source.lookup(s.path) is None]
         if missing:
