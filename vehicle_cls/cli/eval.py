@@ -29,8 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", metavar="PATH|URI", help="dataset (folder, CSV, s3://...); default: the run's own splits")
     p.add_argument("--layout", default="auto", help="dataset layout (default: auto)")
     p.add_argument("--split", default=None,
-                   help="split to evaluate; a --data without it is refused (default: test when the data has a "
-                   "test split or without --data, else every image)")
+                   help="split to evaluate, refused when --data has no such split (default: test; a --data "
+                   "without a test split is evaluated whole, reported as split 'all')")
     p.add_argument("--crop", default="none", metavar="none|gt|cache",
                    help="whole images, ground-truth boxes, or the detector crops of --cache DIR (a crop cache "
                    "made by `vehicle-cls crop`; --crop DIR also works)")
