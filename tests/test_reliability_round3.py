@@ -21,7 +21,7 @@ S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "A
 
 
 def _photo(name: str = "car") -> Path:
-    return sorted((PHOTOS / name).glob("*.jpg"))[0]
+    return min((PHOTOS / name).glob("*.jpg"))
 
 
 def _class_folders(root: Path, per_class: int = 2) -> Path:

@@ -118,12 +118,6 @@ class _OutputFile:
         except OSError as exc:
             raise self._fail(exc) from None
 
-    def __enter__(self) -> _OutputFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def open_output(path: str | os.PathLike, what: str = "--out") -> _OutputFile:
     """Open ``path`` for writing text (its folder made as needed); every failure is one ``OutputError`` line."""
