@@ -331,6 +331,19 @@ def test_csv_bad_rows_are_those_rows(tmp_path, caplog):
     assert "duplicate" in caplog.text and "row 5" in caplog.text
 
 
+def test_kaggle_annotation_row_over_the_csv_limit_is_that_row(tmp_path):
+    from test_data_folders import make_kaggle
+
+    from vehicle_cls.data import KaggleCars
+
+    make_kaggle(tmp_path)
+    (tmp_path / "anno_train.csv").write_text("car1.jpg,10,20,90,80,1\n" + "y" * 140_000 + ",1,2,3,4,1\n"
+                                             "truck1.jpg,1,2,99,98,2\n")
+    ds = KaggleCars(tmp_path, "train")
+    assert {Path(s.path).name: s.box for s in ds}["truck1.jpg"] == (1.0, 2.0, 99.0, 98.0)
+    assert [p.row for p in ds.problems] == [2] and "field limit" in ds.problems[0].reason
+
+
 def test_devkit_row_with_class_inf_is_that_row(tmp_path):
     from test_data_stanford import make_devkit, row
 

@@ -26,6 +26,7 @@ from vehicle_cls.data.sample import (
     SampleList,
     check_box,
     check_on_error,
+    csv_rows,
     open_text,
     settle_problems,
 )
@@ -152,17 +153,7 @@ def _read_rows(
             else:
                 raise DatasetError(f"{csv_path}: no column {col!r} (columns: {names})")
         needed = max(index.values()) + 1
-        line = reader.line_num
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:  # e.g. a field over the csv module's limit: that row, not the file
-                start, line = line + 1, reader.line_num
-                problems.append(Problem(str(csv_path), start, None, f"unreadable CSV row ({exc})"))
-                continue
-            start, line = line + 1, reader.line_num
+        for start, row in csv_rows(reader, csv_path, problems):  # a row the csv module refuses is that row
             if not row or not "".join(row).strip():
                 continue
             item = row[index[path_column]].strip() if len(row) > index[path_column] else None
