@@ -366,12 +366,14 @@ def test_manifest_bad_lines_and_garbage_cache_json(tmp_path, caplog):
         json.dumps([1, 2, 3]),
         json.dumps({"source": "b.jpg", "label": "abc", "file": "crops/a.jpg"}),
         json.dumps({"source": "c.jpg", "label": 1, "file": "crops/a.jpg"}),
+        json.dumps({"source": "d.jpg", "label": 99, "file": "crops/a.jpg"}),
     ]) + "\n")
     with caplog.at_level(logging.WARNING):
         ds = CropCache(root).dataset()
     assert [s.label for s in ds] == [0, 1]
     assert "manifest.jsonl: row 2" in caplog.text or "manifest.jsonl:2" in caplog.text
     assert "row 3" in caplog.text or "manifest.jsonl:3" in caplog.text
+    assert "label 99 is not one of the 3 classes" in caplog.text
     (root / "cache.json").write_text("\x00garbage{")
     with pytest.raises(DatasetError, match="cache.json") as info:
         CropCache(root).dataset()

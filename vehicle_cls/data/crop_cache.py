@@ -136,8 +136,13 @@ class CropCache:
             raise DatasetError(f"{self.root}: not a crop cache (no {CACHE_CONFIG}); run `vehicle-cls crop` first")
         samples: list[Sample] = []
         problems: list[Problem] = []
+        classes = config.get("classes") or []
         for entry in self.entries().values():
             if split is not None and entry.get("split") != split:
+                continue
+            if classes and not -1 <= entry["label"] < len(classes):
+                problems.append(Problem(str(self.manifest_path), None, entry["source"],
+                                        f"label {entry['label']} is not one of the {len(classes)} classes"))
                 continue
             if entry.get("error"):
                 problems.append(Problem(str(self.manifest_path), None, entry["source"], str(entry["error"])))
