@@ -183,8 +183,8 @@ def test_http_error_and_file_urls(server, tmp_path):
     got = fetch_weights(src.as_uri(), cache_dir=tmp_path / "cache", sha256=SHA)
     assert got.read_bytes() == PAYLOAD
     assert fetch_weights(str(src)) == src  # an existing local path is used as is
-    # a zoo file fetched by hand and kept under its URL name is found too
-    (tmp_path / "model_final_f6e8b1.pkl").write_bytes(b"weights")
+    # a zoo file fetched by hand and kept under its URL name is found too (verified like a download, issue 17)
+    (tmp_path / "model_final_f6e8b1.pkl").write_bytes(ZOO_PKL)
     assert fetch_weights("faster_rcnn_R_101_FPN_3x", cache_dir=tmp_path) == tmp_path / "model_final_f6e8b1.pkl"
     with pytest.raises(WeightsError, match="unknown weights 'nope'"):
         fetch_weights("nope", cache_dir=tmp_path)

@@ -103,22 +103,96 @@ def fetch_weights(name_or_url: str, cache_dir: str | os.PathLike | None = None, 
         return Path(name_or_url)
     info = _resolve(name_or_url)
     expected = (sha256 or info.sha256 or "").lower() or None
-    directory = Path(cache_dir) if cache_dir is not None else _default_dir()
-    dest = directory / info.filename
-    if dest.is_file():
-        return dest
-    if name_or_url in KNOWN_WEIGHTS:  # a registry file fetched by hand and kept under its URL's name
-        as_named = directory / Path(urllib.parse.urlparse(info.url).path).name
-        if as_named != dest and as_named.is_file() and expected is None and info.sha256_prefix is None:
-            return as_named
+    dest = (Path(cache_dir) if cache_dir is not None else _default_dir()) / info.filename
+    found, invalid = find_cached(name_or_url, cache_dir, sha256)
+    if found is not None:
+        return found
+    if invalid:
+        logger.warning("%s; downloading it again", invalid)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WeightsError(f"cannot create the weights cache directory {dest.parent}: {exc}") from exc
     clean_stale_temps(dest.parent)
     logger.info("downloading %s to %s", info.url, dest)
-    _download(info.url, dest, expected, info.sha256_prefix, progress)
+    try:
+        _download(info.url, dest, expected, info.sha256_prefix, progress)
+    except WeightsError as exc:
+        raise WeightsError(f"{invalid}; and {exc}" if invalid else str(exc)) from None
     return dest
+
+
+def find_cached(name_or_url: str, cache_dir: str | os.PathLike | None = None,
+                sha256: str | None = None) -> tuple[Path | None, str | None]:
+    """(the cached file, None), or (None, why the file in the cache is not valid), or (None, None).
+
+    ``fetch_weights`` and ``vehicle-cls download --list`` both ask this, so they always agree. A file put
+    there by hand is checked like a download: its sha256 where one is known, else its format's structure
+    (a pickle's first and last opcode, a torch zip's directory, a safetensors header), which reads a
+    few bytes, not the whole file.
+    """
+    info = _resolve(name_or_url)
+    expected = (sha256 or info.sha256 or "").lower() or None
+    directory = Path(cache_dir) if cache_dir is not None else _default_dir()
+    candidates = [directory / info.filename]
+    if name_or_url in KNOWN_WEIGHTS:  # a registry file fetched by hand and kept under its URL's name
+        as_named = directory / Path(urllib.parse.urlparse(info.url).path).name
+        if as_named != candidates[0]:
+            candidates.append(as_named)
+    invalid = None
+    for path in candidates:
+        if not path.is_file():
+            continue
+        reason = _cached_problem(path, expected, info.sha256_prefix)
+        if reason is None:
+            return path, None
+        invalid = invalid or f"the cached file {path} is not valid ({reason})"
+    return None, invalid
+
+
+def _cached_problem(path: Path, sha256: str | None, sha256_prefix: str | None) -> str | None:
+    """Why the file at ``path`` is not the weights it should be, or None."""
+    try:
+        if sha256 is not None or sha256_prefix is not None:
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(_CHUNK), b""):
+                    digest.update(chunk)
+            got = digest.hexdigest()
+            if (sha256 is not None and got != sha256) or (
+                    sha256_prefix is not None and not got.startswith(sha256_prefix.lower())):
+                return f"sha256 {got[:16]}... is not the expected {sha256 or sha256_prefix + '...'}"
+            return None
+        return _structure_problem(path, path.suffix.lower())
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror or exc}"
+
+
+def _structure_problem(path: Path, suffix: str) -> str | None:
+    """A cheap check that a file is built as its format is (a few bytes read), or None when it is / cannot tell."""
+    if suffix == ".safetensors":
+        try:
+            _verify_format(path, suffix, str(path), length_known=True)
+        except WeightsError as exc:
+            return str(exc).split(" is ", 1)[-1]
+        return None
+    if suffix not in (".pkl", ".pth", ".pt"):
+        return None
+    import zipfile
+
+    if suffix != ".pkl" and zipfile.is_zipfile(path):  # torch.save's format
+        return None
+    with open(path, "rb") as f:
+        head = f.read(1)
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return "empty file"
+        f.seek(-1, os.SEEK_END)
+        tail = f.read(1)
+    if head != b"\x80" or (suffix == ".pkl" and tail != b"."):
+        kind = "a pickle" if suffix == ".pkl" else "a torch file"
+        return f"not {kind}: it starts with {head!r}" + (f" and ends with {tail!r}" if suffix == ".pkl" else "")
+    return None
 
 
 def _resolve(name_or_url: str) -> WeightsInfo:
@@ -174,7 +248,10 @@ def _download(url: str, dest: Path, sha256: str | None, sha256_prefix: str | Non
                 f"checksum mismatch for {url}: expected sha256 starting {sha256_prefix}, got {got}; file discarded"
             )
         if sha256 is None and sha256_prefix is None:  # no checksum: the format must vouch for the bytes
-            _verify_format(tmp, dest.suffix.lower(), url, length_known=total is not None)
+            try:
+                _verify_format(tmp, dest.suffix.lower(), f"downloaded {url}", length_known=total is not None)
+            except WeightsError as exc:
+                raise WeightsError(f"{exc}; file discarded") from None
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -182,17 +259,17 @@ def _download(url: str, dest: Path, sha256: str | None, sha256_prefix: str | Non
     logger.info("saved %s (sha256 %s)", dest, got)
 
 
-def _verify_format(path: Path, suffix: str, url: str, *, length_known: bool) -> None:
+def _verify_format(path: Path, suffix: str, what: str, *, length_known: bool) -> None:
     """Without a checksum, a download is cached only when it reads as its format (a cut file does not)."""
     if suffix == ".pkl":
-        _check_zoo_pickle(path, url)
+        _check_zoo_pickle(path, what)
     elif suffix in (".pth", ".pt"):
         from vehicle_cls.torchfile import TorchFileError, load_torch_file
 
         try:
             load_torch_file(path)
         except TorchFileError as exc:
-            raise WeightsError(f"downloaded {url} is not a readable torch file ({exc}); file discarded") from None
+            raise WeightsError(f"{what} is not a readable torch file ({exc})") from None
     elif suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -201,23 +278,23 @@ def _verify_format(path: Path, suffix: str, url: str, *, length_known: bool) -> 
                 list(f.keys())
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
             first = (str(exc).splitlines() or [""])[0]
-            raise WeightsError(f"downloaded {url} is not a complete safetensors file ({first}); file discarded") from None
+            raise WeightsError(f"{what} is not a complete safetensors file ({first})") from None
     elif not length_known:
         raise WeightsError(
-            f"cannot verify the download of {url}: the server sent no Content-Length, no sha256 is known and "
+            f"cannot verify {what}: the server sent no Content-Length, no sha256 is known and "
             f"{suffix or 'a file without suffix'} is not one of {', '.join(_CHECKED_SUFFIXES)}; pass sha256= "
-            "(vehicle-cls download --sha256); file discarded"
+            "(vehicle-cls download --sha256)"
         )
 
 
-def _check_zoo_pickle(path: Path, url: str) -> None:
+def _check_zoo_pickle(path: Path, what: str) -> None:
     """A downloaded ``.pkl`` must read as a detectron2 checkpoint (numpy arrays only) before it is cached."""
     from vehicle_cls.cropper.checkpoint import CheckpointError, load_zoo_pkl
 
     try:
         load_zoo_pkl(path)
     except CheckpointError as exc:
-        raise WeightsError(f"downloaded {url} is not a detectron2 checkpoint ({exc}); file discarded") from exc
+        raise WeightsError(f"{what} is not a detectron2 checkpoint ({exc})") from exc
 
 
 def _offline_message(url: str, dest: Path, reason: object) -> str:
@@ -247,4 +324,5 @@ __all__ = [
     "cached_path",
     "copy_into_cache",
     "fetch_weights",
+    "find_cached",
 ]

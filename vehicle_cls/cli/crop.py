@@ -69,7 +69,11 @@ def _cropper(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from vehicle_cls.data import CropCache, open_dataset
+    from vehicle_cls.data.s3 import is_s3_uri
+    from vehicle_cls.outputs import check_output
 
+    if not is_s3_uri(args.dataset):
+        check_output(args.out, [args.dataset], directory=True)
     dataset = open_dataset(
         args.dataset, args.layout, args.split, cache_dir=args.cache_dir, endpoint_url=args.endpoint_url
     )

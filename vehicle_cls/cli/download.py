@@ -28,12 +28,14 @@ def run(args: argparse.Namespace) -> int:
         WeightsError,
         cached_path,
         fetch_weights,
+        find_cached,
     )
 
     if args.list or not args.names:
-        for name, info in KNOWN_WEIGHTS.items():
-            path = cached_path(name, args.cache_dir)
-            state = "cached" if path.is_file() else "not cached"
+        for name, info in KNOWN_WEIGHTS.items():  # the same verification as `download NAME`: they agree
+            found, invalid = find_cached(name, args.cache_dir)
+            state = "cached" if found is not None else ("invalid: " + invalid if invalid else "not cached")
+            path = found or cached_path(name, args.cache_dir)
             print(f"{name}\t{state}\t{path}\t{info.url}\t{info.licence}")
         return EXIT_OK if args.list else EXIT_USAGE
     status = EXIT_OK

@@ -28,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", metavar="DIR", help="classifier bundle (e.g. runs/x/best)")
     p.add_argument("--data", metavar="PATH|URI", help="dataset (folder, CSV, s3://...); default: the run's own splits")
     p.add_argument("--layout", default="auto", help="dataset layout (default: auto)")
-    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--split", default=None,
+                   help="split to evaluate, refused when --data has no such split (default: test; a --data "
+                   "without a test split is evaluated whole, reported as split 'all')")
     p.add_argument("--crop", default="none", metavar="none|gt|cache",
                    help="whole images, ground-truth boxes, or the detector crops of --cache DIR (a crop cache "
                    "made by `vehicle-cls crop`; --crop DIR also works)")
@@ -52,7 +54,13 @@ def run(args: argparse.Namespace) -> int:
             print("vehicle-cls eval: error: --crop cache needs --cache DIR (made by `vehicle-cls crop`)", file=sys.stderr)
             return EXIT_ERROR
         args.crop = args.cache
+    from vehicle_cls.data.s3 import is_s3_uri
+    from vehicle_cls.outputs import check_output
+
+    inputs = [x for x in (args.model, args.data, args.cache, *(args.compare or ())) if x and not is_s3_uri(x)]
+    check_output(args.out, inputs, directory=True)
     if args.compare:
+        args.split = args.split or "test"
         paths = write_comparison(_compare_reports(args), args.out)
         print(paths["markdown"].read_text(encoding="utf-8"))
         print(f"comparison: {paths['markdown']} and {paths['json']}")
@@ -71,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(clf, samples, dataset_classes=classes, crop=args.crop, batch_size=args.batch_size,
                       num_workers=args.workers, precision=args.precision, name=name, info=info,
                       progress=sys.stderr.isatty())
+    if result.metrics.num_samples == 0:  # no silent "top-1 0.00%": nothing was scored
+        first = f"; first: {result.failed[0][0]}: {result.failed[0][1]}" if result.failed else ""
+        print(f"vehicle-cls eval: error: no image of {where} could be scored ({len(result.failed)} unreadable"
+              f"{first}); no report written", file=sys.stderr)
+        return EXIT_ERROR
     history = (clf.training or {}).get("history")
     files = write_report(result, args.out, history=history)
     print_summary(result)
@@ -84,9 +97,17 @@ def _samples(args: argparse.Namespace, clf):
 
     if args.data:
         from vehicle_cls.data import open_dataset
+        from vehicle_cls.data.layouts import MissingSplitError
 
-        ds = open_dataset(args.data, args.layout, split=args.split)
+        try:  # an asked-for split the data does not have is refused, never every image labelled with it
+            ds = open_dataset(args.data, args.layout, split=args.split or "test", require_split=True)
+        except MissingSplitError:
+            if args.split is not None:
+                raise
+            ds = open_dataset(args.data, args.layout, split=None)
+        args.split = ds.split or "all"
         return ds, ds.classes, args.data
+    args.split = args.split or "test"
     from vehicle_cls.train.splits import DataSplits
 
     run_dir = (clf.training or {}).get("run_dir")

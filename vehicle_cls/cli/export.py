@@ -30,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
     from vehicle_cls.bundle import read_config
     from vehicle_cls.classifier import Classifier
     from vehicle_cls.export import check_export, export_classifier
+    from vehicle_cls.outputs import check_output
 
+    check_output([args.out, f"{args.out}.json"], [args.model, *(args.check or ())])  # never over the bundle
     config = read_config(args.model)
     classifier = Classifier.load(args.model, device="cpu", config=config)
     if config.get("cropper"):

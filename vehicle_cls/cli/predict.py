@@ -123,7 +123,18 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
+    from vehicle_cls.fileio import ensure_dir
+    from vehicle_cls.io.images import IMAGE_EXTENSIONS
+    from vehicle_cls.io.inputs import VIDEO_EXTENSIONS
+    from vehicle_cls.outputs import check_output
     from vehicle_cls.pipeline import Pipeline
+
+    media = tuple(IMAGE_EXTENSIONS) + VIDEO_EXTENSIONS  # what a folder input reads
+    if args.out:
+        check_output(args.out, args.paths, reads=lambda p: p.suffix.lower() in media)
+    if args.save_vis:
+        check_output(args.save_vis, args.paths, directory=True, what="--save-vis")
+        ensure_dir(args.save_vis, "--save-vis folder")
 
     pipe = Pipeline.load(args.model, device=args.device, cropper=not args.no_crop, batch_size=args.batch_size,
                          num_workers=args.num_workers, precision=args.precision, frame_stride=args.frame_stride,

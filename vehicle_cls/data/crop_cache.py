@@ -15,11 +15,13 @@ source already in the manifest (``retry_errors=True`` retries the failed ones).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +39,7 @@ from vehicle_cls.data.sample import (
 )
 from vehicle_cls.crops import cut
 from vehicle_cls.errors import one_line
-from vehicle_cls.fileio import atomic_write_bytes, clean_stale_temps
+from vehicle_cls.fileio import atomic_write_bytes, clean_stale_temps, ensure_dir
 from vehicle_cls.io.images import load_image
 from vehicle_cls.progress import progress_bar
 
@@ -85,7 +87,15 @@ class CropCache:
         """The settings stored in ``cache.json``, or None for a new cache."""
         if not self.config_path.is_file():
             return None
-        return json.loads(self.config_path.read_text("utf-8"))
+        try:
+            config = json.loads(self.config_path.read_text("utf-8"))
+        except (ValueError, OSError) as exc:
+            raise DatasetError(f"{self.config_path}: not a crop-cache settings file ({one_line(exc)}); restore it, "
+                               "or crop into another folder") from None
+        if not isinstance(config, dict):
+            raise DatasetError(f"{self.config_path}: not a crop-cache settings file (a JSON {type(config).__name__}, "
+                               "not an object); restore it, or crop into another folder")
+        return config
 
     def entries(self) -> dict[str, dict]:
         """Manifest lines by absolute source path (the last line for a source wins)."""
@@ -102,10 +112,14 @@ class CropCache:
                     continue
                 try:
                     entry = json.loads(line)
-                    entry.setdefault("key", _key(entry["source"]))
-                except (ValueError, KeyError, TypeError):
-                    logger.warning("%s: line %d is not a manifest entry (torn write?); ignored", self.manifest_path, number)
+                except ValueError:
+                    entry, reason = None, "not JSON (a torn write?)"
+                else:
+                    reason = _entry_problem(entry)
+                if reason is not None:  # one bad line is that line: the rest of the manifest stays usable
+                    logger.warning("%s; ignored", Problem(str(self.manifest_path), number, None, reason))
                     continue
+                entry.setdefault("key", _key(entry["source"]))
                 yield entry
 
     def lookup(self, source: str) -> str | None:
@@ -122,14 +136,24 @@ class CropCache:
             raise DatasetError(f"{self.root}: not a crop cache (no {CACHE_CONFIG}); run `vehicle-cls crop` first")
         samples: list[Sample] = []
         problems: list[Problem] = []
+        classes = config.get("classes") or []
         for entry in self.entries().values():
             if split is not None and entry.get("split") != split:
                 continue
+            if classes and not -1 <= entry["label"] < len(classes):
+                problems.append(Problem(str(self.manifest_path), None, entry["source"],
+                                        f"label {entry['label']} is not one of the {len(classes)} classes"))
+                continue
             if entry.get("error"):
-                problems.append(Problem(str(self.manifest_path), None, entry["source"], entry["error"]))
+                problems.append(Problem(str(self.manifest_path), None, entry["source"], str(entry["error"])))
                 continue
             for crop in entry.get("crops") or ([entry] if entry.get("file") else []):
                 samples.append(Sample(str(self.root / crop["file"]), int(entry["label"])))
+        if problems:  # never silent: training on 5 of 30 images says so
+            shown = "; ".join(f"{p.item}: {p.reason}" for p in problems[:3])
+            logger.warning("%s: %d of %d images have no crop (failed; `vehicle-cls crop --retry-errors` retries them): "
+                           "%s%s", self.root, len(problems), len(problems) + len({s.path for s in samples}), shown,
+                           "; ..." if len(problems) > 3 else "")
         name = f"crops/{config.get('dataset', self.root.name)}" + (f"/{split}" if split else "")
         return SampleList(samples, config.get("classes", []), name, root=self.root, split=split, box_format="xyxy", problems=problems)
 
@@ -162,6 +186,7 @@ class CropCache:
                 raise ValueError("mode='detector' needs a cropper (Cropper.from_checkpoint / from_zoo)")
             policy = policy if policy is not None else cropper.policy
         box_format = box_format or getattr(dataset, "box_format", "devkit")
+        ensure_dir(self.root, "crop cache folder")  # a file in the way is one line naming it, not [Errno 17]
         self._check_settings(dataset, cropper, policy, mode, image_format)
         (self.root / CROPS_DIR).mkdir(parents=True, exist_ok=True)
         for folder in (self.root, self.root / CROPS_DIR):  # temporaries of a killed earlier run
@@ -173,7 +198,7 @@ class CropCache:
         todo: list[int] = []
         for i, sample in enumerate(dataset):
             entry = done.get(_key(sample.path))
-            if entry is not None and not (retry_errors and entry.get("error")):
+            if entry is not None and not ((retry_errors or is_transient_record(entry.get("error"))) and entry.get("error")):
                 stats.already_done += 1
             else:
                 todo.append(i)
@@ -188,7 +213,7 @@ class CropCache:
                     try:
                         images[i] = load_image(dataset[i].path)
                     except Exception as exc:
-                        self._record(writer, stats, dataset[i], split, mode, error=_one_line(exc))
+                        self._record(writer, stats, dataset[i], split, mode, error=_failure(exc))
                 if mode == "detector" and images:
                     from vehicle_cls.cropper.choose import detect_and_choose  # imports torch: only when used
 
@@ -201,6 +226,16 @@ class CropCache:
                     for i, image in images.items():
                         self._crop_gt(writer, stats, dataset[i], image, split, box_format, image_format, jpeg_quality)
                 bar.update(len(chunk))
+        except (_TransientFault, OSError) as exc:
+            fault = exc.error if isinstance(exc, _TransientFault) else transient_error(exc)
+            if fault is None:
+                raise
+            left = len(todo) - stats.cropped - stats.failed
+            raise DatasetError(
+                f"{self.root}: crop stopped by a fault of the system, not of the images ({one_line(fault)}); "
+                f"{stats.cropped} cropped and {stats.failed} failed in this run, {left} of {len(todo)} still to do "
+                "(not recorded as failed): fix the cause and rerun to continue"
+            ) from exc
         finally:
             bar.close()
             writer.close()
@@ -257,7 +292,7 @@ class CropCache:
                     "fallback": bool(choice.fallback),
                 })
         except Exception as exc:
-            self._record(writer, stats, sample, split, "detector", error=_one_line(exc))
+            self._record(writer, stats, sample, split, "detector", error=_failure(exc))
             return
         self._record(writer, stats, sample, split, "detector", crops=crops)
 
@@ -271,7 +306,7 @@ class CropCache:
                 box = [round(v, 2) for v in continuous_box(sample.box, box_format)]
             file = self._save(sample.path, 0, crop, image_format, quality)
         except Exception as exc:
-            self._record(writer, stats, sample, split, "gt", error=_one_line(exc))
+            self._record(writer, stats, sample, split, "gt", error=_failure(exc))
             return
         crops = [{"file": file, "box": box, "detector_class": None, "detector_class_id": None,
                   "detector_score": None, "fallback": fallback}]
@@ -360,6 +395,59 @@ def _repair_tail(path: Path) -> None:
         cut = data.rfind(b"\n") + 1
         logger.warning("%s: dropping a torn last line (%d bytes)", path, len(data) - cut)
         f.truncate(cut)
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """Why a parsed manifest line is not an entry (not an object, no source, a label that is no class id), or None."""
+    if not isinstance(entry, dict):
+        return f"a JSON {type(entry).__name__}, not an object"
+    if not isinstance(entry.get("source"), str) or not entry["source"]:
+        return "no source path"
+    label = entry.get("label")
+    if isinstance(label, bool) or not isinstance(label, int):
+        return f"label {label!r} is not a class index"
+    crops = entry.get("crops") or ([entry] if entry.get("file") is not None else [])
+    if not isinstance(crops, list) or any(not isinstance(c, dict) or not isinstance(c.get("file"), str) for c in crops):
+        return "a crop file that is not a path"
+    return None
+
+
+# a fault of the machine, not of the image: the run stops and a rerun retries (never "failed" for good)
+TRANSIENT_ERRNOS = frozenset(getattr(errno, name) for name in (
+    "ENOSPC", "EDQUOT", "EIO", "EROFS", "ENOMEM", "EAGAIN", "ETIMEDOUT", "ESTALE", "ENFILE", "EMFILE", "EINTR",
+    "ENOLCK", "ECONNRESET", "ENETDOWN", "ENETUNREACH", "EHOSTUNREACH") if hasattr(errno, name))
+
+
+class _TransientFault(Exception):
+    """Carries a transient ``OSError`` out of the per-item handlers to ``build``, which stops the run."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(one_line(error))
+        self.error = error
+
+
+def transient_error(exc: BaseException | None) -> OSError | None:
+    """The ``OSError`` with a transient errno (disk full, I/O error, ...) in ``exc``'s chain, or None."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+def is_transient_record(error: Any) -> bool:
+    """Whether a manifest's recorded error is a transient fault (written by older versions): retried."""
+    match = re.search(r"\[Errno (\d+)\]", error) if isinstance(error, str) else None
+    return match is not None and int(match[1]) in TRANSIENT_ERRNOS
+
+
+def _failure(exc: BaseException) -> str:
+    """The one-line reason to record for a failed item; a transient fault is raised instead (not recorded)."""
+    transient = transient_error(exc)
+    if transient is not None:
+        raise _TransientFault(transient) from exc
+    return _one_line(exc)
 
 
 def _one_line(exc: BaseException) -> str:

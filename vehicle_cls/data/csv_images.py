@@ -26,6 +26,7 @@ from vehicle_cls.data.sample import (
     SampleList,
     check_box,
     check_on_error,
+    csv_rows,
     open_text,
     settle_problems,
 )
@@ -83,6 +84,7 @@ class CsvImages(SampleList):
                                    "evaluate on", problems)
         lookup = {c: i for i, c in enumerate(classes)}
         samples: list[Sample] = []
+        seen: dict[tuple[str, tuple | None], int] = {}
         for line, item, raw_label, box, _ in rows:
             label = lookup.get(raw_label)
             if label is None:
@@ -99,6 +101,11 @@ class CsvImages(SampleList):
             if check_images and not path.is_file():
                 problems.append(Problem(str(csv_path), line, item, f"image file not found: {path}"))
                 continue
+            key = (os.path.normpath(path), box)  # one image (and box) is one sample: never in train and val
+            if key in seen:
+                problems.append(Problem(str(csv_path), line, item, f"duplicate of row {seen[key]}; dropped"))
+                continue
+            seen[key] = line
             samples.append(Sample(str(path), label, box))
         settle_problems(problems, on_error, f"CSV {csv_path}")
         super().__init__(
@@ -146,9 +153,7 @@ def _read_rows(
             else:
                 raise DatasetError(f"{csv_path}: no column {col!r} (columns: {names})")
         needed = max(index.values()) + 1
-        line = reader.line_num
-        for row in reader:
-            start, line = line + 1, reader.line_num
+        for start, row in csv_rows(reader, csv_path, problems):  # a row the csv module refuses is that row
             if not row or not "".join(row).strip():
                 continue
             item = row[index[path_column]].strip() if len(row) > index[path_column] else None

@@ -20,6 +20,7 @@ from vehicle_cls.data.sample import (
     SampleList,
     check_box,
     check_on_error,
+    csv_rows,
     open_text,
     settle_problems,
 )
@@ -154,7 +155,7 @@ def _attach_boxes(samples: list[Sample], anno_csv: Path, classes: list[str]) -> 
     problems: list[Problem] = []
     rows: dict[str, tuple[int, tuple[float, float, float, float], int]] = {}
     with open_text(anno_csv) as f:
-        for line_no, row in enumerate(csv.reader(f), start=1):
+        for line_no, row in csv_rows(csv.reader(f), anno_csv, problems):
             if not row or not "".join(row).strip():
                 continue
             if line_no == 1 and row[0].strip().lower() in ("image_name", "image", "fname", "filename"):

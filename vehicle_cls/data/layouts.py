@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vehicle_cls.data.sample import DatasetError, SampleList
+from vehicle_cls.data.sample import DatasetError, Problem, SampleList
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,10 @@ def detect_layout(path: str | os.PathLike) -> str:
     return "folders"
 
 
+class MissingSplitError(DatasetError):
+    """The dataset has no such split (class folders without split subfolders, a CSV without a split column)."""
+
+
 def open_dataset(
     uri_or_path: str | os.PathLike,
     layout: str = "auto",
@@ -53,6 +57,7 @@ def open_dataset(
     cache_dir: str | os.PathLike | None = None,
     endpoint_url: str | None = None,
     on_error: str = "skip",
+    require_split: bool = False,
     **kwargs: Any,
 ) -> SampleList:
     """Open a dataset folder, CSV file or ``s3://bucket/prefix`` (mirrored into the cache first).
@@ -60,8 +65,18 @@ def open_dataset(
     ``layout``: ``auto`` (detected), ``stanford`` (devkit .mat), ``kaggle`` (car_data/{train,test}/<class>),
     ``folders`` (root/<class>/), ``csv`` (kwargs give the column mapping), ``seed_csv``
     (car_dataset_labels.csv + car_ims/) or ``crops`` (a ``vehicle-cls crop`` output folder).
-    Extra keyword arguments go to the reader.
+    Extra keyword arguments go to the reader. ``require_split``: a dataset that cannot select ``split``
+    (whose every image would be labelled with it) is a ``MissingSplitError`` instead.
     """
+    dataset = _open(uri_or_path, layout, split, cache_dir, endpoint_url, on_error, require_split, kwargs)
+    if require_split and split and dataset.split != split:
+        raise MissingSplitError(f"{uri_or_path}: has no {split!r} split (no split folders or split column); "
+                                "give the split's own folder or file, or no split to use every image")
+    return dataset
+
+
+def _open(uri_or_path: str | os.PathLike, layout: str, split: str | None, cache_dir: str | os.PathLike | None,
+          endpoint_url: str | None, on_error: str, require_split: bool, kwargs: dict[str, Any]) -> SampleList:
     from vehicle_cls.data.s3 import is_s3_uri, sync_s3_prefix
 
     if layout not in LAYOUTS:
@@ -71,7 +86,8 @@ def open_dataset(
         logger.info(
             "%s: %d files cached, %d downloaded, %d resumed", uri_or_path, stats.skipped, stats.downloaded, stats.resumed
         )
-        dataset = open_dataset(local, layout, split, on_error=on_error, **kwargs)
+        dataset = open_dataset(local, layout, split, on_error=on_error, require_split=require_split, **kwargs)
+        dataset = confine_to(dataset, local, str(uri_or_path))
         dataset.source_uri = str(uri_or_path)  # type: ignore[attr-defined]
         return dataset
     path = Path(uri_or_path)
@@ -92,6 +108,8 @@ def open_dataset(
 
         if split and (path / split).is_dir():
             path = path / split
+        elif require_split and split:
+            split = None  # every image, not labelled as a split it is not (refused above)
         return ClassFolders(path, on_error=on_error, split=split, **kwargs)  # type: ignore[arg-type]
     if layout in ("csv", "seed_csv"):
         from vehicle_cls.data.csv_images import CsvImages, SEED_CSV_NAME, seed_csv_dataset
@@ -105,7 +123,31 @@ def open_dataset(
         return CsvImages(csv_path, on_error=on_error, **kwargs)  # type: ignore[arg-type]
     from vehicle_cls.data.crop_cache import CropCache
 
-    return CropCache(path).dataset()
+    return CropCache(path).dataset(split if require_split else None)
+
+
+def confine_to(dataset: SampleList, root: str | os.PathLike, uri: str) -> SampleList:
+    """``dataset`` without the samples whose file lies outside ``root`` (the mirror of a remote dataset):
+    a remote CSV or manifest naming ``/abs/path`` or ``../../x`` must not make training read local files.
+    Each refused row is a problem, logged by name."""
+    real_root = os.path.realpath(root)
+    kept, refused = [], []
+    for sample in dataset:
+        real = os.path.realpath(sample.path)
+        if real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep):
+            kept.append(sample)
+        else:
+            refused.append(Problem(uri, None, sample.path, f"outside the mirrored dataset {root}; refused"))
+    if not refused:
+        return dataset
+    shown = "; ".join(str(p) for p in refused[:3]) + (f"; ... ({len(refused) - 3} more)" if len(refused) > 3 else "")
+    logger.warning("%s: refused %d row(s) naming files outside the mirrored prefix: %s", uri, len(refused), shown)
+    confined = SampleList(kept, dataset.classes, dataset.name, root=dataset.root, split=dataset.split,
+                          box_format=dataset.box_format, problems=[*dataset.problems, *refused])
+    for name in ("annotation_file",):
+        if hasattr(dataset, name):
+            setattr(confined, name, getattr(dataset, name))
+    return confined
 
 
 def _single_csv(folder: Path, name: str | None) -> Path:

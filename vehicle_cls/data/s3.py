@@ -239,6 +239,56 @@ def _list(client: Any, bucket: str, prefix: str) -> list[tuple[str, str, int, st
             logger.warning("skipping S3 key with an unsafe path: %s", key)
             continue
         out.append((key, rel, int(o["Size"]), o.get("ETag", "").strip('"')))
+    return _one_to_one(out, folder)
+
+
+_RESERVED = ".vehicle_cls_s3"  # our state, lock (and nothing else) in the mirror's top folder
+_PARTIAL_SUFFIXES = (".part", ".part.json")
+_NAME_MAX = 255 - len(".part.json")  # bytes per path part, with room for the partial's suffix
+
+
+def _one_to_one(objects: list[tuple[str, str, int, str]], folder: str) -> list[tuple[str, str, int, str]]:
+    """The objects whose keys map to local files one to one; each clash is skipped with a warning naming the
+    keys, and the rest stays usable: a key that is also a folder of other keys (``ds/car`` and
+    ``ds/car/a.jpg``), keys that collapse into one path (``ds/car//a.jpg`` and ``ds/car/a.jpg``: the exact one
+    is kept), a key named like the partial download of another (``a.jpg.part``), a name too long for a
+    local file, and our own bookkeeping names."""
+    kept: list[tuple[str, str, int, str]] = []
+    for obj in objects:
+        key, rel = obj[0], obj[1]
+        if rel.split("/", 1)[0].startswith(_RESERVED):
+            logger.warning("skipping S3 key %s: its name is reserved for the mirror's own files", key)
+        elif any(len(part.encode("utf-8", "surrogateescape")) > _NAME_MAX for part in rel.split("/")):
+            logger.warning("skipping S3 key %s: a name in it is longer than a local file name may be "
+                           "(%d bytes)", key, _NAME_MAX)
+        else:
+            kept.append(obj)
+    by_rel: dict[str, list[tuple[str, str, int, str]]] = {}
+    for obj in kept:
+        by_rel.setdefault(obj[1], []).append(obj)
+    unique: list[tuple[str, str, int, str]] = []
+    for rel, group in by_rel.items():
+        exact = [o for o in group if o[0] == folder + rel]
+        if len(group) > 1:
+            for o in group:
+                if not exact or o is not exact[0]:
+                    logger.warning("skipping S3 key %s: it maps to the same local file %s as %s", o[0], rel,
+                                   ", ".join(x[0] for x in group if x is not o))
+        if len(group) == 1 or exact:
+            unique.append(exact[0] if exact else group[0])
+    rels = {o[1] for o in unique}
+    folders = {parent for rel in rels for parent in (str(p) for p in PurePosixPath(rel).parents) if parent != "."}
+    out = []
+    for obj in unique:
+        key, rel = obj[0], obj[1]
+        base = next((rel.removesuffix(s) for s in _PARTIAL_SUFFIXES if rel.endswith(s) and rel.removesuffix(s) in rels), None)
+        if rel in folders:
+            inside = next(o[0] for o in unique if o[1].startswith(rel + "/"))
+            logger.warning("skipping S3 key %s: other keys use it as a folder (e.g. %s)", key, inside)
+        elif base is not None:
+            logger.warning("skipping S3 key %s: its local file would be the partial download of %s%s", key, folder, base)
+        else:
+            out.append(obj)
     return out
 
 

@@ -11,13 +11,14 @@ pixels are ``image[y1-1:y2, x1-1:x2]``; ``"xyxy"`` = 0-based pixel edges, ``imag
 from __future__ import annotations
 
 import contextlib
+import csv
 import logging
 import math
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, TextIO, overload
+from typing import Any, Literal, TextIO, overload
 
 import numpy as np
 
@@ -74,6 +75,23 @@ def open_text(path: str | os.PathLike) -> Iterator[TextIO]:
         byte = exc.object[exc.start] if exc.start < len(exc.object) else 0
         raise DatasetError(f"{os.fspath(path)}: not UTF-8 text (byte 0x{byte:02x} cannot be decoded); "
                            "save it as UTF-8") from None
+
+
+def csv_rows(reader: Any, path: str | os.PathLike, problems: list[Problem]) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, fields) of each row of a ``csv.reader``; a row the csv module cannot parse (a
+    field over its size limit, ...) becomes a problem naming the file and line, and reading goes on."""
+    line = reader.line_num
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            start, line = line + 1, reader.line_num
+            problems.append(Problem(os.fspath(path), start, None, f"unreadable CSV row ({exc})"))
+            continue
+        start, line = line + 1, reader.line_num
+        yield start, row
 
 
 def check_on_error(on_error: str) -> None:

@@ -12,6 +12,7 @@ dataset with ``DatasetError``. Structural faults (missing file or field) always 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -219,12 +220,14 @@ class StanfordCars(SampleList):
                 label = -1
                 if labelled:
                     class_id = _number(row["class"])
+                    if not math.isfinite(class_id):
+                        raise ValueError(f"class id {class_id} is not a number of a class")
                     if class_id != int(class_id):
                         raise ValueError(f"class id {class_id:g} is not an integer")
                     if not 1 <= class_id <= len(classes):
                         raise ValueError(f"class id {int(class_id)} outside 1..{len(classes)} (unknown class)")
                     label = int(class_id) - 1
-            except ValueError as exc:
+            except (ValueError, OverflowError, TypeError) as exc:  # one bad row is that row (class inf, ...)
                 problems.append(Problem(str(anno_path), number, item, str(exc)))
                 continue
             path = os.path.join(root_str, fname)

@@ -343,8 +343,8 @@ def iter_image_files(root: str | os.PathLike, recursive: bool = True, skip_hidde
     """Image files (or files ending in one of ``extensions``) under a folder in sorted order (by
     extension; the decoder has the last word). The one folder walker of the package.
 
-    A FIFO, socket or device with such a name is skipped with a warning (reading it could block).
-    ``skip_hidden`` leaves out paths with a part starting with "." below ``root`` (.ipynb_checkpoints, ._x.jpg).
+    A FIFO, socket or device with such a name is skipped with a warning (reading it could block); a broken
+    symbolic link is listed, so that reading it reports it instead of it vanishing. ``skip_hidden`` leaves out paths with a part starting with "." below ``root`` (.ipynb_checkpoints, ._x.jpg).
     """
     root = Path(root)
     wanted = {e.lower() for e in extensions}
@@ -354,7 +354,7 @@ def iter_image_files(root: str | os.PathLike, recursive: bool = True, skip_hidde
             continue
         if path.suffix.lower() not in wanted:
             continue
-        if path.is_file():
+        if path.is_file() or (path.is_symlink() and not path.exists()):  # a broken link: its reader names the target
             yield path
         elif path.exists() and not path.is_dir():
             logger.warning("%s: not a regular file (a %s); skipped", path, _file_kind(path.stat().st_mode))

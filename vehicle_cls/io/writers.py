@@ -7,6 +7,7 @@ import csv
 from pathlib import Path
 from typing import Any, TextIO
 
+from vehicle_cls.outputs import open_output
 from vehicle_cls.results import ROW_FIELDS, Result, arrow_schema
 
 FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
@@ -36,15 +37,14 @@ class ResultWriter:
         self._rows: list[dict[str, Any]] = []
         self._parquet: Any = None
         self._csv: Any = None
-        if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         if self.format == "parquet":
+            open_output(path).close()  # the same one-line refusals as the text formats, before pyarrow writes
             import pyarrow.parquet as pq
 
             self._parquet = pq.ParquetWriter(str(path), arrow_schema("vehicle"))
             self._stream = None
         else:
-            self._stream = open(path, "w", encoding="utf-8", newline="") if path is not None else stream  # noqa: SIM115
+            self._stream = open_output(path) if path is not None else stream
             if self.format == "csv":
                 self._csv = csv.DictWriter(self._stream, fieldnames=[name for name, _ in ROW_FIELDS])
                 self._csv.writeheader()

@@ -75,6 +75,7 @@ class DataSplits:
 def prepare_splits(cfg: DataConfig) -> DataSplits:
     """Open the datasets named by the recipe and split them (deterministic for a given seed)."""
     full = open_dataset(cfg.train, cfg.layout, split="train")
+    check_readable(full, cfg.crop)
     classes = list(full.classes)
     box_format = getattr(full, "box_format", "devkit")
     test: SampleList | None = None
@@ -93,6 +94,31 @@ def prepare_splits(cfg: DataConfig) -> DataSplits:
     splits = DataSplits(classes, train, val, test, box_format)
     logger.info("data: %s", splits.summary())
     return splits
+
+
+def check_readable(samples: SampleList, crop: str) -> None:
+    """No silent success: say how many training images a crop cache lacks, and stop before training when
+    not one image can be read (an all-garbage dataset must not yield a "best" bundle)."""
+    from vehicle_cls.data import CropCache, DatasetError
+    from vehicle_cls.data.torch_dataset import SampleDataset
+
+    source: Any = crop if crop in ("none", "gt") else CropCache(crop)  # as train.loaders.crop_arg
+    if not isinstance(source, str):
+        missing = [s.path for s in samples if source.lookup(s.path) is None]
+        if missing:
+            logger.warning("%s: %d of %d training images have no crop in %s (failed or never cropped; rerun "
+                           "`vehicle-cls crop`), e.g. %s", samples.name, len(missing), len(samples), crop,
+                           ", ".join(missing[:3]))
+    dataset = SampleDataset(samples, crop=source, input_format="numpy")
+    first = None
+    for i in range(len(dataset)):
+        try:
+            dataset.load(i)
+            return
+        except Exception as exc:  # noqa: BLE001 - any reason an image cannot be read
+            first = first or f"{samples[i].path}: {exc}"
+    raise DatasetError(f"{samples.name}: none of its {len(samples)} images can be read"
+                       + (f" (first: {first})" if first else "") + "; nothing to train on")
 
 
 def _cap_per_class(ds: SampleList, cap: int, seed: int) -> SampleList:
