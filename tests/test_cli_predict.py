@@ -375,7 +375,7 @@ def test_out_csv_and_parquet_one_flat_row_per_vehicle(model_dir, mixed_folder, t
 
 
 @pytest.mark.parametrize("name, message", [("preds.txt", "unknown output format '.txt'"),
-                                           ("preds", "unknown output format '(no suffix)'")])
+                                           ("preds.jpg", "unknown output format '.jpg'")])
 def test_unknown_out_format_is_a_usage_error(model_dir, tmp_path, name, message, capsys):
     args = _args(paths=[str(PHOTOS / "car5.jpg")], **{"--model": str(model_dir), "--out": str(tmp_path / name)})
     assert args.func(args) == 2

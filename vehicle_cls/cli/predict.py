@@ -113,6 +113,13 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             print(f"vehicle-cls predict: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return EXIT_USAGE
+    from vehicle_cls.io.images import IMAGE_EXTENSIONS
+    from vehicle_cls.io.inputs import VIDEO_EXTENSIONS
+    from vehicle_cls.outputs import check_output
+
+    media = tuple(IMAGE_EXTENSIONS) + VIDEO_EXTENSIONS  # what a folder input reads
+    if args.out:  # an output never destroys an input: checked before anything else about it
+        check_output(args.out, args.paths, reads=lambda p: p.suffix.lower() in media)
     try:
         options = pipeline_options(args)
         if args.out:
@@ -124,14 +131,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from vehicle_cls.fileio import ensure_dir
-    from vehicle_cls.io.images import IMAGE_EXTENSIONS
-    from vehicle_cls.io.inputs import VIDEO_EXTENSIONS
-    from vehicle_cls.outputs import check_output
     from vehicle_cls.pipeline import Pipeline
 
-    media = tuple(IMAGE_EXTENSIONS) + VIDEO_EXTENSIONS  # what a folder input reads
-    if args.out:
-        check_output(args.out, args.paths, reads=lambda p: p.suffix.lower() in media)
     if args.save_vis:
         check_output(args.save_vis, args.paths, directory=True, what="--save-vis")
         ensure_dir(args.save_vis, "--save-vis folder")
