@@ -221,6 +221,26 @@ def _from_encoded(source: Any, opts: DecodeOptions) -> tuple[np.ndarray, tuple[i
         raise ImageError(source, reason) from None
 
 
+def check_encoded(source: Any, data: bytes, max_side: int | None = None,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int] | None:
+    """Header-only ``check_geometry`` of encoded bytes, before anything is decoded: the full size against
+    the default limits and the size a decode with ``max_side`` gives (a large JPEG decoded reduced)
+    against ``max_pixels``; ``(width, height)`` decoded, or None when the header is unreadable (the
+    decoder then reports why). For a caller that bounds the cost of each image (the HTTP service)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        width, height = image.size
+    except Exception:  # unreadable header: the decode gives its one-line reason
+        return None
+    check_geometry(source, width, height)
+    _draft(image, max_side)
+    width, height = image.size
+    check_geometry(source, width, height, max_pixels)
+    return width, height
+
+
 def _draft(image: Image.Image, max_side: int | None) -> None:
     """Ask the JPEG decoder for a reduced scale whose longer side stays >= ``max_side``."""
     width, height = image.size
