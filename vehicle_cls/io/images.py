@@ -232,7 +232,9 @@ def check_encoded(source: Any, data: bytes, max_side: int | None = None,
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
         width, height = image.size
-    except Exception:  # unreadable header: the decode gives its one-line reason
+    except Image.DecompressionBombError as exc:
+        raise ImageError(source, f"image too large ({exc})") from None
+    except (OSError, SyntaxError, ValueError):  # unreadable header: the decode gives its one-line reason
         return None
     check_geometry(source, width, height)
     _draft(image, max_side)
