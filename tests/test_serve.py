@@ -256,7 +256,7 @@ def test_health_and_info_describe_the_model(server, bundle):
     assert info["preprocessing"]["input_size"] == 64 and info["preprocessing"]["resize"] == "squash"
     assert info["cropper"] is None and info["device"] == "cpu" and info["topk"] == TOPK
     assert info["batching"] == {"max_batch_size": 8, "max_wait_ms": 30}
-    assert info["limits"] == {"max_files": 4, "max_file_bytes": 200_000}
+    assert info["limits"] == {"max_files": 4, "max_file_bytes": 200_000, "max_pixels": 40_000_000, "body_timeout_s": 60.0}
 
 
 # ---- the batcher on its own ----------------------------------------------------------------------
@@ -412,3 +412,169 @@ def test_cli_serve_bad_max_decode_side_is_one_line(bundle, bad, capsys):
     err = capsys.readouterr().err
     assert err == (f"vehicle-cls serve: error: --max-decode-side must be a whole number of pixels (>= 1), "
                    f"or 0 / none for full size; got {bad!r}\n")
+
+
+# ---- bounded cost per request; one request never fails another (issue 17, principle 5) ----------
+
+
+def _png(height: int, width: int) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((height, width, 3), 90, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class _FakeClassifier:
+    classes = ["car", "truck"]
+    preprocess = None
+
+
+class _FakePipeline:
+    """Stands in for the model: ``fail`` decides per source whether the whole call raises, like torch."""
+
+    device = "cpu"
+    max_decode_side = None
+
+    def __init__(self, fail=lambda source: False, cropper=None):
+        self.classifier, self.cropper, self.fail, self.calls = _FakeClassifier(), cropper, fail, []
+
+    def __call__(self, sources, batch_size, topk):
+        self.calls.append(len(sources))
+        for source in sources:
+            if self.fail(source):
+                raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 63 GB")
+        return [_Echo(getattr(s, "name", "?")) for s in sources]
+
+
+def test_a_failing_image_fails_only_its_own_request():
+    """A model failure in a shared batch gave all 16 clients 503; now the batch is retried image by image."""
+    pipe = _FakePipeline(fail=lambda s: s.name == "poison.png")
+    app = create_app(pipe, ServeConfig(max_batch_size=8, max_wait_ms=300))
+
+    async def main(url):
+        async with httpx.AsyncClient(timeout=60) as client:
+            names = [f"ok{i}.png" for i in range(5)] + ["poison.png"]
+            return names, await asyncio.gather(*(
+                client.post(url + "/predict", files=[("f", (n, b"x", "image/png"))]) for n in names))
+
+    with Server(app) as srv:
+        names, responses = asyncio.run(main(srv.url))
+    by_name = dict(zip(names, responses))
+    assert all(by_name[n].status_code == 200 and by_name[n].json() == [{"value": n}] for n in names[:-1])
+    bad = by_name["poison.png"]
+    assert bad.status_code == 422 and "DefaultCPUAllocator" not in bad.text and "server log" in bad.text
+    assert max(pipe.calls) > 1  # they did share a batch
+
+
+def test_degenerate_and_oversized_images_are_refused_per_image_before_the_model(bundle, photos, oracle):
+    """A 1-pixel-high PNG on a center_crop model asked torch for 63 GB; two 10000x10000 PNGs (0.29 MB)
+    cost 2.6 GB and 9 s: both are now that image's error, found from the header."""
+    pipe = Pipeline.load(bundle, device="cpu")
+    limits = Limits(max_files=4, max_file_bytes=2_000_000, max_pixels=1_000_000)
+    name = sorted(photos)[0]
+    with Server(create_app(pipe, ServeConfig(max_batch_size=8, limits=limits, topk=TOPK))) as srv:
+        strip = httpx.post(srv.url + "/predict", files=[("f", ("strip.png", _png(1, 3000), "image/png"))], timeout=60)
+        mixed = httpx.post(srv.url + "/predict", timeout=60, files=[
+            ("f", ("huge.png", _png(1200, 1000), "image/png")), ("f", (name, photos[name], "image/jpeg"))])
+    assert strip.status_code == 422 and "times the other" in strip.json()["detail"]
+    assert mixed.status_code == 200
+    huge, good = mixed.json()
+    assert "over the limit of 1000000" in huge["error"]
+    assert_close(good, oracle(name, photos[name], position=1))
+
+
+def test_serve_decodes_large_jpegs_reduced_by_default(bundle, monkeypatch):
+    captured = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: captured.update(app=app))
+    args = _serve_args("--model", str(bundle), "--device", "cpu")
+    assert args.func(args) == 0
+    with Server(captured["app"]) as srv:
+        info = httpx.get(srv.url + "/info", timeout=30).json()
+    assert info["max_decode_side"] == 2048 and info["limits"]["max_pixels"] == 40_000_000
+
+
+def _raw_request(url: str, head: bytes, body: bytes) -> socket.socket:
+    host, port = url.rsplit("/", 1)[-1].split(":")
+    sock = socket.create_connection((host, int(port)), timeout=20)
+    sock.sendall(head + body)
+    return sock
+
+
+def test_a_stalled_upload_is_answered_408_and_dropped():
+    app = create_app(_FakePipeline(), ServeConfig(limits=Limits(body_timeout_s=1.0)))
+    with Server(app) as srv:
+        sock = _raw_request(srv.url, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                     b"Content-Length: 100000\r\n\r\n", b"[" + b" " * 5000)
+        try:
+            answer = sock.recv(4096)  # the old server never answered (socket timeout after 20 s)
+        finally:
+            sock.close()
+    assert answer.startswith(b"HTTP/1.1 408") and b"not received within 1 s" in answer
+
+
+def test_a_client_disconnect_is_one_log_line_not_a_traceback():
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    server = Server(create_app(_FakePipeline(), ServeConfig()))  # (configures uvicorn's loggers: first)
+    loggers = [logging.getLogger("uvicorn.error"), logging.getLogger("vehicle_cls.serve.app")]
+    for lg in loggers:
+        lg.addHandler(handler)
+    old_level = loggers[1].level
+    loggers[1].setLevel(logging.INFO)
+    try:
+        with server as srv:
+            sock = _raw_request(srv.url, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                         b"Content-Length: 100000\r\n\r\n", b"[" + b" " * 5000)
+            sock.close()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not any(
+                    r.exc_info or "went away" in r.getMessage() or "ASGI" in r.getMessage() for r in records):
+                time.sleep(0.05)
+            time.sleep(0.3)
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+        loggers[1].setLevel(old_level)
+    assert records, "nothing was logged about the disconnect"
+    assert all(r.exc_info is None and "\n" not in r.getMessage() for r in records), [r.getMessage() for r in records]
+    assert any("went away" in r.getMessage() for r in records)
+
+
+def test_malformed_bodies_get_a_400_that_says_what_is_wrong():
+    boundary = "cut"
+    part = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode() + b"\xff\xd8\xff" + b"x" * 2000
+    with Server(create_app(_FakePipeline(), ServeConfig())) as srv:
+        deep = httpx.post(srv.url + "/predict", content=b"[" * 100_000 + b"]" * 100_000,
+                          headers={"content-type": "application/json"}, timeout=60)
+        cut = httpx.post(srv.url + "/predict", content=part, timeout=60,
+                         headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert deep.status_code == 400 and "nested" in deep.json()["detail"]
+    assert cut.status_code == 400 and "truncated upload" in cut.json()["detail"]
+
+
+def test_info_and_errors_do_not_show_server_paths_or_library_internals():
+    class Cropper:
+        def to_config(self):
+            return {"config": "faster_rcnn_R_101_FPN_3x", "weights": "/srv/models/bundle/cropper/weights.safetensors"}
+
+    class Failing(_FakePipeline):
+        def __call__(self, sources, batch_size, topk):
+            return [type("R", (), {"to_dict": lambda self, s=s: {
+                "source": s.name, "error": f"{s.name}: detector failed (RuntimeError: CUDA error: an illegal "
+                                           "memory access at /opt/pytorch/aten/src/ATen/native/x.cu:12)"}})()
+                    for s in sources]
+
+    with Server(create_app(Failing(cropper=Cropper()), ServeConfig())) as srv:
+        info = httpx.get(srv.url + "/info", timeout=30).json()
+        resp = httpx.post(srv.url + "/predict", files=[("f", ("a.jpg", b"x", "image/jpeg"))], timeout=30)
+    assert "/srv" not in json.dumps(info) and info["cropper"]["weights"] == "weights.safetensors"
+    assert resp.status_code == 422 and "/opt/pytorch" not in resp.text and "illegal memory" not in resp.text
+    assert "detector failed (RuntimeError" in resp.json()["detail"]

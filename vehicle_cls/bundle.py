@@ -115,6 +115,8 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
         config = json.loads(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
+    except RecursionError:
+        raise BundleError(f"{path}: nested too deeply to be a bundle config") from None
     if not isinstance(config, dict):
         raise BundleError(f"{path}: expected a JSON object")
     missing = [k for k in REQUIRED_KEYS if k not in config]
@@ -131,6 +133,9 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     classes = config["classes"]
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise BundleError(f"{path}: 'classes' must be a non-empty list of class names")
+    blank = [i for i, c in enumerate(classes) if not c.strip()]
+    if blank:
+        raise BundleError(f"{path}: 'classes' has an empty name at position {blank[0]} (every class needs a name)")
     if len(set(classes)) != len(classes):
         raise BundleError(f"{path}: 'classes' has duplicate names")
     if config.get("num_classes", len(classes)) != len(classes):

@@ -200,8 +200,11 @@ def atomic_directory(path: str | os.PathLike, *, keep_other_files: bool = True) 
 
     A kill at any point leaves the old directory whole (or the new one), never a mix of the two.
     ``keep_other_files``: files of the old directory that the new one lacks are carried over.
+    A symbolic link to a directory is written through: its target is replaced, the link stays.
     """
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     parent = path.parent
     parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not path.is_dir():

@@ -34,6 +34,9 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 RESIZE_MODES = ("squash", "center_crop", "letterbox")
 INTERPOLATIONS = ("bilinear", "bicubic")
 
+MAX_INPUT_SIZE = 4096  # a 100000 px input would load and then fail allocating (3 x 1e10 floats)
+MIN_STD = 1e-3  # smaller divides pixel noise into huge activations (1e-300 gives inf)
+
 ResizeMode = Literal["squash", "center_crop", "letterbox"]
 Interpolation = Literal["bilinear", "bicubic"]
 
@@ -50,12 +53,19 @@ class Preprocess:
     crop_fraction: float = 0.875  # center_crop only: input_size / shorter side after resize
 
     def __post_init__(self) -> None:
+        if isinstance(self.input_size, bool) or int(self.input_size) != self.input_size:
+            raise ValueError(f"Preprocess.input_size must be a whole number of pixels, not {self.input_size!r}")
         self.input_size = int(self.input_size)
         self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
         self.crop_fraction = float(self.crop_fraction)
-        if self.input_size < 1:
-            raise ValueError(f"Preprocess.input_size must be a positive int, not {self.input_size}")
+        if not 1 <= self.input_size <= MAX_INPUT_SIZE:
+            raise ValueError(f"Preprocess.input_size must be in 1..{MAX_INPUT_SIZE} pixels, not {self.input_size}")
+        values = (*self.mean, *self.std)
+        if len(values) == 6 and not (all(math.isfinite(v) for v in values) and all(0.0 <= m <= 1.0 for m in self.mean)
+                                     and all(MIN_STD <= s <= 1.0 for s in self.std)):
+            raise ValueError(f"Preprocess.mean must be in [0, 1] and .std in [{MIN_STD}, 1] (0-1 RGB scale), "
+                             f"not mean={list(self.mean)} std={list(self.std)}")
         if self.resize not in RESIZE_MODES:
             raise ValueError(f"Preprocess.resize must be one of {RESIZE_MODES}, not {self.resize!r}")
         if self.interpolation not in INTERPOLATIONS:

@@ -20,7 +20,9 @@ DESCRIPTION = """Serve a model bundle over HTTP with request batching (pip insta
 Concurrent requests share model calls of up to --max-batch-size images, waiting at most
 --max-wait-ms for a batch to fill. Too large: 413; too many images or no image: 400; wrong
 content type: 415; a single image that cannot be decoded: 422 (in a multi-image request only its
-own entry has "error" set)."""
+own entry has "error" set). Each image's cost is bounded before the model sees it: JPEGs over 2048 px
+are decoded reduced (--max-decode-side), larger decoded sizes (--max-megapixels) and strips (one side
+over 50 times the other) are refused for that image; a body not sent within 60 s gets 408."""
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -40,6 +42,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="how long the first image waits for a batch to fill (default: 10)")
     p.add_argument("--max-files", type=int, default=16, help="images per request (default: 16)")
     p.add_argument("--max-file-mb", type=float, default=10.0, help="size limit per image in MB (default: 10)")
+    p.add_argument("--max-megapixels", type=float, default=40.0,
+                   help="decoded pixels per image, in millions (default: 40; a large JPEG counts as decoded reduced)")
     p.add_argument("--topk", type=int, default=5, help="classes listed per image (default: 5)")
     p.add_argument("--num-workers", type=int, default=2, help="image decoding threads (default: 2)")
     add_pipeline_options(p)
@@ -64,19 +68,22 @@ def run(args: argparse.Namespace) -> int:
     for name in ("max_batch_size", "max_files", "topk", "port"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
-    if args.max_wait_ms < 0 or args.max_file_mb <= 0:
-        raise ValueError("--max-wait-ms must be >= 0 and --max-file-mb > 0")
+    if args.max_wait_ms < 0 or args.max_file_mb <= 0 or args.max_megapixels <= 0:
+        raise ValueError("--max-wait-ms must be >= 0, --max-file-mb and --max-megapixels > 0")
     options = pipeline_options(args)
 
     from vehicle_cls.pipeline import Pipeline
     from vehicle_cls.runtime import resolve_device
     from vehicle_cls.serve.app import ServeConfig, create_app
-    from vehicle_cls.serve.uploads import Limits
+    from vehicle_cls.serve.uploads import SERVE_MAX_DECODE_SIDE, Limits
+
+    options.setdefault("max_decode_side", SERVE_MAX_DECODE_SIDE)  # the service decodes large JPEGs reduced
 
     device = str(resolve_device(args.device))
     pipe = Pipeline.load(args.model, device=device, cropper=not args.no_crop, precision=args.precision,
                          batch_size=args.max_batch_size, num_workers=args.num_workers, **options)
     config = ServeConfig(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, topk=args.topk,
-                         limits=Limits(max_files=args.max_files, max_file_bytes=int(args.max_file_mb * 2**20)))
+                         limits=Limits(max_files=args.max_files, max_file_bytes=int(args.max_file_mb * 2**20),
+                                       max_pixels=int(args.max_megapixels * 1e6)))
     uvicorn.run(create_app(pipe, config), host=args.host, port=args.port, log_level="info")
     return 0

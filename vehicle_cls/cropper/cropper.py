@@ -16,7 +16,7 @@ from vehicle_cls.cropper.rcnn import InferenceSettings, check_config
 from vehicle_cls.cropper.transforms import resized_shape
 from vehicle_cls.crops import CropChoice, cut
 from vehicle_cls.fromdict import check_keys, field_names
-from vehicle_cls.io.images import ImageError, load_image
+from vehicle_cls.io.images import ImageError, check_geometry, load_image
 from vehicle_cls.results import Detections
 from vehicle_cls.runtime import resolve_device
 
@@ -292,11 +292,14 @@ def _decode(image: Any) -> np.ndarray | torch.Tensor | Detections:
     """The RGB array of one input, or failed ``Detections`` naming it (so the batch goes on)."""
     if isinstance(image, Detections):  # already failed upstream
         return image
-    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
-        return image
-    if isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and image.ndim == 3 and image.shape[2] == 3:
-        return image  # HWC, e.g. decoded on the device (Pipeline(decode="device")): used where it lies
     try:
+        rgb_array = isinstance(image, np.ndarray) and image.dtype == np.uint8
+        rgb_tensor = isinstance(image, torch.Tensor) and image.dtype == torch.uint8
+        if (rgb_array or rgb_tensor) and image.ndim == 3 and image.shape[2] == 3:
+            # HWC RGB (a tensor: e.g. decoded on the device, used where it lies); the geometry limit
+            # that every decode applies, so a 1 x 5000 strip fails alone instead of the whole call
+            check_geometry(image, int(image.shape[1]), int(image.shape[0]))
+            return image
         return load_image(image)
     except ImageError as exc:
         logger.warning("%s", exc)

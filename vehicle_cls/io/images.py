@@ -29,6 +29,9 @@ from vehicle_cls.errors import VehicleClsError, one_line
 from vehicle_cls.io.urls import URLFetchError, fetch_url, is_url
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own bomb limit (2x MAX_IMAGE_PIXELS), made explicit
+# longer side / shorter side: resizing a 1 x 60000 strip's short side to 256 (center_crop) asked torch for
+# 63 GB, and a detector resize rounds its short side to 0; a 20:1 panorama is fine
+DEFAULT_MAX_ASPECT = 50
 DEFAULT_BACKGROUND = (255, 255, 255)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -237,7 +240,7 @@ def _from_encoded(source: Any, opts: DecodeOptions) -> tuple[np.ndarray, tuple[i
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
         width, height = image.size
-        _check_pixels(source, width, height, opts.max_pixels)
+        check_geometry(source, width, height, opts.max_pixels)
         frames = getattr(image, "n_frames", 1)
         if frames > 1:
             logger.warning("%s: %s image with %d frames; using the first frame only",
@@ -256,6 +259,28 @@ def _from_encoded(source: Any, opts: DecodeOptions) -> tuple[np.ndarray, tuple[i
         raise ImageError(source, reason) from None
 
 
+def check_encoded(source: Any, data: bytes, max_side: int | None = None,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int] | None:
+    """Header-only ``check_geometry`` of encoded bytes, before anything is decoded: the full size against
+    the default limits and the size a decode with ``max_side`` gives (a large JPEG decoded reduced)
+    against ``max_pixels``; ``(width, height)`` decoded, or None when the header is unreadable (the
+    decoder then reports why). For a caller that bounds the cost of each image (the HTTP service)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        width, height = image.size
+    except Image.DecompressionBombError as exc:
+        raise ImageError(source, f"image too large ({exc})") from None
+    except (OSError, SyntaxError, ValueError):  # unreadable header: the decode gives its one-line reason
+        return None
+    check_geometry(source, width, height)
+    _draft(image, max_side)
+    width, height = image.size
+    check_geometry(source, width, height, max_pixels)
+    return width, height
+
+
 def _draft(image: Image.Image, max_side: int | None) -> None:
     """Ask the JPEG decoder for a reduced scale whose longer side stays >= ``max_side``."""
     width, height = image.size
@@ -265,17 +290,24 @@ def _draft(image: Image.Image, max_side: int | None) -> None:
     image.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
 
 
-def _check_pixels(source: Any, width: int, height: int, max_pixels: int) -> None:
+def check_geometry(source: Any, width: int, height: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                   max_aspect: float = DEFAULT_MAX_ASPECT) -> None:
+    """Refuse (``ImageError``) an image with no pixels, more than ``max_pixels``, or one side more than
+    ``max_aspect`` times the other: THE geometry limit, applied by every decode (CLI, library, service)
+    and by the cropper to arrays handed to it, so such an image fails alone, before any model sees it."""
     if width <= 0 or height <= 0:
         raise ImageError(source, f"image has no pixels ({width}x{height})")
     if width * height > max_pixels:
         raise ImageError(
             source, f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
         )
+    if max(width, height) > max_aspect * min(width, height):
+        raise ImageError(source, f"image is {width}x{height}: one side is over {max_aspect:g} times the other "
+                                 "(a strip, not a photo)")
 
 
 def _from_pil(image: Image.Image, source: Any, opts: DecodeOptions) -> np.ndarray:
-    _check_pixels(source, image.size[0], image.size[1], opts.max_pixels)
+    check_geometry(source, image.size[0], image.size[1], opts.max_pixels)
     if opts.exif_transpose:
         image = ImageOps.exif_transpose(image)
     mode = image.mode
@@ -304,7 +336,7 @@ def _from_array(array: np.ndarray, source: Any, opts: DecodeOptions, order: Chan
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
         raise ImageError(source, f"array must be HxW or HxWxC with C in 1..4, got shape {array.shape}")
-    _check_pixels(source, array.shape[1], array.shape[0], opts.max_pixels)
+    check_geometry(source, array.shape[1], array.shape[0], opts.max_pixels)
     array = _to_uint8(array, source)
     channels = array.shape[2]
     if channels in (2, 4):

@@ -5,23 +5,36 @@ multipart file parts or JSON base64 (see ``uploads``) and answers a JSON list wi
 image, what ``vehicle-cls predict`` writes per line (``index``, where results carry one, is the
 image's position in the request). A request with one image that cannot
 be decoded gets 422; in a request with several, a bad image only sets its own entry's ``error``.
-Refused requests (too large, too many images, wrong content type) get a 4xx with a one-line
-``detail``.
+Refused requests (too large, too many images, wrong content type, truncated, not sent within
+``Limits.body_timeout_s``) get a 4xx with a one-line ``detail``. Each image's cost is bounded before
+the model sees it (``uploads.refuse_oversized``: decoded pixels, aspect ratio), and a model failure is
+retried image by image, so one request never fails another; error bodies carry no server paths and
+no library internals (the server log has them).
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from vehicle_cls.errors import one_line
-from vehicle_cls.serve.batcher import Batcher
-from vehicle_cls.serve.uploads import Limits, UploadError, sources_from_form, sources_from_json
+from vehicle_cls.serve.batcher import Batcher, ModelError
+from vehicle_cls.serve.uploads import (
+    Limits,
+    UploadError,
+    refuse_oversized,
+    sources_from_form,
+    sources_from_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +66,7 @@ def model_info(pipeline: Any) -> dict[str, Any]:
     clf = pipeline.classifier
     preprocess = getattr(clf, "preprocess", None)
     cropper = getattr(pipeline, "cropper", None)
-    return {
+    return _without_server_paths({
         "arch": getattr(clf, "arch", None),
         "backend": getattr(clf, "backend", None),
         "classes": list(clf.classes),
@@ -63,7 +76,28 @@ def model_info(pipeline: Any) -> dict[str, Any]:
         "device": str(pipeline.device),
         "precision": getattr(pipeline, "precision", None),
         "max_decode_side": getattr(pipeline, "max_decode_side", None),  # larger JPEGs are decoded reduced
-    }
+    })
+
+
+def _without_server_paths(value: Any) -> Any:
+    """``value`` with every absolute file path cut to its file name (clients need not know the server's
+    directories, e.g. where the bundle's detector weights lie)."""
+    if isinstance(value, dict):
+        return {k: _without_server_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_server_paths(v) for v in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        return os.path.basename(value.rstrip("/\\"))
+    return value
+
+
+_INTERNAL = re.compile(r"\((\w+(?:Error|Exception)): .*\)$")
+
+
+def public_error(error: str) -> str:
+    """A per-image error as a client sees it: "detector failed (RuntimeError: <torch internals>)" keeps
+    the exception type only (the server log has the rest); decoding reasons are kept whole."""
+    return _INTERNAL.sub(r"(\1; details in the server log)", error)
 
 
 def create_app(pipeline: Any, config: ServeConfig | None = None) -> FastAPI:
@@ -125,15 +159,23 @@ def create_app(pipeline: Any, config: ServeConfig | None = None) -> FastAPI:
             sources = await _read_sources(request, cfg.limits)
         except UploadError as exc:
             return refuse(exc.status, exc.detail)
+        sources = refuse_oversized(sources, cfg.limits, getattr(pipeline, "max_decode_side", None))
         stats.images += len(sources)
         try:
             results = await batcher.submit(sources)
-        except RuntimeError as exc:
+        except ModelError:  # on this request's image alone (the batcher retried a failed batch image by image)
+            return refuse(422, "the model failed on an image of this request; the server log has the reason")
+        except RuntimeError as exc:  # not running / shutting down
             stats.failed += 1
             return JSONResponse({"detail": one_line(exc)}, status_code=503)
         for position, result in enumerate(results):  # the position in this request, not in the shared batch
             if "index" in result:
                 result["index"] = position
+            if result.get("error"):
+                public = public_error(result["error"])
+                if public != result["error"]:
+                    logger.warning("%s", result["error"])
+                result["error"] = public
         if len(results) == 1 and results[0].get("error"):
             return refuse(422, results[0]["error"])
         stats.ok += 1
@@ -142,17 +184,39 @@ def create_app(pipeline: Any, config: ServeConfig | None = None) -> FastAPI:
     return app
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, at most ``limit`` bytes, all of it within ``timeout_s`` (a stalled client is answered
+    408 and its bytes dropped); a client that goes away is one log line, not a traceback."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise UploadError(413, f"request body is {int(declared) / 2**20:.1f} MB, over the {limit / 2**20:.1f} MB limit")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    stream = request.stream().__aiter__()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), max(deadline - time.monotonic(), 0.0))
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise UploadError(408, f"request body not received within {timeout_s:g} s ({size} bytes arrived)") from None
+        except ClientDisconnect:
+            client = request.client.host if request.client else "client"
+            logger.info("%s went away while sending its request (%d bytes read)", client, size)
+            raise UploadError(400, "client disconnected before the request body was complete") from None
         size += len(chunk)
         if size > limit:
             raise UploadError(413, f"request body is over the {limit / 2**20:.1f} MB limit")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _check_multipart_complete(body: bytes, content_type: str) -> None:
+    """A multipart body must end with its closing boundary: one cut inside a file part is a truncated
+    upload (the parser would silently drop the part and report "no image")."""
+    match = re.search(r'boundary="?([^";]+)"?', content_type)
+    if match and not body.rstrip(b"\r\n").endswith(b"--" + match.group(1).encode("latin-1") + b"--"):
+        raise UploadError(400, "truncated upload: the multipart body ends before its closing boundary")
 
 
 async def _read_sources(request: Request, limits: Limits) -> list[Any]:
@@ -161,9 +225,10 @@ async def _read_sources(request: Request, limits: Limits) -> list[Any]:
     if kind not in ("multipart/form-data", "application/json"):
         raise UploadError(415, f"content type {kind or '(none)'!r} is not supported: "
                                "send multipart/form-data files or application/json base64")
-    body = await _read_body(request, limits.max_body_bytes())
+    body = await _read_body(request, limits.max_body_bytes(), limits.body_timeout_s)
     if kind == "application/json":
         return sources_from_json(body, limits)
+    _check_multipart_complete(body, request.headers.get("content-type", ""))
 
     async def replay() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}

@@ -50,6 +50,10 @@ class BatchStats:
         }
 
 
+class ModelError(RuntimeError):
+    """The model failed on this image alone (a failed batch is retried image by image first)."""
+
+
 @dataclass
 class _Job:
     source: Any
@@ -141,12 +145,19 @@ class Batcher:
         started = time.perf_counter()
         try:
             results = await loop.run_in_executor(self._executor, self._predict_dicts, [j.source for j in batch])
-        except Exception as exc:  # the model itself failed: every job of this batch gets the one-line reason
-            logger.exception("model call failed for a batch of %d", len(batch))
+        except Exception as exc:  # the model failed: retried image by image, so only the culprit fails
+            if len(batch) > 1:
+                logger.warning("model call failed for a batch of %d (%s: %s); retrying its images one by one",
+                               len(batch), type(exc).__name__, one_line(exc))
+                for job in batch:
+                    _rewind(job.source)
+                    await self._run(loop, [job])
+                return
+            logger.error("model call failed for one image: %s: %s", type(exc).__name__, one_line(exc))
             message = one_line(f"model call failed ({type(exc).__name__}: {exc})")
             for job in batch:
                 if not job.future.done():
-                    job.future.set_exception(RuntimeError(message))
+                    job.future.set_exception(ModelError(message))
             return
         self.stats.record(len(batch), time.perf_counter() - started)
         for job, result in zip(batch, results):
@@ -159,3 +170,13 @@ class Batcher:
             raise RuntimeError(f"the pipeline returned {len(out)} results for {len(sources)} images "
                                "(serving needs exactly one result per image)")
         return [r.to_dict() for r in out]
+
+
+def _rewind(source: Any) -> None:
+    """Put a file-like source back at its start (a failed batch read it) before it is tried again."""
+    seek = getattr(source, "seek", None)
+    if callable(seek):
+        try:
+            seek(0)
+        except (OSError, ValueError):
+            pass

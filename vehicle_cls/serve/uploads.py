@@ -16,17 +16,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from vehicle_cls.errors import VehicleClsError, one_line
-from vehicle_cls.io.images import ImageError
+from vehicle_cls.io.images import ImageError, check_encoded
 
 MB = 1024 * 1024
 
 
+SERVE_MAX_DECODE_SIDE = 2048  # the service decodes a JPEG over this reduced (an 8000 px photo at 1/2 or 1/4)
+
+
 @dataclass(frozen=True)
 class Limits:
-    """What one request may carry."""
+    """What one request may carry and cost: files, bytes, decoded pixels per image, seconds to send it."""
 
     max_files: int = 16
     max_file_bytes: int = 10 * MB
+    max_pixels: int = 40_000_000  # per image as decoded (a large JPEG counts reduced); two 10000^2 PNGs cost 2.6 GB
+    body_timeout_s: float = 60.0  # the whole body must arrive within this (a stalled upload held its memory forever)
 
     def max_body_bytes(self) -> int:
         """Largest body worth reading: every file at its limit, base64-inflated, plus form overhead."""
@@ -77,12 +82,29 @@ def check_size(name: str, size: int, limits: Limits) -> None:
         raise UploadError(413, f"{name}: {_mb(size)} is over the {_mb(limits.max_file_bytes)} per-image limit")
 
 
+def refuse_oversized(sources: list[Any], limits: Limits, max_side: int | None) -> list[Any]:
+    """``sources`` with each image whose header shows a size over the limits (``io.images.check_encoded``:
+    pixels as decoded with ``max_side``, aspect ratio) replaced by an ``Undecodable`` naming why, so it
+    fails alone and never reaches the model."""
+    out = []
+    for source in sources:
+        if isinstance(source, NamedBytes):
+            try:
+                check_encoded(source.name, source.getvalue(), max_side, limits.max_pixels)
+            except ImageError as exc:
+                source = Undecodable(source.name, exc.reason)
+        out.append(source)
+    return out
+
+
 def sources_from_json(body: bytes, limits: Limits) -> list[Any]:
     """Sources from a JSON body (see the module docstring)."""
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise UploadError(400, f"request body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise UploadError(400, "request body is JSON nested too deeply") from None
     items = payload.get("images") if isinstance(payload, dict) else payload
     if not isinstance(items, list):
         raise UploadError(400, 'JSON body must be a list of base64 strings or {"images": [...]}')

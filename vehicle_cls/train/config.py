@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 
 from vehicle_cls.errors import VehicleClsError
-from vehicle_cls.fromdict import check_keys, field_names
+from vehicle_cls.fromdict import strict_from_dict
 from vehicle_cls.recipes import find_recipe, resolve_data_path
 
 
@@ -133,7 +132,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "<dict>") -> TrainConfig:
         """Build and validate; errors name ``source`` and the dotted key."""
-        return _build(cls, d, source, prefix="")
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{source}: top level: expected a mapping, got {type(d).__name__}")
+        return strict_from_dict(cls, d, source=source, error=ConfigError)
 
     def validate(self, source: str = "<config>") -> TrainConfig:
         """Check value ranges that types alone cannot express (and that no number is infinite or NaN)."""
@@ -152,10 +153,20 @@ class TrainConfig:
             ("optim.weight_decay", self.optim.weight_decay >= 0, "must be >= 0"),
             ("optim.warmup_epochs", self.optim.warmup_epochs >= 0, "must be >= 0"),
             ("optim.label_smoothing", 0.0 <= self.optim.label_smoothing < 1.0, "must be in [0, 1)"),
+            ("optim.momentum", 0.0 <= self.optim.momentum < 1.0, "must be in [0, 1)"),
+            ("optim.betas", all(0.0 <= b < 1.0 for b in self.optim.betas), "must be two values in [0, 1)"),
+            ("optim.warmup_start_factor", 0.0 < self.optim.warmup_start_factor <= 1.0, "must be in (0, 1]"),
+            ("optim.min_lr_factor", 0.0 <= self.optim.min_lr_factor <= 1.0, "must be in [0, 1]"),
+            ("optim.grad_clip", self.optim.grad_clip is None or self.optim.grad_clip > 0,
+             "must be null (off) or > 0 (a negative clip flips every gradient)"),
+            ("optim.backbone_lr_factor", self.optim.backbone_lr_factor >= 0, "must be >= 0"),
             ("augment.scale", 0 < self.augment.scale[0] <= self.augment.scale[1] <= 1, "must be 0 < lo <= hi <= 1"),
             ("augment.ratio", 0 < self.augment.ratio[0] <= self.augment.ratio[1], "must be 0 < lo <= hi"),
             ("augment.hflip", 0.0 <= self.augment.hflip <= 1.0, "must be in [0, 1]"),
             ("augment.random_erasing", 0.0 <= self.augment.random_erasing <= 1.0, "must be in [0, 1]"),
+            ("augment.rotation", self.augment.rotation >= 0, "must be >= 0 (degrees)"),
+            ("augment.color_jitter", self.augment.color_jitter >= 0, "must be >= 0"),
+            ("augment.randaugment_ops", self.augment.randaugment_ops >= 0, "must be >= 0"),
             ("augment.mixup_alpha", self.augment.mixup_alpha >= 0, "must be >= 0"),
             ("augment.cutmix_alpha", self.augment.cutmix_alpha >= 0, "must be >= 0"),
             ("run.epochs", self.run.epochs >= 1, "must be >= 1"),
@@ -165,6 +176,8 @@ class TrainConfig:
             ("run.freeze_backbone_epochs", self.run.freeze_backbone_epochs >= 0, "must be >= 0"),
             ("run.early_stopping_patience", self.run.early_stopping_patience >= 0, "must be >= 0"),
             ("run.max_nonfinite_steps", self.run.max_nonfinite_steps >= 1, "must be >= 1"),
+            ("run.threads", self.run.threads is None or self.run.threads >= 1, "must be null (torch's default) or >= 1"),
+            ("run.log_every", self.run.log_every >= 1, "must be >= 1"),
         ]
         for key, ok, why in checks:
             if not ok:
@@ -199,9 +212,11 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
         raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
                           "save the recipe as UTF-8") from None
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)
-    except _DuplicateKey as exc:
+        raw = _load_yaml(text)
+    except _RefusedYaml as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply (a recipe is a few levels of sections and keys)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
@@ -240,8 +255,50 @@ def apply_override(raw: dict[str, Any], item: str) -> dict[str, Any]:
     return out
 
 
-class _DuplicateKey(yaml.YAMLError):
-    """The same key twice in one mapping (YAML keeps the last one silently)."""
+MAX_YAML_VALUES = 100_000  # values a recipe may expand to, aliases counted at each use (a recipe has ~100)
+MAX_YAML_DEPTH = 50
+
+
+class _RefusedYaml(yaml.YAMLError):
+    """The same key twice in one mapping (YAML keeps the last one silently), or a document whose aliases
+    expand beyond ``MAX_YAML_VALUES`` values or ``MAX_YAML_DEPTH`` levels (an alias bomb)."""
+
+
+def _load_yaml(text: str) -> Any:
+    """``text`` parsed by ``_UniqueKeyLoader``, refused before construction when it is too big once its
+    aliases are expanded (a 1.5 KB alias bomb would otherwise take minutes and gigabytes downstream)."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int) -> int:  # values once aliases are expanded, memoised per node
+        if depth > MAX_YAML_DEPTH:
+            raise _RefusedYaml(f"line {node.start_mark.line + 1}: nested more than {MAX_YAML_DEPTH} levels deep")
+        if id(node) in sizes:
+            return sizes[id(node)]
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        total = 1 + sum(size(child, depth + 1) for child in children)
+        if total > MAX_YAML_VALUES:
+            raise _RefusedYaml(f"expands to more than {MAX_YAML_VALUES} values once its aliases (*name) are "
+                                "expanded; refusing it (an alias bomb?)")
+        sizes[id(node)] = total
+        return total
+
+    size(root, 0)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -253,94 +310,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if isinstance(key, typing.Hashable) and key in seen:
-                raise _DuplicateKey(f"line {line}: duplicate key {key!r} (first given on line {seen[key]}); "
+                raise _RefusedYaml(f"line {line}: duplicate key {key!r} (first given on line {seen[key]}); "
                                     "YAML would silently keep only the last one")
             if isinstance(key, typing.Hashable):
                 seen[key] = line
         return super().construct_mapping(node, deep=deep)
-
-
-# --- building dataclasses from plain values, with errors that name the key -------------------------
-
-def _build(cls: type, d: Any, source: str, prefix: str) -> Any:
-    where = prefix.rstrip(".") or "top level"
-    if not isinstance(d, Mapping):
-        raise ConfigError(f"{source}: {where}: expected a mapping, got {_short(d)}")
-    hints = typing.get_type_hints(cls)
-    check_keys(d, field_names(cls), source=source, prefix=prefix, error=ConfigError)
-    kwargs = {key: _coerce(hints[key], value, source, f"{prefix}{key}") for key, value in d.items()}
-    return cls(**kwargs)
-
-
-def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` and convert (int -> float, list -> tuple)."""
-    if isinstance(value, float) and not math.isfinite(value):  # .inf / .nan: never a usable setting
-        raise ConfigError(f"{source}: {key}: must be a finite number, got {value!r}")
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, source, key + ".")
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    bad = ConfigError(f"{source}: {key}: expected {_describe(tp)}, got {_short(value)}")
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, source, key)
-            except ConfigError:
-                continue
-        raise bad
-    if origin is Literal:
-        if value in args:
-            return value
-        raise ConfigError(f"{source}: {key}: must be one of {', '.join(map(repr, args))}, got {_short(value)}")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise bad
-        return tuple(_coerce(a, v, source, key) for a, v in zip(args, value))
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise bad
-        return [_coerce(args[0], v, source, key) for v in value] if args else list(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise bad
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise bad
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise bad
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise bad
-    if tp is Any:
-        return value
-    raise bad  # pragma: no cover - an annotation this loader does not know
-
-
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
-    if origin is tuple:
-        plural = {float: "numbers", int: "integers", str: "strings", bool: "booleans"}.get(args[0], "values")
-        return f"a list of {len(args)} {plural}"
-    if origin is list:
-        return "a list"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _plain(value: Any) -> Any:

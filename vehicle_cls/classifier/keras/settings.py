@@ -39,8 +39,8 @@ class KerasSettings:
             raise ValueError(f"keras interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
         if self.output not in OUTPUT_KINDS:
             raise ValueError(f"keras output must be one of {OUTPUT_KINDS}, got {self.output!r}")
-        if int(self.input_size) <= 0:
-            raise ValueError(f"keras input_size must be positive, got {self.input_size!r}")
+        if isinstance(self.input_size, bool) or not 0 < int(self.input_size) == self.input_size <= 4096:
+            raise ValueError(f"keras input_size must be a whole number of pixels in 1..4096, got {self.input_size!r}")
         self.input_size = int(self.input_size)
 
     def to_dict(self) -> dict[str, Any]:
