@@ -97,8 +97,12 @@ def test_download_list_and_classifier_create_agree(hub_dir, capsys):
     assert listed()["resnet50_imagenet_v2"] == ("not cached", str(hub_dir / "resnet50-11ad3fa6.pth"))
     path = weights_cache_path(ResNet50_Weights.DEFAULT.url)  # where Classifier.create(weights="imagenet") reads
     path.parent.mkdir(parents=True)
-    path.write_bytes(b"weights")
-    assert listed()["resnet50_imagenet_v2"] == ("cached", str(path))
+    path.write_bytes(b"weights")  # torchvision names the file by its sha256 prefix: this one fails the check
+    state, where = listed()["resnet50_imagenet_v2"]
+    assert where == str(path) and state.startswith("invalid: ") and "sha256" in state
+    with pytest.raises(WeightsUnavailableError, match="is not valid") as info:  # create refuses it the same way
+        Classifier.create("resnet50", classes=["a"], weights="imagenet", progress=False)
+    assert str(path) in str(info.value)
 
 
 def test_unknown_weights_name():
