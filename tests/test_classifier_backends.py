@@ -17,6 +17,7 @@ from PIL import Image
 from vehicle_cls.classifier import Classifier, Preprocess, crop_resize_on_device, preprocess_images
 from vehicle_cls.pipeline import Pipeline
 from vehicle_cls.results import Detections
+from vehicle_cls.testing.stand_ins import StandInCropper
 
 PHOTOS = sorted((Path(__file__).parent / "data" / "predict").glob("*.jpg"))
 CLASSES = ["car", "minibus", "truck"]
@@ -95,7 +96,7 @@ def test_predict_gives_one_result_per_image(backend, tmp_path):
         np.testing.assert_allclose(_probs(result.best), backend.oracle(image), atol=1e-5)
 
 
-class TwoVehicles:
+class TwoVehicles(StandInCropper):
     """A detector stand-in: the two BOXES (a car and a truck) in every image."""
 
     def __init__(self):

@@ -195,7 +195,7 @@ def test_keras_bundle_dispatches_to_keras_backend(tmp_path, monkeypatch):
     (tmp_path / "k").mkdir()
     (tmp_path / "k" / "config.json").write_text(json.dumps({"backend": "keras", "classes": ["van", "bus"]}))
     clf = Classifier.load(tmp_path / "k")
-    assert clf.backend == "keras" and clf.classes == ["van", "bus"]
+    assert clf.backend.name == "keras" and clf.classes == ["van", "bus"]
     preds = clf.predict([np.zeros((20, 30, 3), np.uint8), tmp_path / "missing.jpg"], topk=2)
     assert [len(p) for p in preds] == [1, 0] and preds[0].best.label == "bus"
     assert preds[0].best.topk == [("bus", 0.75), ("van", 0.25)] and "no such file" in preds[1].error

@@ -20,6 +20,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from vehicle_cls.errors import one_line
+from vehicle_cls.io.inputs import NamedInput
+from vehicle_cls.options import InferenceOptions
 from vehicle_cls.serve.batcher import Batcher
 from vehicle_cls.serve.uploads import Limits, UploadError, sources_from_form, sources_from_json
 
@@ -28,12 +30,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ServeConfig:
-    """Batching budget, request limits and the number of classes listed per image."""
+    """The inference options (``batch_size``: images per model call, ``topk``), batching wait, request limits."""
 
-    max_batch_size: int = 16
+    options: InferenceOptions = field(default_factory=InferenceOptions)
     max_wait_ms: float = 10.0
     limits: Limits = field(default_factory=Limits)
-    topk: int = 5
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.options.batch_size
 
 
 @dataclass
@@ -55,26 +60,24 @@ def model_info(pipeline: Any) -> dict[str, Any]:
     cropper = getattr(pipeline, "cropper", None)
     return {
         "arch": getattr(clf, "arch", None),
-        "backend": getattr(clf, "backend", None),
+        "backend": clf.backend.name,
         "classes": list(clf.classes),
         "num_classes": len(clf.classes),
         "preprocessing": preprocess.to_dict() if preprocess is not None else None,
         "cropper": cropper.to_config() if cropper is not None else None,
         "device": str(pipeline.device),
-        "precision": getattr(pipeline, "precision", None),
-        "max_decode_side": getattr(pipeline, "max_decode_side", None),  # larger JPEGs are decoded reduced
+        "precisions": pipeline.precisions,  # what each model runs
+        "max_decode_side": pipeline.options.max_decode_side,  # larger JPEGs are decoded reduced
     }
 
 
 def create_app(pipeline: Any, config: ServeConfig | None = None) -> FastAPI:
-    """An app serving ``pipeline`` (anything whose ``pipeline(sources, batch_size=, topk=)`` returns
-    one object with ``to_dict()`` per source)."""
+    """An app serving ``pipeline`` (a ``Pipeline``: ``pipeline(named_inputs, batch_size=, topk=)`` returns one
+    object with ``to_dict()`` per input, carrying its name and its position in the request)."""
     from vehicle_cls import __version__
 
     cfg = config or ServeConfig()
-    if cfg.topk < 1:
-        raise ValueError(f"topk must be >= 1, not {cfg.topk}")
-    batcher = Batcher(lambda sources: pipeline(sources, batch_size=len(sources), topk=cfg.topk),
+    batcher = Batcher(lambda sources: pipeline(sources, batch_size=len(sources), topk=cfg.options.topk),
                       max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms)
     stats = RequestStats()
     info = model_info(pipeline)
@@ -106,7 +109,7 @@ def create_app(pipeline: Any, config: ServeConfig | None = None) -> FastAPI:
     @app.get("/info")
     async def get_info() -> dict[str, Any]:
         """The model (classes, preprocessing, cropper, device), batching and limits."""
-        return {**info, "version": __version__, "topk": cfg.topk,
+        return {**info, "version": __version__, "topk": cfg.options.topk,
                 "batching": {"max_batch_size": cfg.max_batch_size, "max_wait_ms": cfg.max_wait_ms},
                 "limits": asdict(cfg.limits)}
 
@@ -131,9 +134,6 @@ def create_app(pipeline: Any, config: ServeConfig | None = None) -> FastAPI:
         except RuntimeError as exc:
             stats.failed += 1
             return JSONResponse({"detail": one_line(exc)}, status_code=503)
-        for position, result in enumerate(results):  # the position in this request, not in the shared batch
-            if "index" in result:
-                result["index"] = position
         if len(results) == 1 and results[0].get("error"):
             return refuse(422, results[0]["error"])
         stats.ok += 1
@@ -155,8 +155,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _read_sources(request: Request, limits: Limits) -> list[Any]:
-    """The request's images as named sources (reads at most ``limits.max_body_bytes()``)."""
+async def _read_sources(request: Request, limits: Limits) -> list[NamedInput]:
+    """The request's images as named inputs indexed by position (reads at most ``limits.max_body_bytes()``)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in ("multipart/form-data", "application/json"):
         raise UploadError(415, f"content type {kind or '(none)'!r} is not supported: "
