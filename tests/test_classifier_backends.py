@@ -89,7 +89,7 @@ def _probs(vehicle) -> np.ndarray:
 
 def test_predict_gives_one_result_per_image(backend, tmp_path):
     images = _photos()
-    results = backend.clf.predict([images[0], tmp_path / "missing.jpg", images[1]], topk=3)
+    results = backend.clf.predict([images[0], tmp_path / "missing.jpg", images[1]], topk=3, precision="fp32")
     assert [r.ok for r in results] == [True, False, True] and [len(r) for r in results] == [1, 0, 1]
     assert "no such file" in results[1].error
     for result, image in zip([results[0], results[2]], images[:2]):

@@ -159,8 +159,11 @@ def test_keras_bundle_dispatches_to_keras_backend(tmp_path, monkeypatch):
     """A config with backend "keras" is opened by classifier.keras.backend.KerasBackend.load (stubbed here)."""
     import vehicle_cls.classifier.keras.backend as kb
 
+    from vehicle_cls.runtime import Capabilities
+
     class FakeKeras:  # the backend interface (ClassifierBackend), answering 0.25 / 0.75 for any image
         name, fork_safe, device = "keras", False, "cpu"
+        capabilities = Capabilities()  # fp32 only
 
         def __init__(self, directory):
             self.directory, self.classes = directory, ["van", "bus"]
