@@ -31,8 +31,8 @@ import torch  # noqa: E402
 import uvicorn  # noqa: E402
 
 from vehicle_cls.classifier import Classifier, Preprocess  # noqa: E402
+from vehicle_cls.options import InferenceOptions
 from vehicle_cls.pipeline import Pipeline  # noqa: E402
-from vehicle_cls.options import InferenceOptions  # noqa: E402
 from vehicle_cls.serve.app import ServeConfig, create_app  # noqa: E402
 
 

@@ -158,7 +158,6 @@ def test_missing_bundle_files_are_named(tmp_path, bundle):
 def test_keras_bundle_dispatches_to_keras_backend(tmp_path, monkeypatch):
     """A config with backend "keras" is opened by classifier.keras.backend.KerasBackend.load (stubbed here)."""
     import vehicle_cls.classifier.keras.backend as kb
-
     from vehicle_cls.runtime import Capabilities
 
     class FakeKeras:  # the backend interface (ClassifierBackend), answering 0.25 / 0.75 for any image

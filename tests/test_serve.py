@@ -25,10 +25,10 @@ httpx = pytest.importorskip("httpx")
 
 from vehicle_cls import Classifier, Pipeline  # noqa: E402
 from vehicle_cls.classifier import Preprocess  # noqa: E402
+from vehicle_cls.io.inputs import NamedInput
+from vehicle_cls.options import InferenceOptions
 from vehicle_cls.serve.app import ServeConfig, create_app  # noqa: E402
 from vehicle_cls.serve.batcher import Batcher  # noqa: E402
-from vehicle_cls.io.inputs import NamedInput  # noqa: E402
-from vehicle_cls.options import InferenceOptions  # noqa: E402
 from vehicle_cls.serve.uploads import Limits  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
