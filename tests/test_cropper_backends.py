@@ -26,7 +26,7 @@ class _Stub:
         self.args = args
         self.device = torch.device("cpu")
 
-    def set_precision(self, precision):
+    def set_precision(self, precision, parts=None):
         self.precision = precision
 
 

@@ -58,7 +58,7 @@ class Pipeline:
             raise ValueError("Pipeline needs a classifier (Classifier.create(...) or Classifier.load(dir))")
         self.options = (options or InferenceOptions()).replace(**overrides)
         opts = self.options
-        self.cropper = cropper if opts.crop else None
+        self.cropper: Any = cropper if opts.crop else None
         self.classifier = classifier
         self.device = resolve_device(opts.device) if opts.device is not None else classifier.device
         classifier.to(self.device)

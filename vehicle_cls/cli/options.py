@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import typing
 from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 from vehicle_cls.options import InferenceOptions, OptionError
 
@@ -25,7 +26,7 @@ def add_option_arguments(parser: argparse.ArgumentParser, skip: Collection[str] 
         if field.name in skip:
             continue
         meta = field.metadata
-        kwargs: dict = {"dest": field.name, "default": argparse.SUPPRESS, "help": meta["help"]}
+        kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": meta["help"]}
         names = [flag(field.name), *(aliases or {}).get(field.name, ())]
         if types[field.name] is bool:
             kwargs["action"] = "store_false" if field.default else "store_true"
@@ -41,11 +42,11 @@ def add_option_arguments(parser: argparse.ArgumentParser, skip: Collection[str] 
         parser.add_argument(*names, **kwargs)
 
 
-def options_from_args(args: argparse.Namespace, **fixed: object) -> InferenceOptions:
+def options_from_args(args: argparse.Namespace, **fixed: Any) -> InferenceOptions:
     """The ``InferenceOptions`` of the parsed flags (and ``fixed`` values); ``ValueError`` (one line, naming
     the flag) for a bad value."""
     types = typing.get_type_hints(InferenceOptions)
-    given = dict(fixed)
+    given: dict[str, Any] = dict(fixed)
     for field in dataclasses.fields(InferenceOptions):
         if field.name in vars(args):
             value = getattr(args, field.name)

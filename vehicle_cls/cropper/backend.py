@@ -5,9 +5,8 @@ below and learn what it can do from ``capabilities``, never from its name or its
 """
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
 import torch
 
 from vehicle_cls.cropper.rcnn import InferenceSettings
@@ -30,11 +29,13 @@ class DetectorBackend(Protocol):
     def capabilities(self) -> Capabilities:
         """Precisions it runs, whether it uses device images where they lie, whether it predicts masks."""
 
-    def set_precision(self, precision: str) -> None:
-        """Run in ``precision`` (already resolved, one of ``capabilities.precisions``) from now on."""
+    def set_precision(self, precision: str, parts: tuple[str, ...] | None = None) -> None:
+        """Run in ``precision`` (already resolved, one of ``capabilities.precisions``) from now on; ``parts``:
+        which parts of the network run in it (None: the backend's default; only the torch backend has parts)."""
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The weights, with detectron2's names."""
 
-    def __call__(self, images: list[np.ndarray | torch.Tensor]) -> list[Detections]:
-        """One forward pass: ``Detections`` (original pixels) per RGB uint8 HxWx3 image."""
+    def __call__(self, images: list[Any]) -> list[Detections]:
+        """One forward pass: ``Detections`` (original pixels) per RGB uint8 HxWx3 image (an array, or a
+        tensor where ``capabilities.device_images``)."""

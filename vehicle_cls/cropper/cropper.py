@@ -209,10 +209,7 @@ class Cropper:
         the ones that keep agreement."""
         precision = resolve_precision(precision, self.device, supported=self.capabilities.precisions,
                                       what=f"the {self.backend.name} detector")
-        if parts is None:
-            self.backend.set_precision(precision)
-        else:
-            self.backend.set_precision(precision, parts)
+        self.backend.set_precision(precision, parts)
 
     def choose(self, images: Any, batch_size: int | None = None) -> list[list[CropChoice]]:
         """Detect, then apply the policy: per image the list of crop choices (none for a failed input)."""

@@ -73,9 +73,11 @@ class Detectron2DetectorBackend:
         """fp32 only, images on the CPU (detectron2's own preprocessing); masks with the mask config."""
         return Capabilities(precisions=("fp32",), masks=self.mask_on)
 
-    def set_precision(self, precision: str) -> None:
-        """detectron2 runs fp32 only."""
+    def set_precision(self, precision: str, parts: tuple[str, ...] | None = None) -> None:
+        """detectron2 runs fp32 only, the whole network."""
         check_precision(precision, self.capabilities, "the detectron2 backend")
+        if parts is not None:
+            raise ValueError("the detectron2 backend runs the whole network in fp32; it has no parts to choose")
 
     @torch.inference_mode()
     def __call__(self, images: list[np.ndarray]) -> list[Detections]:

@@ -134,7 +134,8 @@ class PipelinePredictor:
         except Exception as exc:  # a whole-batch failure still yields one row per input
             logger.exception("batch of %d failed", len(inputs))
             reason = f"{type(exc).__name__}: {exc}"
-            results = [Result.failed(x.name, x.index, f"{x.name}: {reason}") for x in inputs]
+            results = [Result.failed(x.name, i if x.index is None else x.index, f"{x.name}: {reason}")
+                       for i, x in enumerate(inputs)]
         return results_to_table(results, self.rows)
 
 
