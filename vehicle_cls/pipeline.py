@@ -26,6 +26,7 @@ import torch
 from vehicle_cls.bundle import BundlePart, bundle_path, read_config
 from vehicle_cls.classifier import Classifier
 from vehicle_cls.classifier.inference import CropJob, classify_crops, label_crops
+from vehicle_cls.cropper import Cropper
 from vehicle_cls.cropper.choose import Chosen, detect_and_choose
 from vehicle_cls.crops import DEFAULT_MASK_FILL, WHOLE_IMAGE, CropChoice, clamp_box, unscale_box
 from vehicle_cls.io.decode import Decoded, Decoder, PixelBudget
@@ -269,7 +270,7 @@ def _cropper_part(cropper: Any) -> BundlePart:
     if os.path.isfile(source):
         name = f"{CROPPER_DIR}/{Path(source).name}"
         part = BundlePart(section, {name: lambda path: shutil.copyfile(source, path)})
-    elif hasattr(cropper, "save_weights"):
+    elif isinstance(cropper, Cropper):  # a stand-in has no weights of its own to save
         name = f"{CROPPER_DIR}/weights.safetensors"
         part = BundlePart(section, {name: cropper.save_weights})
     else:
@@ -280,8 +281,6 @@ def _cropper_part(cropper: Any) -> BundlePart:
 
 def _cropper_from_section(section: dict[str, Any], directory: Path, device: torch.device) -> Any:
     """The bundle's cropper; weights given by a relative path are read from inside the bundle."""
-    from vehicle_cls.cropper import Cropper
-
     section = dict(section)
     weights = str(section.get("weights", ""))
     if not _is_zoo_name(weights):
