@@ -68,7 +68,7 @@ class Pipeline:
         self.precisions: dict[str, str] = {}
         if self.cropper is not None:
             self.cropper.set_precision(resolve_precision(opts.precision, self.device, what="the detector",
-                                                         supported=self.cropper.capabilities.precisions))
+                                                         capabilities=self.cropper.capabilities))
             self.precisions["detector"] = self.cropper.precision
         self.precisions["classifier"] = classifier.resolve_precision(opts.precision)
         if opts.channels_last:

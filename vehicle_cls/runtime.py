@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,12 +66,12 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device | str, *, training: bool = False,
-                      supported: Collection[str] | None = None, what: str = "the model") -> str:
+                      capabilities: Capabilities | None = None, what: str = "the model") -> str:
     """``"auto"`` -> the fastest precision that keeps agreement on ``device``: bf16 on CUDA cards that
     support it (else fp16), bf16 on CPUs with native bf16, else fp32. Explicit values are checked.
 
-    ``supported`` (a backend's ``Capabilities.precisions``): "auto" falls back to fp32 where the backend
-    does not run the fast one; an explicit precision it does not run is a one-line error naming ``what``."""
+    ``capabilities`` (a backend's): "auto" falls back to fp32 where the backend does not run the fast one;
+    an explicit precision it does not run is ``check_precision``'s one-line error naming ``what``."""
     device = torch.device(device)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, not {precision!r}")
@@ -86,10 +85,8 @@ def resolve_precision(precision: str, device: torch.device | str, *, training: b
             resolved = "bf16" if (training or cpu_has_fast_bf16()) else "fp32"
         else:
             resolved = "fp32"
-    if supported is not None and resolved not in supported:
-        if precision == "auto":
-            return "fp32"
-        raise ValueError(f"{what} runs in {', '.join(supported)} only, not {precision}")
+    if capabilities is not None and resolved not in capabilities.precisions:
+        return "fp32" if precision == "auto" else check_precision(precision, capabilities, what)
     return resolved
 
 

@@ -88,7 +88,7 @@ class Classifier:
 
     def resolve_precision(self, precision: str = DEFAULT_PRECISION) -> str:
         """``precision`` as this classifier runs it on its device ("auto": the fastest its backend supports)."""
-        return resolve_precision(precision, self.device, supported=self.backend.capabilities.precisions,
+        return resolve_precision(precision, self.device, capabilities=self.backend.capabilities,
                                  what=f"the {self.backend.name} classifier")
 
     def __repr__(self) -> str:

@@ -207,7 +207,7 @@ class Cropper:
         the fast path, see :mod:`vehicle_cls.cropper.fast`; "auto": the fastest the backend supports, see
         runtime.resolve_precision). ``parts`` (torch backend): detector parts run in low precision, default
         the ones that keep agreement."""
-        precision = resolve_precision(precision, self.device, supported=self.capabilities.precisions,
+        precision = resolve_precision(precision, self.device, capabilities=self.capabilities,
                                       what=f"the {self.backend.name} detector")
         self.backend.set_precision(precision, parts)
 
