@@ -85,7 +85,7 @@ def main() -> None:
     compiled = None
     if args.compile:  # its own copy of the weights: the channels_last switching below must not touch it
         compiled = Classifier(copy.deepcopy(clf.model), args.arch, clf.classes, clf.preprocess, args.device)
-        compiled.engine.set_compile(args.compile)
+        compiled.backend.set_compile(args.compile)
     settings = [{"precision": p, "channels_last": True, "model_only": False, "decode": d}
                 for p in precisions for d in args.decodes.split(",")]
     if not args.no_channels_last_variant:

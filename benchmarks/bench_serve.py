@@ -31,6 +31,7 @@ import torch  # noqa: E402
 import uvicorn  # noqa: E402
 
 from vehicle_cls.classifier import Classifier, Preprocess  # noqa: E402
+from vehicle_cls.options import InferenceOptions
 from vehicle_cls.pipeline import Pipeline  # noqa: E402
 from vehicle_cls.serve.app import ServeConfig, create_app  # noqa: E402
 
@@ -65,7 +66,7 @@ async def load(url: str, photos: list[tuple[str, bytes]], requests: int, clients
 
 
 def run_setting(pipe: Pipeline, photos, args, max_batch: int, max_wait: float) -> dict:
-    app = create_app(pipe, ServeConfig(max_batch_size=max_batch, max_wait_ms=max_wait, topk=5))
+    app = create_app(pipe, ServeConfig(InferenceOptions(batch_size=max_batch, topk=5), max_wait_ms=max_wait))
     server, thread, url = serve_in_thread(app)
     try:
         asyncio.run(load(url, photos, min(args.clients, 16), min(args.clients, 16)))  # warm-up

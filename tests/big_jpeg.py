@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vehicle_cls.testing.stand_ins import StandInCropper
+
 BIG_W, BIG_H = 3200, 2000
 BRIGHT = (1200, 600, 2000, 1400)  # the "vehicle": x1, y1, x2, y2 (exclusive) in original pixels
 
@@ -21,7 +23,7 @@ def write_big_jpeg(path: Path) -> Path:
     return path
 
 
-class BrightCropper:
+class BrightCropper(StandInCropper):
     """Stands in for the bundle's detector: the bright rectangle's bounding box, in the given image's pixels."""
 
     def __init__(self):

@@ -99,9 +99,9 @@ def _limit_batches(monkeypatch, engine, limit):
 def test_classify_recovers_from_out_of_memory(clf, monkeypatch):
     torch.manual_seed(1)
     x = torch.randn(11, 3, 32, 32)
-    reference = clf.engine.classify([x], "fp32", batch_size=1)
-    sizes = _limit_batches(monkeypatch, clf.engine, limit=3)
-    out = clf.engine.classify([x[:6], x[6:]], "fp32", batch_size=8)
+    reference = clf.backend.classify([x], "fp32", batch_size=1)
+    sizes = _limit_batches(monkeypatch, clf.backend, limit=3)
+    out = clf.backend.classify([x[:6], x[6:]], "fp32", batch_size=8)
     np.testing.assert_allclose(out, reference, atol=1e-6)
     assert sizes[:3] == [8, 4, 2] and max(sizes[2:]) == 2
 
@@ -114,26 +114,26 @@ def test_memory_sized_batch_remembers_what_fitted(clf, monkeypatch):
         measured.append(key)
         return 16
 
-    monkeypatch.setattr(clf.engine, "_memory_batch", {})
-    monkeypatch.setattr(clf.engine, "_measure_batch_size", measure)
-    sizes = _limit_batches(monkeypatch, clf.engine, limit=5)
-    clf.engine.classify([x], "fp32", batch_size=None)
+    monkeypatch.setattr(clf.backend, "_memory_batch", {})
+    monkeypatch.setattr(clf.backend, "_measure_batch_size", measure)
+    sizes = _limit_batches(monkeypatch, clf.backend, limit=5)
+    clf.backend.classify([x], "fp32", batch_size=None)
     assert sizes == [9, 8, 4, 4, 1]  # 16 (all 9 crops) and 8 ran out, 4 fitted
     sizes.clear()
-    clf.engine.classify([x], "fp32", batch_size=None)
+    clf.backend.classify([x], "fp32", batch_size=None)
     assert len(measured) == 1 and sizes == [4, 4, 1]  # measured once; starts at the size that fitted
 
 
 def test_pipeline_batch_sizes_on_cpu(clf, monkeypatch):
     photos = [f"tests/data/predict/{n}.jpg" for n in ("car5", "minibus5", "pickup5", "truck5")]
     seen = []
-    real = clf.engine.classify
+    real = clf.backend.classify
 
     def classify(prepared, precision="fp32", batch_size=64):
         seen.append(batch_size)
         return real(prepared, precision, batch_size)
 
-    monkeypatch.setattr(clf.engine, "classify", classify)
+    monkeypatch.setattr(clf.backend, "classify", classify)
     Pipeline(None, clf, device="cpu", batch_size=4, num_workers=0)(photos)
     Pipeline(None, clf, device="cpu", batch_size=4, num_workers=0, classifier_batch_size=2)(photos)
     assert seen == [4, 2]  # CPU: the pipeline's batch unless fixed (memory sizing is CUDA only)
@@ -144,7 +144,7 @@ def test_pipeline_batch_sizes_on_cpu(clf, monkeypatch):
 def test_pipeline_results_survive_out_of_memory(clf, monkeypatch):
     photos = [f"tests/data/predict/{n}.jpg" for n in ("car5", "minibus5", "pickup5", "truck5")] * 2
     expected = Pipeline(None, clf, device="cpu", batch_size=8, num_workers=0)(photos)
-    sizes = _limit_batches(monkeypatch, clf.engine, limit=3)
+    sizes = _limit_batches(monkeypatch, clf.backend, limit=3)
     got = Pipeline(None, clf, device="cpu", batch_size=8, num_workers=0)(photos)
     assert sizes == [8, 4, 2, 2, 2, 2]  # 8 and 4 ran out; four calls of 2 classified all 8 crops
     assert [r.ok for r in got] == [True] * 8
@@ -172,7 +172,7 @@ def test_cuda_probe_and_memory_sized_batches():
     free = cuda_free_bytes(torch.device("cuda"))
     assert 0 < free <= torch.cuda.get_device_properties(0).total_memory
     x = torch.randn(40, 3, 224, 224)
-    out = gpu.engine.classify([x], "fp32", batch_size=None)  # memory-sized: all 40 in one call here
-    assert 1 <= gpu.engine._memory_batch[("fp32", (3, 224, 224), "cuda:0")] <= 512
-    ref = gpu.engine.classify([x], "fp32", batch_size=8)
+    out = gpu.backend.classify([x], "fp32", batch_size=None)  # memory-sized: all 40 in one call here
+    assert 1 <= gpu.backend._memory_batch[("fp32", (3, 224, 224), "cuda:0")] <= 512
+    ref = gpu.backend.classify([x], "fp32", batch_size=8)
     np.testing.assert_allclose(out, ref, atol=1e-3)  # same network; cuDNN may pick other kernels per size

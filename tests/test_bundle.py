@@ -27,7 +27,9 @@ WRITER = textwrap.dedent("""
     from vehicle_cls.classifier import Classifier, Preprocess
     from vehicle_cls.pipeline import Pipeline
 
-    class StubCropper:
+    from vehicle_cls.testing.stand_ins import StandInCropper
+
+    class StubCropper(StandInCropper):
         policy = None
 
         def __init__(self, weights):

@@ -158,9 +158,11 @@ def test_missing_bundle_files_are_named(tmp_path, bundle):
 def test_keras_bundle_dispatches_to_keras_backend(tmp_path, monkeypatch):
     """A config with backend "keras" is opened by classifier.keras.backend.KerasBackend.load (stubbed here)."""
     import vehicle_cls.classifier.keras.backend as kb
+    from vehicle_cls.runtime import Capabilities
 
     class FakeKeras:  # the backend interface (ClassifierBackend), answering 0.25 / 0.75 for any image
         name, fork_safe, device = "keras", False, "cpu"
+        capabilities = Capabilities()  # fp32 only
 
         def __init__(self, directory):
             self.directory, self.classes = directory, ["van", "bus"]
@@ -195,7 +197,7 @@ def test_keras_bundle_dispatches_to_keras_backend(tmp_path, monkeypatch):
     (tmp_path / "k").mkdir()
     (tmp_path / "k" / "config.json").write_text(json.dumps({"backend": "keras", "classes": ["van", "bus"]}))
     clf = Classifier.load(tmp_path / "k")
-    assert clf.backend == "keras" and clf.classes == ["van", "bus"]
+    assert clf.backend.name == "keras" and clf.classes == ["van", "bus"]
     preds = clf.predict([np.zeros((20, 30, 3), np.uint8), tmp_path / "missing.jpg"], topk=2)
     assert [len(p) for p in preds] == [1, 0] and preds[0].best.label == "bus"
     assert preds[0].best.topk == [("bus", 0.75), ("van", 0.25)] and "no such file" in preds[1].error

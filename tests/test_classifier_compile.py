@@ -1,4 +1,4 @@
-"""``torch.compile`` of the classifier (``Pipeline(compile=...)``, ``TorchBackend.set_compile``).
+"""``torch.compile`` of the classifier (``Pipeline(compile=...)``, ``TorchClassifierBackend.set_compile``).
 
 Compiling a ResNet-18 at 64 px with inductor takes ~25-40 s on a 2-core CPU: one test compiles,
 the rest check the options and the fixed-shape padding CUDA graphs need without compiling.
@@ -42,14 +42,14 @@ def test_compiled_classifier_matches_eager():
     photos = PHOTOS[:10]
     eager = Pipeline(None, clf, device="cpu", batch_size=4, precision="fp32", num_workers=0)(photos)
     compiled = Pipeline(None, clf, device="cpu", batch_size=4, precision="fp32", num_workers=0, compile=True)(photos)
-    assert clf.engine._compiled is not None
+    assert clf.backend._compiled is not None
     top = [[p for _, p in r.best.topk] for r in eager]
     assert len({round(t[0], 2) for t in top}) > 1  # not a constant output
     assert [r.best.class_index for r in compiled] == [r.best.class_index for r in eager]
     # measured max |dp| 1.2e-7 (fp32 kernels fused differently); 1e-4 leaves room for other CPUs
     np.testing.assert_allclose([[p for _, p in r.best.topk] for r in compiled], top, atol=1e-4)
-    clf.engine.set_compile(False)
-    assert clf.engine._compiled is None
+    clf.backend.set_compile(False)
+    assert clf.backend._compiled is None
 
 
 def test_fixed_shapes_pad_the_last_batch(monkeypatch):
@@ -57,32 +57,36 @@ def test_fixed_shapes_pad_the_last_batch(monkeypatch):
     the padding rows are dropped."""
     clf = _classifier()
     x = torch.randn(11, 3, 64, 64)
-    expected = clf.engine.classify([x], "fp32", batch_size=4)
+    expected = clf.backend.classify([x], "fp32", batch_size=4)
     shapes = []
-    real = clf.engine.predict_batch
+    real = clf.backend.predict_batch
 
     def predict_batch(batch, precision="fp32"):
         shapes.append(len(batch))
         return real(batch, precision)
 
-    monkeypatch.setattr(clf.engine, "predict_batch", predict_batch)
-    monkeypatch.setattr(clf.engine, "_cuda_graphs", lambda: True)
-    out = clf.engine.classify([x[:5], x[5:]], "fp32", batch_size=4)
+    monkeypatch.setattr(clf.backend, "predict_batch", predict_batch)
+    monkeypatch.setattr(clf.backend, "_cuda_graphs", lambda: True)
+    out = clf.backend.classify([x[:5], x[5:]], "fp32", batch_size=4)
     assert shapes == [4, 4, 4] and out.shape == (11, 6)
     np.testing.assert_allclose(out, expected, atol=1e-6)  # eval-mode rows do not see their batch mates
     shapes.clear()  # fewer crops than a (memory-sized) batch: padded to the next power of two only
-    out = clf.engine.classify([x], "fp32", batch_size=64)
+    out = clf.backend.classify([x], "fp32", batch_size=64)
     assert shapes == [16] and out.shape == (11, 6)
     np.testing.assert_allclose(out, expected, atol=1e-6)
     shapes.clear()
-    clf.engine.classify([x[:1]], "fp32", batch_size=64)
+    clf.backend.classify([x[:1]], "fp32", batch_size=64)
     assert shapes == [1]
 
 
 def test_compile_needs_the_torch_backend():
+    from vehicle_cls.runtime import Capabilities
+
     class NotTorch:
         name = "keras"
         classes = ["a"]
+        device = "cpu"
+        capabilities = Capabilities()  # fp32, no torch.compile
 
         def to(self, device):
             return self
@@ -91,8 +95,8 @@ def test_compile_needs_the_torch_backend():
             pass
 
     clf = Classifier.__new__(Classifier)  # a backend without set_compile, e.g. Keras
-    clf.engine, clf.training = NotTorch(), None
-    with pytest.raises(ValueError, match="compile needs the torch classifier backend"):
+    clf.backend, clf.training = NotTorch(), None
+    with pytest.raises(ValueError, match="compile needs a classifier backend that compiles"):
         Pipeline(None, clf, device="cpu", compile=True)
 
 
@@ -104,10 +108,10 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 def test_cuda_graphs_match_eager():
     clf = _classifier("cuda")
     x = torch.randn(13, 3, 64, 64)
-    eager = clf.engine.classify([x], "bf16", batch_size=8)
-    clf.engine.set_compile("reduce-overhead")
-    assert clf.engine._cuda_graphs()
+    eager = clf.backend.classify([x], "bf16", batch_size=8)
+    clf.backend.set_compile("reduce-overhead")
+    assert clf.backend._cuda_graphs()
     for _ in range(3):  # warm-up runs, then graph replays (13 = 8 + 5 padded to 8)
-        graphs = clf.engine.classify([x], "bf16", batch_size=8)
+        graphs = clf.backend.classify([x], "bf16", batch_size=8)
     assert (graphs.argmax(1) == eager.argmax(1)).all()
     np.testing.assert_allclose(graphs, eager, atol=2e-2)  # bf16: fused kernels round differently

@@ -17,6 +17,7 @@ from PIL import Image
 
 from vehicle_cls.classifier import Classifier, Preprocess
 from vehicle_cls.cli import EXIT_OK, EXIT_SOME_INPUTS_FAILED, SUBCOMMANDS
+from vehicle_cls.testing.stand_ins import StandInCropper
 
 PHOTOS = Path(__file__).parent / "data" / "predict"
 CLASSES = ["bike", "car", "juggernaut", "minibus", "pickup", "truck"]
@@ -162,7 +163,7 @@ def test_unavailable_cropper_suggests_no_crop(model_dir, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["vehicles"][0]["box"] is None
 
 
-class StreetCropper:
+class StreetCropper(StandInCropper):
     """Stands in for the bundle's detector: three vehicles in every image."""
 
     def __init__(self):
@@ -268,7 +269,7 @@ def test_max_decode_side_reaches_the_pipeline_and_results_stay_in_original_pixel
                                                                                    side, decoded):
     from big_jpeg import BIG_H, BIG_W, BRIGHT
 
-    from vehicle_cls.pipeline import DEFAULT_MAX_DECODE_SIDE
+    from vehicle_cls.options import DEFAULT_MAX_DECODE_SIDE
 
     bundle, big, cropper, made = bright_bundle
     out = tmp_path / "preds.jsonl"
@@ -276,7 +277,7 @@ def test_max_decode_side_reaches_the_pipeline_and_results_stay_in_original_pixel
     args = _args(paths=[str(big)], **{"--model": str(bundle), "--out": str(out), "--num-workers": "0"}, **extra)
     assert args.func(args) == EXIT_OK
     (pipe,) = made
-    assert pipe.max_decode_side == (DEFAULT_MAX_DECODE_SIDE if side == "default" else side)
+    assert pipe.options.max_decode_side == (DEFAULT_MAX_DECODE_SIDE if side == "default" else side)
     assert cropper.shapes == [decoded]  # the detector saw the reduced image ...
     (d,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert d["error"] is None and d["image_size"] == [BIG_H, BIG_W]  # ... the result is in original pixels
@@ -290,8 +291,7 @@ def test_bad_max_decode_side_is_one_line(model_dir, bad, capsys):
     args = _args(paths=[str(PHOTOS / "car5.jpg")], **{"--model": str(model_dir), "--max-decode-side": bad})
     assert args.func(args) == 2
     err = capsys.readouterr().err
-    assert err == (f"vehicle-cls predict: error: --max-decode-side must be a whole number of pixels (>= 1), "
-                   f"or 0 / none for full size; got {bad!r}\n")
+    assert err == f"vehicle-cls predict: error: --max-decode-side must be a whole number (>= 1) or none; got {bad!r}\n"
 
 
 # ---- --decode, --compile, --classifier-batch-size --------------------------------------------------
@@ -301,25 +301,32 @@ def test_pipeline_options_reach_the_pipeline(bright_bundle, tmp_path):
                                      "--decode": "cpu", "--classifier-batch-size": "3"})
     assert args.func(args) == EXIT_OK
     (pipe,) = made
-    assert pipe.decode == "cpu" and pipe.classifier_batch_size == 3
-    assert pipe.classifier.engine.compile_mode is None  # eager unless asked
+    assert pipe.options.decode == "cpu" and pipe.options.classifier_batch_size == 3
+    assert pipe.classifier.backend.compile_mode is None  # eager unless asked
 
 
 @pytest.mark.parametrize("argv, expected", [
-    ([], {"decode": "auto"}),
-    (["--compile"], {"decode": "auto", "compile": "default"}),
+    ([], {}),
+    (["--compile"], {"compile": "default"}),
     (["--compile", "reduce-overhead", "--decode", "device"], {"decode": "device", "compile": "reduce-overhead"}),
-    (["--classifier-batch-size", "64"], {"decode": "auto", "classifier_batch_size": 64}),
+    (["--classifier-batch-size", "64"], {"classifier_batch_size": 64}),
+    (["--no-crop", "--no-channels-last", "--topk", "2", "--precision", "fp32", "--device", "cpu"],
+     {"crop": False, "channels_last": False, "topk": 2, "precision": "fp32", "device": "cpu"}),
 ])
-def test_pipeline_options_parse(argv, expected):
-    from vehicle_cls.cli.predict import pipeline_options
+def test_option_flags_are_derived_from_inference_options(argv, expected):
+    from vehicle_cls.cli.options import options_from_args
+    from vehicle_cls.options import InferenceOptions
 
-    assert pipeline_options(_argv("x.jpg", "--model", "m", *argv)) == expected
+    assert options_from_args(_argv("x.jpg", "--model", "m", *argv)) == InferenceOptions(**expected)
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--compile", "fast"], "compile must be True, False or one of"),
-    (["--classifier-batch-size", "0"], "--classifier-batch-size must be >= 1, got 0"),
+    (["--compile", "fast"], "--compile must be True, False or one of"),
+    (["--classifier-batch-size", "0"], "--classifier-batch-size must be >= 1 or None, not 0"),
+    (["--batch-size", "0"], "--batch-size must be >= 1, not 0"),
+    (["--batch-size", "-1"], "--batch-size must be >= 1, not -1"),
+    (["--topk", "0"], "--topk must be >= 1, not 0"),
+    (["--frame-stride", "0"], "--frame-stride must be >= 1, not 0"),
 ])
 def test_bad_pipeline_options_are_one_line(model_dir, argv, message, capsys):
     args = _argv(str(PHOTOS / "car5.jpg"), "--model", str(model_dir), *argv)

@@ -10,6 +10,7 @@ from PIL import Image
 
 from vehicle_cls.cropper import Cropper, detectron2_backend, torch_backend
 from vehicle_cls.cropper import cropper as cropper_module
+from vehicle_cls.runtime import Capabilities
 from vehicle_cls.testing.synthetic import synthetic_d2_state_dict, write_zoo_pkl
 
 PHOTOS = os.path.join(os.path.dirname(__file__), "data", "photos")
@@ -19,19 +20,24 @@ HAS_CUDA = torch.cuda.is_available()
 
 
 class _Stub:
+    capabilities = Capabilities()  # fp32 only, no masks
+
     def __init__(self, *args, **kwargs):
         self.args = args
-        self.mask_on = False
+        self.device = torch.device("cpu")
+
+    def set_precision(self, precision, parts=None):
+        self.precision = precision
 
 
 def test_auto_picks_torch_without_detectron2(monkeypatch, tmp_path):
     monkeypatch.setattr(detectron2_backend, "detectron2_available", lambda: False)
-    monkeypatch.setattr(torch_backend, "TorchBackend", type("TorchStub", (_Stub,), {"name": "torch"}))
+    monkeypatch.setattr(torch_backend, "TorchDetectorBackend", type("TorchStub", (_Stub,), {"name": "torch"}))
     monkeypatch.setattr(cropper_module, "load_state_dict", lambda path: {})
     c = Cropper.from_checkpoint(tmp_path / "w.pkl", backend="auto")
     assert c.backend.name == "torch"
     monkeypatch.setattr(detectron2_backend, "detectron2_available", lambda: True)
-    monkeypatch.setattr(detectron2_backend, "Detectron2Backend", type("D2Stub", (_Stub,), {"name": "detectron2"}))
+    monkeypatch.setattr(detectron2_backend, "Detectron2DetectorBackend", type("D2Stub", (_Stub,), {"name": "detectron2"}))
     assert Cropper.from_checkpoint(tmp_path / "w.pkl", backend="auto").backend.name == "detectron2"
 
 

@@ -24,6 +24,7 @@ from vehicle_cls.cropper.layers import Conv2d, FrozenBatchNorm2d
 from vehicle_cls.cropper.rcnn import GeneralizedRCNN, InferenceSettings
 from vehicle_cls.cropper.transforms import batch_images, preprocess_image, preprocess_on_device
 from vehicle_cls.results import Detections
+from vehicle_cls.runtime import Capabilities
 from vehicle_cls.testing.synthetic import synthetic_d2_state_dict, write_zoo_pkl
 
 DATA = Path(__file__).parent / "data"
@@ -264,9 +265,10 @@ def test_plan_batches():
 
 
 class _RecordingBackend:
-    """Stands for TorchBackend: records how many images each forward pass gets."""
+    """Stands for TorchDetectorBackend: records how many images each forward pass gets."""
 
-    name, mask_on, precision, channels_last = "torch", False, "fp32", False
+    name, precision, channels_last = "torch", "fp32", False
+    capabilities = Capabilities()
 
     def __init__(self, device: str):
         self.device = torch.device(device)
@@ -352,7 +354,8 @@ def test_pipeline_default_is_the_fast_path_and_agrees_with_fp32(zoo_pkl):
     clf = Classifier(model, "resnet50", [f"c{i}" for i in range(6)], Preprocess(160), device="cpu")
     ref = Pipeline(Cropper.from_checkpoint(zoo_pkl, **SETTINGS), clf, device="cpu", precision="fp32")(photos, topk=2)
     pipe = Pipeline(Cropper.from_checkpoint(zoo_pkl, **SETTINGS), clf, device="cpu")
-    assert pipe.precision == resolve_precision("auto", "cpu") and pipe.cropper.precision == pipe.precision
+    assert pipe.precisions == {"detector": resolve_precision("auto", "cpu"), "classifier": resolve_precision("auto", "cpu")}
+    assert pipe.cropper.precision == pipe.precisions["detector"]
     fast = pipe(photos, topk=2)
     assert [r.ok for r in fast] == [r.ok for r in ref] == [True] * len(photos)
     for r, f in zip(ref, fast):

@@ -238,7 +238,7 @@ def test_classifier_and_pipeline_open_a_keras_bundle(model_files, tiny_model, tm
     pipeline_mod = pytest.importorskip("vehicle_cls.pipeline")
     KerasBackend.from_file(model_files["tiny.keras"], CLASSES).save(tmp_path / "bundle")
     clf = classifier_mod.Classifier.load(tmp_path / "bundle")
-    assert clf.backend == "keras" and clf.classes == CLASSES
+    assert clf.backend.name == "keras" and clf.classes == CLASSES
     preds = pipeline_mod.Pipeline.load(tmp_path / "bundle", num_workers=0)([str(p) for p in PHOTOS[:3]], topk=3)
     expected = tiny_model.predict(_reference_input(_photos()[:3], 32), verbose=0)
     for result, row in zip(preds, expected):

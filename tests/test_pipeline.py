@@ -16,6 +16,8 @@ from PIL import Image
 from vehicle_cls.classifier import Classifier, Preprocess, crop_resize_on_device, preprocess_images
 from vehicle_cls.pipeline import Pipeline
 from vehicle_cls.results import Detections
+from vehicle_cls.runtime import Capabilities
+from vehicle_cls.testing.stand_ins import StandInCropper
 
 PHOTOS = Path(__file__).parent / "data" / "predict"
 CLASSES = ["bike", "car", "juggernaut", "minibus", "pickup", "truck"]
@@ -83,7 +85,7 @@ def test_order_and_per_item_errors_nothing_lost(clf, files):
     array = _rgb("pickup5.jpg")[:70]
     inputs = [files["car5.jpg"], files["empty"], str(files["truck5.jpg"]), files["truncated"], files["text"],
               files["missing"], files["emptydir"], array, files["folder"], files["minibus5.jpg"]]
-    preds = Pipeline(None, clf, "cpu", batch_size=3, num_workers=2, precision="fp32")(inputs, topk=6)
+    preds = Pipeline(None, clf, device="cpu", batch_size=3, num_workers=2, precision="fp32")(inputs, topk=6)
     expected_sources = [str(files["car5.jpg"]), str(files["empty"]), str(files["truck5.jpg"]),
                         str(files["truncated"]), str(files["text"]), str(files["missing"]), str(files["emptydir"]),
                         "<ndarray shape=(70, 100, 3) dtype=uint8>", str(files["folder"] / "a.jpg"),
@@ -154,7 +156,7 @@ def test_stream_is_lazy_on_endless_input_and_cleans_up(clf, files):
 
 
 # ---- crops chosen by a cropper ---------------------------------------------------------------
-class FakeCropper:
+class FakeCropper(StandInCropper):
     """Implements the Cropper contract used by the pipeline: detect() + policy (+ to_config)."""
 
     def __init__(self, by_size: dict[tuple[int, int], list[tuple]], policy, fail_on=None):
@@ -370,7 +372,7 @@ def test_save_and_load_rebuilds_the_cropper(clf, files, tmp_path, monkeypatch):
     pipe = Pipeline.load(tmp_path / "bundle")
     assert pipe.cropper is fake and seen == {"d": fake.to_config(), "device": "cpu"}
     assert [len(r) for r in pipe([files["car5.jpg"]])] == [2]
-    whole = Pipeline.load(tmp_path / "bundle", cropper=False)
+    whole = Pipeline.load(tmp_path / "bundle", crop=False)
     assert whole.cropper is None and [len(r) for r in whole([files["car5.jpg"]])] == [1]
     whole.save(tmp_path / "whole")  # a pipeline without cropper saves null
     assert json.loads((tmp_path / "whole" / "config.json").read_text())["cropper"] is None
@@ -425,7 +427,7 @@ def test_cropper_crop_shares_detect_and_choose(files):
     from vehicle_cls.cropper import Cropper, CropPolicy
 
     class Backend:  # the detector network stand-in behind a real Cropper
-        mask_on = False
+        capabilities = Capabilities()
 
         def __call__(self, images):
             if any(im.shape[:2] == (90, 100) for im in images):

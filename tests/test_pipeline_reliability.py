@@ -19,6 +19,7 @@ from vehicle_cls.io.images import load_image
 from vehicle_cls.pipeline import Pipeline
 from vehicle_cls.plotting import PALETTE
 from vehicle_cls.results import Detections
+from vehicle_cls.testing.stand_ins import StandInCropper
 
 PHOTOS = sorted((Path(__file__).parent / "data" / "predict").glob("*.jpg"))
 CLASSES = ["car", "minibus", "truck"]
@@ -53,7 +54,7 @@ def test_nan_weights_are_an_error_per_item_and_json_stays_strict(clf, tmp_path):
 
 
 def test_non_finite_row_fails_only_its_own_input(clf, monkeypatch):
-    engine = clf.engine
+    engine = clf.backend
     real = engine.classify
 
     def one_nan_row(prepared, precision="fp32", batch_size=64):
@@ -83,7 +84,7 @@ def test_cli_writes_no_bare_nan(clf, tmp_path):
 
 
 # ---- 9.13: bounded decoded pixels ------------------------------------------------------------
-class _CountingCropper:
+class _CountingCropper(StandInCropper):
     """Records how many images each detector call gets (the pipeline's batch)."""
 
     def __init__(self):
@@ -133,7 +134,7 @@ def big_jpeg(tmp_path_factory) -> Path:
     return path
 
 
-class _BrightCropper:
+class _BrightCropper(StandInCropper):
     """Finds the bright rectangle by thresholding (an oracle independent of the pipeline); records the
     sizes of the images it is given."""
 
@@ -190,13 +191,13 @@ def test_large_jpeg_is_decoded_reduced_and_reported_in_original_pixels(clf, big_
 
 def test_given_boxes_are_scaled_to_the_reduced_image_and_back(clf, big_jpeg, monkeypatch):
     seen = []
-    real = clf.engine.prepare_crops
+    real = clf.backend.prepare_crops
 
     def record(image, choices, *args, **kwargs):
         seen.append((image.shape[:2], [c.box for c in choices]))
         return real(image, choices, *args, **kwargs)
 
-    monkeypatch.setattr(clf.engine, "prepare_crops", record)
+    monkeypatch.setattr(clf.backend, "prepare_crops", record)
     box = (1100.0, 700.0, 2900.0, 1900.0)
     full, _ = _run_big(clf, big_jpeg, None, boxes=[box])
     small, _ = _run_big(clf, big_jpeg, 500, boxes=[box])

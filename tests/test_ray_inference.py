@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -14,7 +15,6 @@ pq = pytest.importorskip("pyarrow.parquet")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray's own context notices
 
 from vehicle_cls.distributed.ray_inference import (  # noqa: E402
-    align_results,
     dicts_to_table,
     predict_with_ray,
     table_to_dicts,
@@ -121,13 +121,16 @@ def test_arrow_rows_round_trip_result_dicts():
     assert table_to_dicts(dicts_to_table(dicts)) == dicts
 
 
-def test_align_keeps_every_input():
-    names = ["a.jpg", "b.jpg", "c.jpg"]
-    results = [Result("a.jpg", 0, vehicles=[Vehicle(label="car"), Vehicle(label="bus")]), Result("c.jpg", 1)]
-    rows = align_results(results, names, names, indices=[10, 11, 12])  # b.jpg got no result at all
-    assert [(r.source, r.index, len(r), r.error is not None) for r in rows] == [
-        ("a.jpg", 10, 2, False), ("b.jpg", 11, 0, True), ("c.jpg", 12, 0, False),
-    ]
+def test_rows_become_named_inputs_with_their_row_index():
+    """Each row's name and index travel with it into the pipeline (no matching of results by strings)."""
+    from vehicle_cls.distributed.ray_inference import batch_inputs
+    from vehicle_cls.io.inputs import NamedInput
+
+    batch = {"path": np.array(["s3://b/a.jpg", "s3://b/b.jpg"]), "index": np.array([10, 11]), "bytes": [b"a", b"b"]}
+    assert batch_inputs(batch) == [NamedInput("s3://b/a.jpg", b"a", 10), NamedInput("s3://b/b.jpg", b"b", 11)]
+    assert batch_inputs({"path": ["x.jpg"]}) == [NamedInput("x.jpg", "x.jpg", 0)]
+    with pytest.raises(ValueError, match="needs a 'path', 'bytes' or 'image' column"):
+        batch_inputs({"index": [1]})
 
 
 # ---- rows="vehicle": one flat row per vehicle ------------------------------------------------------
@@ -135,8 +138,9 @@ def _stand_in_cropper():
     """A detector stand-in with 0, 1 or 2 vehicles per image (by its mean brightness), no whole-image
     fallback. Defined in a function so Ray pickles the class by value into its actors."""
     from vehicle_cls.cropper import CropPolicy
+    from vehicle_cls.testing.stand_ins import StandInCropper
 
-    class MeanCropper:
+    class MeanCropper(StandInCropper):
         def __init__(self):
             self.policy = CropPolicy(select="all", fallback=False)
 
@@ -178,7 +182,7 @@ def test_vehicle_rows_match_pipeline_to_rows(local_ray, bundle_dir, images_dir, 
     assert kinds.count(0) >= 3 and 1 in kinds and 2 in kinds  # failed, empty, one and two vehicles all present
     out = tmp_path / f"vehicles{suffix}"
     summary = predict_with_ray(paths, bundle_dir, batch_size=3, concurrency=1, topk=3, output=out, rows="vehicle",
-                               pipeline_kwargs={"cropper": _stand_in_cropper(), "num_workers": 0})
+                               cropper=_stand_in_cropper(), num_workers=0)
     if suffix == ".parquet":
         table = pq.read_table(out)
         assert table.schema.names == list(want[0])  # the columns of to_rows, in its order
@@ -201,7 +205,7 @@ def test_vehicle_rows_of_a_failed_batch_keep_every_input(tmp_path):
         def __call__(self, *a, **kw):
             raise RuntimeError("CUDA out of memory")
 
-    predictor.pipeline, predictor.topk, predictor.batch_size, predictor.rows = Broken(), 3, None, "vehicle"
+    predictor.pipeline, predictor.rows = Broken(), "vehicle"
     table = predictor({"path": ["a.jpg", "b.jpg"], "index": [4, 5]})
     rows = table.to_pylist()
     assert [(r["source"], r["index"], r["vehicle"]) for r in rows] == [("a.jpg", 4, None), ("b.jpg", 5, None)]

@@ -108,11 +108,11 @@ def _config_only_bundle(tmp_path: Path, **preprocess) -> Path:
     ({"std": [1e-300, 0.2, 0.2]}, "std"),
 ])
 def test_bad_bundle_preprocessing_is_refused_at_load_naming_file_and_key(tmp_path, preprocess, words):
-    from vehicle_cls.classifier.torch_backend import TorchBackend
+    from vehicle_cls.classifier.torch_backend import TorchClassifierBackend
 
     directory = _config_only_bundle(tmp_path, **preprocess)
     with pytest.raises(BundleError) as info:
-        TorchBackend.load(directory)
+        TorchClassifierBackend.load(directory)
     message = str(info.value)
     assert message.startswith(str(directory / "config.json")) and words in message and "weights" not in message
 

@@ -25,9 +25,11 @@ httpx = pytest.importorskip("httpx")
 
 from vehicle_cls import Classifier, Pipeline  # noqa: E402
 from vehicle_cls.classifier import Preprocess  # noqa: E402
+from vehicle_cls.io.inputs import NamedInput
+from vehicle_cls.options import InferenceOptions
 from vehicle_cls.serve.app import ServeConfig, create_app  # noqa: E402
 from vehicle_cls.serve.batcher import Batcher  # noqa: E402
-from vehicle_cls.serve.uploads import Limits, NamedBytes  # noqa: E402
+from vehicle_cls.serve.uploads import Limits  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 CLASSES = ["bike", "car", "juggernaut", "minibus", "pickup", "truck"]
@@ -59,7 +61,7 @@ def oracle(bundle):
     def expect(name: str, data: bytes, position: int = 0) -> dict:
         """``position``: the image's place in its request (results that carry an ``index`` report it)."""
         if (name, data) not in cache:
-            cache[(name, data)] = pipe([NamedBytes(data, name)], topk=TOPK)[0].to_dict()
+            cache[(name, data)] = pipe([NamedInput(name, data)], topk=TOPK)[0].to_dict()
         want = dict(cache[(name, data)])
         if "index" in want:
             want["index"] = position
@@ -115,7 +117,7 @@ LIMITS = Limits(max_files=4, max_file_bytes=200_000)
 @pytest.fixture(scope="module")
 def server(bundle):
     pipe = Pipeline.load(bundle, device="cpu")
-    app = create_app(pipe, ServeConfig(max_batch_size=8, max_wait_ms=30, topk=TOPK, limits=LIMITS))
+    app = create_app(pipe, ServeConfig(InferenceOptions(batch_size=8, topk=TOPK), max_wait_ms=30, limits=LIMITS))
     with Server(app) as srv:
         yield srv
 
@@ -431,13 +433,15 @@ def _png(height: int, width: int) -> bytes:
 class _FakeClassifier:
     classes = ["car", "truck"]
     preprocess = None
+    backend = type("FakeBackend", (), {"name": "fake"})()
 
 
 class _FakePipeline:
     """Stands in for the model: ``fail`` decides per source whether the whole call raises, like torch."""
 
     device = "cpu"
-    max_decode_side = None
+    options = InferenceOptions(max_decode_side=None)
+    precisions: dict[str, str] = {}
 
     def __init__(self, fail=lambda source: False, cropper=None):
         self.classifier, self.cropper, self.fail, self.calls = _FakeClassifier(), cropper, fail, []
@@ -453,7 +457,7 @@ class _FakePipeline:
 def test_a_failing_image_fails_only_its_own_request():
     """A model failure in a shared batch gave all 16 clients 503; now the batch is retried image by image."""
     pipe = _FakePipeline(fail=lambda s: s.name == "poison.png")
-    app = create_app(pipe, ServeConfig(max_batch_size=8, max_wait_ms=300))
+    app = create_app(pipe, ServeConfig(InferenceOptions(batch_size=8), max_wait_ms=300))
 
     async def main(url):
         async with httpx.AsyncClient(timeout=60) as client:
@@ -476,7 +480,7 @@ def test_degenerate_and_oversized_images_are_refused_per_image_before_the_model(
     pipe = Pipeline.load(bundle, device="cpu")
     limits = Limits(max_files=4, max_file_bytes=2_000_000, max_pixels=1_000_000)
     name = sorted(photos)[0]
-    with Server(create_app(pipe, ServeConfig(max_batch_size=8, limits=limits, topk=TOPK))) as srv:
+    with Server(create_app(pipe, ServeConfig(InferenceOptions(batch_size=8, topk=TOPK), limits=limits))) as srv:
         strip = httpx.post(srv.url + "/predict", files=[("f", ("strip.png", _png(1, 3000), "image/png"))], timeout=60)
         mixed = httpx.post(srv.url + "/predict", timeout=60, files=[
             ("f", ("huge.png", _png(1200, 1000), "image/png")), ("f", (name, photos[name], "image/jpeg"))])
@@ -578,3 +582,4 @@ def test_info_and_errors_do_not_show_server_paths_or_library_internals():
     assert "/srv" not in json.dumps(info) and info["cropper"]["weights"] == "weights.safetensors"
     assert resp.status_code == 422 and "/opt/pytorch" not in resp.text and "illegal memory" not in resp.text
     assert "detector failed (RuntimeError" in resp.json()["detail"]
+    assert err == f"vehicle-cls serve: error: --max-decode-side must be a whole number (>= 1) or none; got {bad!r}\n"

@@ -87,7 +87,7 @@ def test_keras_run_learns_and_its_bundle_serves(tmp_path):
     assert {"config.yaml", "splits.json", "history.json", "last.npz", "best"} <= {p.name for p in run.iterdir()}
 
     clf = Classifier.load(result.best_dir)
-    assert clf.classes == CLASSES and clf.engine.name == "keras"
+    assert clf.classes == CLASSES and clf.backend.name == "keras"
     test = open_dataset(test_dir, "folders", split=None)
     ev = evaluate(clf, test, dataset_classes=test.classes, name="held-out")
     print(f"keras learning test: held-out top-1 {ev.metrics.top1:.3f} (chance {CHANCE:.3f})")
@@ -96,7 +96,7 @@ def test_keras_run_learns_and_its_bundle_serves(tmp_path):
 
     from vehicle_cls.pipeline import Pipeline
 
-    pipe = Pipeline.load(result.best_dir, device="cpu", cropper=False)
+    pipe = Pipeline.load(result.best_dir, device="cpu", crop=False)
     results = pipe([str(p) for p in sorted((test_dir / "car").glob("*.jpg"))[:4]])
     assert len(results) == 4 and all(r.ok for r in results)
 

@@ -26,97 +26,64 @@ import torch
 from vehicle_cls.bundle import BundlePart, bundle_path, read_config
 from vehicle_cls.classifier import Classifier
 from vehicle_cls.classifier.inference import CropJob, classify_crops, label_crops
+from vehicle_cls.cropper import Cropper
 from vehicle_cls.cropper.choose import Chosen, detect_and_choose
 from vehicle_cls.crops import DEFAULT_MASK_FILL, WHOLE_IMAGE, CropChoice, clamp_box, unscale_box
 from vehicle_cls.io.decode import Decoded, Decoder, PixelBudget
-from vehicle_cls.io.device_decode import DECODES
 from vehicle_cls.io.inputs import count_images, expand_inputs, expands, is_single_source
+from vehicle_cls.options import InferenceOptions
 from vehicle_cls.progress import progress_bar
 from vehicle_cls.results import Result
 from vehicle_cls.runtime import resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BATCH_PIXELS = 100_000_000  # ~300 MB of RGB; a 4000x3000 photo is 12 M
-# ~3x the detector's 1333 px test size and more than a classifier crop (224-448 px input) needs: a
-# 13000 px JPEG is decoded at 1/2 (6500 px, a quarter of the pixels); JPEGs under 8192 px at full size
-DEFAULT_MAX_DECODE_SIDE = 4096
 CROPPER_DIR = "cropper"  # custom detector weights are copied here inside the bundle
 
 
 class Pipeline:
     """Find the vehicles in each input with ``cropper`` (or take whole images / given boxes) and
-    classify the crops with ``classifier``, in batches, on ``device``."""
+    classify the crops with ``classifier``, in batches, on ``options.device``.
 
-    def __init__(
-        self,
-        cropper: Any = None,
-        classifier: Classifier | None = None,
-        device: str | torch.device | None = None,
-        batch_size: int = 16,
-        num_workers: int = 2,
-        precision: str = "auto",
-        channels_last: bool = True,
-        frame_stride: int = 1,
-        max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS,
-        max_decode_side: int | None = DEFAULT_MAX_DECODE_SIDE,
-        decode: str = "auto",
-        classifier_batch_size: int | None = None,
-        compile: bool | str = False,
-    ):
-        """``max_decode_side``: decode a JPEG (path or bytes) whose longer side exceeds it at the JPEG
-        decoder's 1/2, 1/4 or 1/8 scale that stays >= it (None: always full size); results still use
-        original pixels. ``decode``: "cpu" (PIL), "device" (JPEG paths/bytes decoded in batches on
-        ``device`` by torchvision, nvjpeg on CUDA; anything else on the CPU) or "auto" (device decode
-        on CUDA with bf16/fp16 where the detector takes device images). ``classifier_batch_size``:
-        crops per classifier call (None: sized to free memory on CUDA, ``batch_size`` on the CPU).
-        ``compile``: run the classifier through ``torch.compile`` (True or a mode, e.g.
-        "reduce-overhead" for CUDA graphs; see ``TorchBackend.set_compile``)."""
+    ``cropper``: a ``Cropper`` (or a stand-in with its ``detect``, ``policy``, ``capabilities``,
+    ``precision``, ``set_precision`` and ``to_config``). ``options``: an ``InferenceOptions``; keyword
+    ``overrides`` (``batch_size=8, precision="fp32"``, any of its fields) replace its values."""
+
+    def __init__(self, cropper: Any = None, classifier: Classifier | None = None,
+                 options: InferenceOptions | None = None, **overrides: Any):
+        """See ``InferenceOptions`` for every setting: ``max_decode_side`` (JPEGs decoded reduced, results in
+        original pixels), ``decode`` ("auto": on the device on CUDA with bf16/fp16 where both models take
+        device images), ``classifier_batch_size`` (None: sized to free memory where the classifier can),
+        ``compile`` (torch.compile, where the classifier's capabilities allow it)."""
         if isinstance(cropper, Classifier):  # Pipeline(clf) or Pipeline(clf, cropper): the order swapped
             raise TypeError("Pipeline(cropper, classifier): a Classifier was passed as the first argument, which is "
                             "the cropper (None: whole images); write Pipeline(cropper, clf) or Pipeline(classifier=clf)")
         if classifier is None:
             raise ValueError("Pipeline needs a classifier (Classifier.create(...) or Classifier.load(dir))")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-        if max_batch_pixels < 1:
-            raise ValueError(f"max_batch_pixels must be >= 1, not {max_batch_pixels}")
-        if max_decode_side is not None and max_decode_side < 1:
-            raise ValueError(f"max_decode_side must be >= 1 or None, not {max_decode_side}")
-        if decode not in DECODES:
-            raise ValueError(f"decode must be one of {DECODES}, not {decode!r}")
-        if classifier_batch_size is not None and classifier_batch_size < 1:
-            raise ValueError(f"classifier_batch_size must be >= 1 or None, not {classifier_batch_size}")
-        self.cropper = cropper
+        self.options = (options or InferenceOptions()).replace(**overrides)
+        opts = self.options
+        self.cropper: Any = cropper if opts.crop else None
         self.classifier = classifier
-        self.device = resolve_device(device) if device is not None else classifier.device
-        # one precision for both models; "auto": bf16/fp16 where runtime says it pays (cropper.fast keeps
-        # fp32 wherever low precision would change the detections), else fp32, the exact reference
-        self.precision = resolve_precision(precision, self.device)
-        if cropper is not None and hasattr(cropper, "set_precision"):
-            try:
-                cropper.set_precision(self.precision)
-            except ValueError:  # e.g. the detectron2 backend: fp32 only
-                if precision != "auto":
-                    raise
-        self.batch_size = int(batch_size)
-        self.num_workers = int(num_workers)
-        self.frame_stride = int(frame_stride)
-        self.max_batch_pixels = int(max_batch_pixels)
-        self.max_decode_side = None if max_decode_side is None else int(max_decode_side)
-        self.decode = decode
-        self.classifier_batch_size = classifier_batch_size
+        self.device = resolve_device(opts.device) if opts.device is not None else classifier.device
         classifier.to(self.device)
-        if channels_last:
-            classifier.engine.use_channels_last()
-        if compile:
-            if not hasattr(classifier.engine, "set_compile"):
-                raise ValueError(f"compile needs the torch classifier backend, not {classifier.backend!r}")
-            classifier.engine.set_compile(compile)
+        # each model runs what it supports: "auto" is its fastest precision that keeps agreement (cropper.fast
+        # keeps fp32 wherever low precision would change the detections), an explicit one it lacks an error
+        self.precisions: dict[str, str] = {}
+        if self.cropper is not None:
+            self.cropper.set_precision(resolve_precision(opts.precision, self.device, what="the detector",
+                                                         capabilities=self.cropper.capabilities))
+            self.precisions["detector"] = self.cropper.precision
+        self.precisions["classifier"] = classifier.resolve_precision(opts.precision)
+        if opts.channels_last:
+            classifier.backend.use_channels_last()
+        if opts.compile:
+            if not classifier.backend.capabilities.compile:
+                raise ValueError(f"compile needs a classifier backend that compiles, not {classifier.backend.name!r}")
+            classifier.backend.set_compile(opts.compile)  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         return (f"Pipeline(cropper={self.cropper!r}, classifier={self.classifier!r}, device={str(self.device)!r}, "
-                f"batch_size={self.batch_size}, precision={self.precision!r})")
+                f"batch_size={self.options.batch_size}, precisions={self.precisions!r})")
 
     # ---- persistence ------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
@@ -127,26 +94,27 @@ class Pipeline:
         return self.classifier.save(directory, cropper=cropper)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, device: str | torch.device = "auto", cropper: Any = True,
-             **kwargs: Any) -> Pipeline:
-        """Open a bundle; the cropper is rebuilt from ``config.json["cropper"]`` (``cropper=False``:
-        classify whole images; or pass a ``Cropper`` to use instead). ``kwargs`` go to ``Pipeline``."""
-        device = resolve_device(device)
+    def load(cls, directory: str | os.PathLike, options: InferenceOptions | None = None, cropper: Any = None,
+             **overrides: Any) -> Pipeline:
+        """Open a bundle on ``options.device`` (None: auto); the cropper is rebuilt from
+        ``config.json["cropper"]`` unless ``options.crop`` is False (classify whole images) or a ``cropper``
+        is given to use instead. ``overrides``: ``InferenceOptions`` fields, as for ``Pipeline``."""
+        options = (options or InferenceOptions()).replace(**overrides)
+        device = resolve_device(options.device or "auto")
+        options = options.replace(device=str(device))
         config = read_config(directory)
         classifier = Classifier.load(directory, device=device, config=config)
-        if cropper is True:
+        if cropper is None and options.crop:
             section = config.get("cropper")
             cropper = _cropper_from_section(section, Path(directory), device) if section else None
-        elif cropper is False:
-            cropper = None
-        return cls(cropper, classifier, device=device, **kwargs)
+        return cls(cropper, classifier, options)
 
     # ---- inference --------------------------------------------------------------------------
     def __call__(
         self,
         inputs: Any,
         batch_size: int | None = None,
-        topk: int = 5,
+        topk: int | None = None,
         boxes: Sequence[Any] | None = None,
         keep_images: bool = False,
         frame_stride: int | None = None,
@@ -159,7 +127,7 @@ class Pipeline:
         self,
         inputs: Any,
         batch_size: int | None = None,
-        topk: int = 5,
+        topk: int | None = None,
         boxes: Sequence[Any] | None = None,
         keep_images: bool = False,
         frame_stride: int | None = None,
@@ -167,20 +135,22 @@ class Pipeline:
     ) -> Iterator[Result]:
         """Yield one ``Result`` per input image as batches finish, in input order.
 
-        ``inputs``: one image, a path, a folder, a glob, a video file, or a list/generator of those.
+        ``inputs``: one image, a path, a folder, a glob, a video file, a ``NamedInput`` (its results report
+        its name and index), or a list/generator of those. ``batch_size``, ``topk``, ``frame_stride``: this
+        call's values (None: ``options``'), checked as ``InferenceOptions`` fields.
         ``boxes``: one entry per image (after folders/globs/videos are expanded): None (whole image),
         (x1, y1, x2, y2), or a (K, 4) array (one vehicle per box); the cropper is then not used.
         ``keep_images`` keeps the decoded image on each result (for ``plot``).
         """
-        bs = int(batch_size or self.batch_size)
-        if topk < 1:
-            raise ValueError(f"topk must be >= 1, not {topk}")
+        given = {"batch_size": batch_size, "topk": topk, "frame_stride": frame_stride}
+        opts = self.options.replace(**{k: v for k, v in given.items() if v is not None})
+        bs, topk = opts.batch_size, opts.topk
         box_list = _box_list(boxes, inputs)
-        items = expand_inputs(inputs, frame_stride or self.frame_stride)
+        items = expand_inputs(inputs, opts.frame_stride)
         total = count_images(inputs)  # folders and globs listed up front, so the bar has a total
-        budget = PixelBudget(self.max_batch_pixels)
-        decoder = Decoder(self.device, self.num_workers, self.max_decode_side, self._decodes_on_device(),
-                          explicit=self.decode == "device")
+        budget = PixelBudget(opts.max_batch_pixels)
+        decoder = Decoder(self.device, opts.num_workers, opts.max_decode_side, self._decodes_on_device(),
+                          explicit=opts.decode == "device")
         bar = progress_bar(total, progress, "predict", "img")
         try:
             batch: list[tuple[int, Decoded]] = []
@@ -189,7 +159,7 @@ class Pipeline:
                 count = index + 1
                 batch.append((index, decoded))
                 pixels += decoded.pixels
-                if len(batch) == bs or pixels >= self.max_batch_pixels:
+                if len(batch) == bs or pixels >= opts.max_batch_pixels:
                     yield from self._process(decoder, batch, box_list, topk, keep_images)
                     bar.update(len(batch))
                     budget.release(pixels)
@@ -205,13 +175,12 @@ class Pipeline:
 
     def _decodes_on_device(self) -> bool:
         """Whether JPEGs are decoded on ``device`` (``decode`` "device", or "auto" where it pays: CUDA,
-        bf16/fp16, a torch classifier and a detector that preprocesses device tensors, or none)."""
-        if self.decode != "auto":
-            return self.decode == "device"
-        takes_device_images = self.cropper is None or bool(
-            getattr(getattr(self.cropper, "backend", None), "device_images", False))
-        return (self.device.type == "cuda" and self.precision in ("bf16", "fp16")
-                and self.classifier.backend == "torch" and takes_device_images)
+        bf16/fp16 classification, and both models (or the classifier alone) take device images)."""
+        if self.options.decode != "auto":
+            return self.options.decode == "device"
+        detector_takes = self.cropper is None or self.cropper.capabilities.device_images
+        return (self.device.type == "cuda" and self.precisions["classifier"] in ("bf16", "fp16")
+                and self.classifier.backend.capabilities.device_images and detector_takes)
 
     # ---- one batch --------------------------------------------------------------------------
     def _detector_input(self, dec: Decoded) -> Any:
@@ -219,7 +188,7 @@ class Pipeline:
         preprocesses on the device, else the RGB array."""
         tensor = dec.tensor
         on_device = tensor is not None and tensor.device.type != "cpu"
-        if on_device and getattr(getattr(self.cropper, "backend", None), "device_images", False):
+        if on_device and self.cropper.capabilities.device_images:
             return tensor.permute(1, 2, 0)  # type: ignore[union-attr]
         return dec.array()
 
@@ -246,14 +215,14 @@ class Pipeline:
         else:
             choices = {pos: [WHOLE_IMAGE] for pos in good}
 
-        engine = self.classifier.engine
+        backend = self.classifier.backend
         jobs: dict[int, CropJob] = {}
         for pos, chosen in choices.items():  # an empty choice (no vehicle, no fallback): ok, no vehicles
             dec = batch[pos][1]
-            image = dec.image if dec.image is not None or engine.name == "torch" else dec.array()
+            image = dec.image if dec.image is not None or backend.capabilities.device_images else dec.array()
             jobs[pos] = CropJob(image, chosen, dec.tensor, dec.scale)
-        probs = classify_crops(engine, list(jobs.values()), fill=self._mask_fill(), precision=self.precision,
-                               batch_size=self._classifier_batch_size())
+        probs = classify_crops(backend, list(jobs.values()), fill=self._mask_fill(),
+                               precision=self.precisions["classifier"], batch_size=self._classifier_batch_size())
         for (pos, job), rows in zip(jobs.items(), probs):
             try:
                 results[pos].vehicles = label_crops(rows, job, self.classifier.classes, topk)
@@ -263,6 +232,7 @@ class Pipeline:
 
     def _result(self, index: int, dec: Decoded, keep: bool) -> Result:
         item = dec.item
+        index = index if item.index is None else item.index
         if dec.error is not None:
             return Result.failed(item.name, index, dec.error, item.frame, item.timestamp)
         return Result(item.name, index, frame=item.frame, timestamp=item.timestamp,
@@ -274,15 +244,14 @@ class Pipeline:
 
     def _mask_fill(self) -> tuple[int, int, int]:
         """The RGB that blanks pixels outside a mask: the cropper policy's, else the default."""
-        policy = getattr(self.cropper, "policy", None)
-        return tuple(getattr(policy, "mask_fill", DEFAULT_MASK_FILL))  # type: ignore[return-value]
+        return DEFAULT_MASK_FILL if self.cropper is None else tuple(self.cropper.policy.mask_fill)  # type: ignore
 
     def _classifier_batch_size(self) -> int | None:
         """Crops per classifier call: ``classifier_batch_size`` (unset: as many as free memory allows on
-        CUDA, see ``TorchBackend.classify``; ``batch_size`` elsewhere)."""
-        size = self.classifier_batch_size
-        if size is None and not (self.device.type == "cuda" and self.classifier.engine.name == "torch"):
-            size = self.batch_size
+        CUDA where the backend sizes its batches, see ``TorchClassifierBackend.classify``; else ``batch_size``)."""
+        size = self.options.classifier_batch_size
+        if size is None and not (self.device.type == "cuda" and self.classifier.backend.capabilities.memory_batches):
+            size = self.options.batch_size
         return size
 
 
@@ -302,7 +271,7 @@ def _cropper_part(cropper: Any) -> BundlePart:
     if os.path.isfile(source):
         name = f"{CROPPER_DIR}/{Path(source).name}"
         part = BundlePart(section, {name: lambda path: shutil.copyfile(source, path)})
-    elif hasattr(cropper, "save_weights"):
+    elif isinstance(cropper, Cropper):  # a stand-in has no weights of its own to save
         name = f"{CROPPER_DIR}/weights.safetensors"
         part = BundlePart(section, {name: cropper.save_weights})
     else:
@@ -313,8 +282,6 @@ def _cropper_part(cropper: Any) -> BundlePart:
 
 def _cropper_from_section(section: dict[str, Any], directory: Path, device: torch.device) -> Any:
     """The bundle's cropper; weights given by a relative path are read from inside the bundle."""
-    from vehicle_cls.cropper import Cropper
-
     section = dict(section)
     weights = str(section.get("weights", ""))
     if not _is_zoo_name(weights):
@@ -323,7 +290,7 @@ def _cropper_from_section(section: dict[str, Any], directory: Path, device: torc
         return Cropper.from_config(section, device=device)
     except Exception as exc:
         raise RuntimeError(f"{directory}: cannot build the bundle's cropper: {exc} "
-                           "(or pass cropper=False / --no-crop to classify whole images)") from exc
+                           "(or pass crop=False / --no-crop to classify whole images)") from exc
 
 
 def _box_list(boxes: Sequence[Any] | None, inputs: Any) -> list[Any] | None:

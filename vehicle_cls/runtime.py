@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,6 +15,20 @@ import torch
 #: precision name -> autocast dtype (None: plain fp32).
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISIONS = ("auto", *AUTOCAST_DTYPES)
+#: The precision every inference facade (Pipeline, Classifier.predict, the CLI, the service, Ray) starts from;
+#: a facade that differs says why where it does.
+DEFAULT_PRECISION = "auto"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model backend declares it can do, so callers ask this instead of its name or its attributes."""
+
+    precisions: tuple[str, ...] = ("fp32",)  # resolved precisions it runs ("fp32", "bf16", "fp16")
+    device_images: bool = False  # takes decoded images as device tensors and uses them where they lie
+    masks: bool = False  # detector: predicts instance masks
+    compile: bool = False  # classifier: can run through torch.compile
+    memory_batches: bool = False  # classifier: sizes its batches to free device memory when none is given
 
 
 def precision_dtype(precision: str) -> torch.dtype | None:
@@ -50,27 +65,44 @@ def cpu_has_fast_bf16() -> bool:
     return "AMX" in str(capability).upper()
 
 
-def resolve_precision(precision: str, device: torch.device | str, *, training: bool = False) -> str:
+def resolve_precision(precision: str, device: torch.device | str, *, training: bool = False,
+                      capabilities: Capabilities | None = None, what: str = "the model") -> str:
     """``"auto"`` -> the fastest precision that keeps agreement on ``device``: bf16 on CUDA cards that
-    support it (else fp16), bf16 on CPUs with native bf16, else fp32. Explicit values are checked."""
+    support it (else fp16), bf16 on CPUs with native bf16, else fp32. Explicit values are checked.
+
+    ``capabilities`` (a backend's): "auto" falls back to fp32 where the backend does not run the fast one;
+    an explicit precision it does not run is ``check_precision``'s one-line error naming ``what``."""
     device = torch.device(device)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, not {precision!r}")
-    if precision == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        if device.type == "cpu":
-            return "bf16" if (training or cpu_has_fast_bf16()) else "fp32"
-        return "fp32"
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("precision fp16 needs CUDA; use bf16 or fp32 on CPU")
+    resolved = precision
+    if precision == "auto":
+        if device.type == "cuda":
+            resolved = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        elif device.type == "cpu":
+            resolved = "bf16" if (training or cpu_has_fast_bf16()) else "fp32"
+        else:
+            resolved = "fp32"
+    if capabilities is not None and resolved not in capabilities.precisions:
+        return "fp32" if precision == "auto" else check_precision(precision, capabilities, what)
+    return resolved
+
+
+def check_precision(precision: str, capabilities: Capabilities, what: str) -> str:
+    """A backend's check of a precision its caller resolved (``resolve_precision``): returned when the
+    backend runs it, else a one-line ``ValueError`` naming ``what``."""
+    if precision not in capabilities.precisions:
+        hint = " (resolve 'auto' first: runtime.resolve_precision)" if precision == "auto" else ""
+        raise ValueError(f"{what} runs in {', '.join(capabilities.precisions)} only, not {precision!r}{hint}")
     return precision
 
 
 def autocast(device: torch.device | str, precision: str) -> Any:
     """An autocast context for ``precision`` on ``device`` (a no-op for fp32)."""
     device = torch.device(device)
-    dtype = AUTOCAST_DTYPES[resolve_precision(precision, device)]
+    dtype = precision_dtype(resolve_precision(precision, device))
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)

@@ -11,7 +11,7 @@ from vehicle_cls.classifier.preprocess import (
     preprocess_images,
     preprocess_tensor,
 )
-from vehicle_cls.classifier.torch_backend import TorchBackend
+from vehicle_cls.classifier.torch_backend import TorchClassifierBackend
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -20,7 +20,7 @@ __all__ = [
     "Classifier",
     "ClassifierBackend",
     "Preprocess",
-    "TorchBackend",
+    "TorchClassifierBackend",
     "WeightsUnavailableError",
     "create_model",
     "crop_resize_on_device",

@@ -1,7 +1,8 @@
-"""The one interface every classifier backend implements (``TorchBackend``, ``KerasBackend``).
+"""The one interface every classifier backend implements (``TorchClassifierBackend``, ``KerasBackend``).
 
 A backend owns its model, its class names and its preprocessing; callers (``Classifier``,
-``Pipeline``, evaluation) only use the methods below and never ask which backend they hold.
+``Pipeline``, evaluation) only use the members below and learn what it can do from ``capabilities``
+(precisions, device images, compile, memory-sized batches), never from its name.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from vehicle_cls.bundle import BundlePart
 from vehicle_cls.crops import CropChoice
+from vehicle_cls.runtime import Capabilities
 
 
 @runtime_checkable
@@ -21,6 +23,10 @@ class ClassifierBackend(Protocol):
     name: str  # "torch" | "keras": the bundle's "backend" entry
     classes: list[str]
     fork_safe: bool  # False: its ``transform`` must not run in forked DataLoader workers
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What it runs: precisions, whether it takes device images, compiles, sizes batches to memory."""
 
     def to(self, device: Any) -> ClassifierBackend:
         """Run on ``device``; returns self."""
@@ -35,7 +41,8 @@ class ClassifierBackend(Protocol):
         """One RGB image -> its model input as a tensor that ``predict_batch`` takes stacked."""
 
     def predict_batch(self, batch: Any, precision: str = "fp32") -> Any:
-        """Probabilities (N, C) as a float32 torch tensor for a stack of ``transform`` outputs."""
+        """Probabilities (N, C) as a float32 torch tensor for a stack of ``transform`` outputs
+        (``precision``: resolved, one of ``capabilities.precisions``)."""
 
     def prepare_crops(self, image: np.ndarray, choices: Sequence[CropChoice], mask_fill: Sequence[int] = ...,
                       tensor: Any = None) -> Any:

@@ -20,9 +20,10 @@ from vehicle_cls.classifier.backend import ClassifierBackend
 from vehicle_cls.classifier.factory import create_model
 from vehicle_cls.classifier.inference import CropJob, classify_crops, label_crops
 from vehicle_cls.classifier.preprocess import Preprocess
-from vehicle_cls.classifier.torch_backend import DEFAULT_BATCH_SIZE, TorchBackend
+from vehicle_cls.classifier.torch_backend import DEFAULT_BATCH_SIZE, TorchClassifierBackend
+from vehicle_cls.options import InferenceOptions
 from vehicle_cls.results import Result
-from vehicle_cls.runtime import resolve_device
+from vehicle_cls.runtime import DEFAULT_PRECISION, resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -46,52 +47,52 @@ class Classifier:
             classes = list(classes)
             if not classes or len(set(classes)) != len(classes):
                 raise ValueError("classes must be a non-empty list of distinct names")
-            engine: ClassifierBackend = TorchBackend(model, arch or "custom", classes, preprocess, dropout, device)
+            backend: ClassifierBackend = TorchClassifierBackend(model, arch or "custom", classes, preprocess, dropout,
+                                                                device)
         elif isinstance(model, ClassifierBackend):
-            engine = model.to(resolve_device(device))
+            backend = model.to(resolve_device(device))
         else:
             raise TypeError(f"Classifier needs a torch nn.Module or a classifier backend, not {type(model).__name__}")
-        self.engine = engine
+        self.backend = backend  # the backend object, as ``Cropper.backend``; ``backend.name`` says which
         self.training = training  # summary written by the trainer, kept across save/load
 
     # ---- what the backend holds ---------------------------------------------------------------
     @property
-    def backend(self) -> str:
-        """The backend's name: "torch" or "keras"."""
-        return self.engine.name
-
-    @property
     def classes(self) -> list[str]:
-        return self.engine.classes
+        return self.backend.classes
 
     @property
     def arch(self) -> str:
-        return getattr(self.engine, "arch", self.engine.name)
+        return getattr(self.backend, "arch", self.backend.name)
 
     @property
     def dropout(self) -> float:
-        return float(getattr(self.engine, "dropout", 0.0))
+        return float(getattr(self.backend, "dropout", 0.0))
 
     @property
     def preprocess(self) -> Any:
         """The torch backend's ``Preprocess`` (a Keras backend keeps its own settings)."""
-        return getattr(self.engine, "preprocess", None)
+        return getattr(self.backend, "preprocess", None)
 
     @property
     def model(self) -> Any:
-        return self.engine.model  # type: ignore[attr-defined]
+        return self.backend.model  # type: ignore[attr-defined]
 
     @model.setter
     def model(self, model: Any) -> None:
-        self.engine.model = model  # type: ignore[attr-defined]
+        self.backend.model = model  # type: ignore[attr-defined]
 
     @property
     def device(self) -> torch.device:
-        return torch.device(str(self.engine.device))  # type: ignore[attr-defined]
+        return torch.device(str(self.backend.device))  # type: ignore[attr-defined]
+
+    def resolve_precision(self, precision: str = DEFAULT_PRECISION) -> str:
+        """``precision`` as this classifier runs it on its device ("auto": the fastest its backend supports)."""
+        return resolve_precision(precision, self.device, capabilities=self.backend.capabilities,
+                                 what=f"the {self.backend.name} classifier")
 
     def __repr__(self) -> str:
-        return (f"Classifier(arch={self.arch!r}, backend={self.backend!r}, classes={len(self.classes)}, "
-                f"engine={self.engine!r})")
+        return f"Classifier(arch={self.arch!r}, classes={len(self.classes)}, backend={self.backend!r})"
 
     @classmethod
     def create(
@@ -113,7 +114,7 @@ class Classifier:
 
     def to(self, device: str | torch.device) -> Classifier:
         """Move the model to ``device`` (in place) and return self."""
-        self.engine.to(resolve_device(device))
+        self.backend.to(resolve_device(device))
         return self
 
     # ---- bundle -----------------------------------------------------------------------------
@@ -129,7 +130,7 @@ class Classifier:
         training = training if training is not None else self.training
         if cropper is not None and not isinstance(cropper, BundlePart):
             cropper = BundlePart(dict(cropper))
-        return write_bundle(directory, self.engine.bundle_part(), cropper=cropper, training=training)
+        return write_bundle(directory, self.backend.bundle_part(), cropper=cropper, training=training)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, device: str | torch.device = "auto",
@@ -140,7 +141,7 @@ class Classifier:
         name = config.get("backend", "torch")
         device = resolve_device(device)
         if name == "torch":
-            engine: ClassifierBackend = TorchBackend.load(directory, device, config)
+            backend: ClassifierBackend = TorchClassifierBackend.load(directory, device, config)
         elif name == "keras":
             try:
                 from vehicle_cls.classifier.keras.backend import KerasBackend
@@ -148,37 +149,44 @@ class Classifier:
                 raise ImportError(
                     f"{directory} is a Keras bundle; it needs TensorFlow: pip install vehicle-cls[keras] ({exc})"
                 ) from exc
-            engine = KerasBackend.load(directory, device=str(device), config=config)
+            backend = KerasBackend.load(directory, device=str(device), config=config)
         else:
             raise BundleError(f"{directory}: unknown backend {name!r} (expected 'torch' or 'keras')")
-        return cls(engine, device=device, training=config.get("training"))
+        return cls(backend, device=device, training=config.get("training"))
 
     # ---- inference --------------------------------------------------------------------------
+    # predict_proba and predict_proba_images default to fp32, not DEFAULT_PRECISION: they give the reference
+    # probabilities that evaluate scores and that the fast path's agreement is measured against
     def predict_proba(self, batch: Any, precision: str = "fp32") -> torch.Tensor:
         """Softmax probabilities (N, C) float32 for a batch of ``transform`` outputs (for the torch
         backend: a preprocessed NCHW tensor)."""
-        return self.engine.predict_batch(batch, precision)
+        return self.backend.predict_batch(batch, self.resolve_precision(precision))
 
     def transform(self, image: Any) -> Any:
         """One image -> the model input ``predict_proba`` takes (stacked); for DataLoaders."""
-        return self.engine.transform(image)
+        return self.backend.transform(image)
 
     def predict_proba_images(self, images: Sequence[np.ndarray], precision: str = "fp32",
                              batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """Softmax probabilities (N, C) for whole RGB uint8 HxWx3 images, ``batch_size`` at a time."""
-        probs = classify_crops(self.engine, [CropJob(im) for im in images], precision=precision, batch_size=batch_size)
+        opts = InferenceOptions(batch_size=batch_size, precision=precision)
+        probs = classify_crops(self.backend, [CropJob(im) for im in images],
+                               precision=self.resolve_precision(opts.precision), batch_size=opts.batch_size)
         return np.concatenate(probs) if probs else np.zeros((0, len(self.classes)), dtype=np.float32)
 
-    def predict(self, images: Any, topk: int = 5, batch_size: int = 32, precision: str = "fp32") -> list[Result]:
+    def predict(self, images: Any, topk: int = 5, batch_size: int = 32, precision: str = DEFAULT_PRECISION
+                ) -> list[Result]:
         """One ``Result`` per image (anything ``load_image`` accepts, or a list of them), the whole
         image classified (no cropper; ``Pipeline`` adds one), ``batch_size`` images at a time;
-        bad inputs get ``error`` set."""
+        bad inputs get ``error`` set. The arguments are checked as ``InferenceOptions`` fields."""
         from vehicle_cls.io.inputs import is_single_source
 
+        opts = InferenceOptions(batch_size=batch_size, topk=topk, precision=precision)
+        precision = self.resolve_precision(opts.precision)
         sources = [images] if is_single_source(images) else list(images)
         results: list[Result] = []
-        for start in range(0, len(sources), max(1, int(batch_size))):
-            results += self._predict_chunk(sources[start : start + batch_size], start, topk, precision)
+        for start in range(0, len(sources), opts.batch_size):
+            results += self._predict_chunk(sources[start : start + opts.batch_size], start, opts.topk, precision)
         return results
 
     def _predict_chunk(self, sources: list[Any], offset: int, topk: int, precision: str) -> list[Result]:
@@ -194,7 +202,7 @@ class Classifier:
                 continue
             jobs[len(results)] = CropJob(image)  # the whole image, as Pipeline without a cropper
             results.append(Result(describe_source(source), i, image_size=(int(image.shape[0]), int(image.shape[1]))))
-        probs = classify_crops(self.engine, list(jobs.values()), precision=precision, batch_size=max(1, len(jobs)))
+        probs = classify_crops(self.backend, list(jobs.values()), precision=precision, batch_size=max(1, len(jobs)))
         for (pos, job), rows in zip(jobs.items(), probs):
             try:
                 results[pos].vehicles = label_crops(rows, job, self.classes, topk)

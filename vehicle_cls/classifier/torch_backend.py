@@ -1,6 +1,6 @@
 """The torch side of ``Classifier``: a torchvision backbone, its preprocessing and its bundle format.
 
-``TorchBackend`` and ``keras.backend.KerasBackend`` implement the same interface (see
+``TorchClassifierBackend`` and ``keras.backend.KerasBackend`` implement the same interface (see
 ``backend.ClassifierBackend``), so ``Pipeline``, ``Classifier.predict`` and evaluation never ask
 which one they hold. Crops are cut and resized on the model's device with ``roi_align``. On CUDA,
 ``classify`` sizes its batches to free memory unless given a size, and halves a batch that runs out.
@@ -32,14 +32,14 @@ from vehicle_cls.classifier.fast import InferenceCopies
 from vehicle_cls.classifier.forward import classify_logits
 from vehicle_cls.classifier.preprocess import Preprocess, crop_resize_on_device, preprocess_images
 from vehicle_cls.crops import DEFAULT_MASK_FILL, CropChoice
-from vehicle_cls.runtime import resolve_device, resolve_precision
+from vehicle_cls.runtime import Capabilities, check_precision, resolve_device
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 64  # crops per call where no size is given and memory is not measured (CPU)
 
 
-class TorchBackend:
+class TorchClassifierBackend:
     """A torchvision classification model with the exact preprocessing it was trained with."""
 
     name = "torch"
@@ -63,12 +63,12 @@ class TorchBackend:
         self._memory_batch: dict[tuple[Any, ...], int] = {}  # measured CUDA batch size per input setting
 
     def __repr__(self) -> str:
-        return f"TorchBackend(arch={self.arch!r}, preprocess={self.preprocess}, device={str(self.device)!r})"
+        return f"TorchClassifierBackend(arch={self.arch!r}, preprocess={self.preprocess}, device={str(self.device)!r})"
 
     # ---- bundle -----------------------------------------------------------------------------
     @classmethod
     def load(cls, directory: str | os.PathLike, device: str | torch.device = "cpu",
-             config: dict[str, Any] | None = None) -> TorchBackend:
+             config: dict[str, Any] | None = None) -> TorchClassifierBackend:
         """Open a torch bundle (``config``: its ``config.json`` when already read); refuses weights that
         do not fit ``config.json``."""
         config = config if config is not None else read_config(directory)
@@ -94,7 +94,14 @@ class TorchBackend:
             "preprocess": self.preprocess.to_dict()})
 
     # ---- placement --------------------------------------------------------------------------
-    def to(self, device: str | torch.device) -> TorchBackend:
+    @property
+    def capabilities(self) -> Capabilities:
+        """Every precision (fp16 on CUDA), device images, torch.compile, batches sized to free CUDA memory."""
+        cuda = self.device.type == "cuda"
+        return Capabilities(precisions=("fp32", "bf16", "fp16") if cuda else ("fp32", "bf16"), device_images=True,
+                            masks=True, compile=True, memory_batches=True)
+
+    def to(self, device: str | torch.device) -> TorchClassifierBackend:
         self.device = resolve_device(device)
         self.model.to(self.device)
         return self
@@ -118,7 +125,7 @@ class TorchBackend:
         """Softmax probabilities (N, C) float32 on the device for a preprocessed NCHW batch: fp32 runs
         the model as it is, bf16/fp16 its inference copy (vehicle_cls.classifier.fast: BN folded, low-precision
         weights, channels_last)."""
-        precision = resolve_precision(precision, self.device)
+        check_precision(precision, self.capabilities, f"the torch classifier on {self.device}")
         if self._compiled is None:
             return classify_logits(self._fast, self.model, batch, precision, self.device).softmax(dim=1)
         if self._cuda_graphs():
@@ -174,7 +181,7 @@ class TorchBackend:
         x = torch.cat(list(prepared)) if prepared else None
         if x is None or len(x) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        precision = resolve_precision(precision, self.device)
+        check_precision(precision, self.capabilities, f"the torch classifier on {self.device}")
         key = (precision, tuple(x.shape[1:]), str(self.device))
         auto = batch_size is None
         if batch_size is None:

@@ -149,9 +149,9 @@ def _compare_reports(args: argparse.Namespace) -> list:
             raise ValueError(f"{run_dir} and {reference[0]}: their {args.split} splits hold different samples; "
                              "compare runs trained with the same data section and split_seed")
         clf = Classifier.load(run_dir / "best", device=args.device)
-        name = f"{run_dir.name} ({clf.engine.name})"
+        name = f"{run_dir.name} ({clf.backend.name})"
         info = {"model": str(run_dir / "best"), "dataset": f"{run_dir / 'splits.json'}:{args.split}",
-                "split": args.split, "backend": clf.engine.name}
+                "split": args.split, "backend": clf.backend.name}
         result = evaluate(clf, samples, dataset_classes=splits.classes, crop=args.crop, batch_size=args.batch_size,
                           num_workers=args.workers, precision=args.precision, name=name, info=info)
         out = Path(args.out) / "runs" / run_dir.name

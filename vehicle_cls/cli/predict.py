@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from vehicle_cls.cli.options import add_option_arguments, options_from_args
+
 HELP = "classify the vehicle in images, folders, globs or videos"
 DESCRIPTION = """Classify the vehicle in images, folders, glob patterns and video files with a model bundle.
 
@@ -32,71 +34,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders, glob patterns or video files")
     p.add_argument("--model", metavar="DIR", help="model bundle directory (written by training or Classifier.save)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ... "
-                   "(default: auto)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
-    p.add_argument("--topk", type=int, default=5, help="classes listed per prediction (default: 5)")
     p.add_argument("--out", metavar="FILE", help="write results here: .jsonl (one JSON object per image or frame), "
                    ".csv or .parquet (one flat row per vehicle); default: JSON Lines on stdout when not a terminal")
     p.add_argument("--save-vis", metavar="DIR", help="save one annotated image per input image (every vehicle "
                    "drawn) and one annotated .mp4 per input video into DIR")
-    p.add_argument("--no-crop", action="store_true", help="classify whole images (ignore the bundle's cropper)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                   help="auto (default): the fast path where it keeps agreement with fp32 (bf16 on CPUs with "
-                        "native bf16 and on CUDA); fp32: the exact reference")
-    p.add_argument("--frame-stride", type=int, default=1, help="video: classify every N-th frame (default: 1)")
-    p.add_argument("--num-workers", type=int, default=2, help="image decoding threads (default: 2)")
-    add_pipeline_options(p)
+    add_option_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
-
-
-def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
-    """Pipeline options shared with ``serve``: ``--max-decode-side``, ``--decode``, ``--compile`` and
-    ``--classifier-batch-size``; ``pipeline_options`` reads them."""
-    parser.add_argument("--max-decode-side", metavar="PX", default=None,
-                        help="decode a JPEG whose longer side exceeds PX at the decoder's 1/2, 1/4 or 1/8 scale that "
-                             "keeps it >= PX, to bound memory; boxes and image_size stay in original pixels "
-                             "(default: 4096, the Pipeline's; 0 or none: always full size)")
-    parser.add_argument("--decode", choices=("auto", "cpu", "device"), default="auto",
-                        help="where JPEGs are decoded: auto (on the GPU with nvjpeg where it pays), cpu, or device "
-                             "(default: auto)")
-    parser.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
-                        help="run the classifier through torch.compile (MODE e.g. reduce-overhead for CUDA graphs); "
-                             "the first batches wait for the compilation (default: off)")
-    parser.add_argument("--classifier-batch-size", type=int, default=None, metavar="N",
-                        help="crops per classifier call (default: as many as free GPU memory allows on CUDA, "
-                             "the batch size on the CPU)")
-
-
-def pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``Pipeline`` keywords for the options of ``add_pipeline_options``; ``ValueError`` (one line) for bad values."""
-    options = parse_max_decode_side(args.max_decode_side)
-    options["decode"] = args.decode
-    if args.compile is not None:
-        from vehicle_cls.classifier.compiled import resolve_compile
-
-        options["compile"] = resolve_compile(args.compile)
-    if args.classifier_batch_size is not None:
-        if args.classifier_batch_size < 1:
-            raise ValueError(f"--classifier-batch-size must be >= 1, got {args.classifier_batch_size}")
-        options["classifier_batch_size"] = args.classifier_batch_size
-    return options
-
-
-def parse_max_decode_side(text: str | None) -> dict[str, Any]:
-    """``Pipeline`` keyword for ``--max-decode-side`` ({} when not given: the Pipeline's default);
-    ``ValueError`` (one line) for anything but a whole number >= 0 or ``none``."""
-    if text is None:
-        return {}
-    value = text.strip().lower()
-    if value == "none":
-        return {"max_decode_side": None}
-    if not (value.isascii() and value.isdigit()):
-        raise ValueError(f"--max-decode-side must be a whole number of pixels (>= 1), or 0 / none for full size; "
-                         f"got {text!r}")
-    return {"max_decode_side": int(value) or None}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,10 +54,6 @@ def run(args: argparse.Namespace) -> int:
               "(config.json + model.safetensors, written by `vehicle-cls train` or Classifier.save)",
               file=sys.stderr)
         return EXIT_USAGE
-    for name in ("batch_size", "topk", "frame_stride"):
-        if getattr(args, name) < 1:
-            print(f"vehicle-cls predict: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
-            return EXIT_USAGE
     from vehicle_cls.io.images import IMAGE_EXTENSIONS
     from vehicle_cls.io.inputs import VIDEO_EXTENSIONS
     from vehicle_cls.outputs import check_output
@@ -121,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:  # an output never destroys an input: checked before anything else about it
         check_output(args.out, args.paths, reads=lambda p: p.suffix.lower() in media)
     try:
-        options = pipeline_options(args)
+        options = options_from_args(args)
         if args.out:
             output_format(args.out)
     except (ValueError, ImportError) as exc:
@@ -137,22 +78,20 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.save_vis, args.paths, directory=True, what="--save-vis")
         ensure_dir(args.save_vis, "--save-vis folder")
 
-    pipe = Pipeline.load(args.model, device=args.device, cropper=not args.no_crop, batch_size=args.batch_size,
-                         num_workers=args.num_workers, precision=args.precision, frame_stride=args.frame_stride,
-                         **options)
+    pipe = Pipeline.load(args.model, options)
     tty = sys.stdout.isatty()
     out: ResultWriter | None = None
     if args.out:
         out = ResultWriter(args.out)
     elif not tty:
         out = ResultWriter(stream=sys.stdout)
-    vis = _Visualizer(Path(args.save_vis), args.frame_stride) if args.save_vis else None
+    vis = _Visualizer(Path(args.save_vis), options.frame_stride) if args.save_vis else None
     progress = not args.no_progress and sys.stderr.isatty()
     total = failed = vehicles = 0
     try:
         if tty:
-            print(_table_header(args.topk))
-        for result in pipe.stream(args.paths, topk=args.topk, keep_images=vis is not None, progress=progress):
+            print(_table_header())
+        for result in pipe.stream(args.paths, keep_images=vis is not None, progress=progress):
             total += 1
             failed += not result.ok
             vehicles += len(result)
@@ -172,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_SOME_INPUTS_FAILED if failed else EXIT_OK
 
 
-def _table_header(topk: int) -> str:
+def _table_header() -> str:
     return f"{'source':40}  {'label':32}  {'score':>6}  vehicles / box / error"
 
 

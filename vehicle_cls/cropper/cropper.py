@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vehicle_cls.cropper.backend import DetectorBackend
 from vehicle_cls.cropper.checkpoint import load_state_dict, save_state_dict
 from vehicle_cls.cropper.policy import CropPolicy
 from vehicle_cls.cropper.rcnn import InferenceSettings, check_config
@@ -18,7 +19,7 @@ from vehicle_cls.crops import CropChoice, cut
 from vehicle_cls.fromdict import check_keys, field_names
 from vehicle_cls.io.images import ImageError, check_geometry, load_image
 from vehicle_cls.results import Detections
-from vehicle_cls.runtime import resolve_device
+from vehicle_cls.runtime import Capabilities, resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class Cropper:
     ``detect(images)`` gives one :class:`Detections` per image and ``choose(images)`` the crops.
     """
 
-    def __init__(self, backend: Any, config: str, weights: str, policy: CropPolicy | None = None,
+    def __init__(self, backend: DetectorBackend, config: str, weights: str, policy: CropPolicy | None = None,
                  batch_size: int = 1):
         self.backend = backend
         self.config = config
@@ -45,7 +46,7 @@ class Cropper:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
         self.batch_size = batch_size
-        if self.policy.mask and not backend.mask_on:
+        if self.policy.mask and not backend.capabilities.masks:
             raise ValueError(f"CropPolicy(mask=True) needs the mask model; {config} has no mask head "
                              "(use config='mask_rcnn_R_101_FPN_3x')")
 
@@ -61,7 +62,10 @@ class Cropper:
         ``settings``: test settings (``min_size_test=800, max_size_test=1333, score_thresh_test=0.05,
         nms_thresh_test=0.5, detections_per_image=100``, RPN top-k/NMS) and/or CropPolicy fields
         (``classes``, ``min_score``, ``margin``, ...) that override ``policy``'s. ``precision``:
-        "fp32" (default, detectron2's numbers), "bf16" (CPU/GPU autocast) or "fp16" (CUDA).
+        "fp32" (detectron2's numbers), "bf16" (CPU/GPU), "fp16" (CUDA) or "auto" (see ``set_precision``).
+        The default is fp32, not ``runtime.DEFAULT_PRECISION``: a cropper built alone makes crop caches and
+        training crops, which must be detectron2's exact boxes on every machine (``Pipeline`` asks for
+        its own precision, "auto" by default).
         ``weights_name``: what :meth:`to_config` records as the weights (default: the absolute path).
         """
         mask_on = check_config(config)
@@ -80,8 +84,10 @@ class Cropper:
             if not detectron2_available():
                 raise ImportError(INSTALL_HINT)
         state = load_state_dict(path)
-        runner = _make_backend(backend, config, state, test_settings, device, precision, channels_last, str(path))
-        return cls(runner, config, weights_name or os.path.abspath(path), policy, batch_size)
+        runner = _make_backend(backend, config, state, test_settings, device, channels_last, str(path))
+        cropper = cls(runner, config, weights_name or os.path.abspath(path), policy, batch_size)
+        cropper.set_precision(precision)
+        return cropper
 
     @classmethod
     def from_zoo(cls, name: str = "faster_rcnn_R_101_FPN_3x", *, cache_dir: str | os.PathLike | None = None,
@@ -148,7 +154,12 @@ class Cropper:
 
     @property
     def mask_on(self) -> bool:
-        return self.backend.mask_on
+        return self.capabilities.masks
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the detector backend runs: precisions, device images, masks."""
+        return self.backend.capabilities
 
     def __repr__(self) -> str:
         return (f"Cropper(config={self.config!r}, weights={self.weights!r}, backend={self.backend.name!r}, "
@@ -193,12 +204,12 @@ class Cropper:
 
     def set_precision(self, precision: str, parts: tuple[str, ...] | None = None) -> None:
         """Run the detector in ``precision`` from now on ("fp32": detectron2's exact numbers; "bf16"/"fp16":
-        the fast path, see :mod:`vehicle_cls.cropper.fast`; "auto": runtime.resolve_precision). ``parts``
-        (torch backend): detector parts run in low precision, default the ones that keep agreement."""
-        if parts is None:
-            self.backend.set_precision(precision)
-        else:
-            self.backend.set_precision(precision, parts)
+        the fast path, see :mod:`vehicle_cls.cropper.fast`; "auto": the fastest the backend supports, see
+        runtime.resolve_precision). ``parts`` (torch backend): detector parts run in low precision, default
+        the ones that keep agreement."""
+        precision = resolve_precision(precision, self.device, capabilities=self.capabilities,
+                                      what=f"the {self.backend.name} detector")
+        self.backend.set_precision(precision, parts)
 
     def choose(self, images: Any, batch_size: int | None = None) -> list[list[CropChoice]]:
         """Detect, then apply the policy: per image the list of crop choices (none for a failed input)."""
@@ -238,10 +249,11 @@ def _split_settings(policy: CropPolicy | dict | str | None, settings: dict[str, 
     return test, CropPolicy.from_dict(base)
 
 
-def _make_backend(backend: str, config: str, state: dict, settings: InferenceSettings, device: Any, precision: str,
-                  channels_last: bool, source: str) -> Any:
+def _make_backend(backend: str, config: str, state: dict, settings: InferenceSettings, device: Any,
+                  channels_last: bool, source: str) -> DetectorBackend:
+    """The named backend, in fp32 (``Cropper.set_precision`` then sets what was asked for)."""
     from vehicle_cls.cropper.detectron2_backend import (
-        Detectron2Backend,
+        Detectron2DetectorBackend,
         detectron2_available,
     )
 
@@ -252,12 +264,10 @@ def _make_backend(backend: str, config: str, state: dict, settings: InferenceSet
         backend = "detectron2" if detectron2_available() else "torch"
         logger.info("cropper backend: %s", backend)
     if backend == "detectron2":
-        if precision not in ("fp32", "auto"):
-            raise ValueError("the detectron2 backend runs in fp32 only")
-        return Detectron2Backend(config, state, settings, device, source)
-    from vehicle_cls.cropper.torch_backend import TorchBackend
+        return Detectron2DetectorBackend(config, state, settings, device, source)
+    from vehicle_cls.cropper.torch_backend import TorchDetectorBackend
 
-    return TorchBackend(config, state, settings, device, precision, channels_last, source)
+    return TorchDetectorBackend(config, state, settings, device, "fp32", channels_last, source)
 
 
 def plan_batches(shapes: list[tuple[int, int]], batch_size: int, grouping: str,

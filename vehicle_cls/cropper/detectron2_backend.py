@@ -7,6 +7,7 @@ import torch
 from vehicle_cls.cropper.checkpoint import load_into
 from vehicle_cls.cropper.rcnn import InferenceSettings, check_config
 from vehicle_cls.results import Detections
+from vehicle_cls.runtime import Capabilities, check_precision
 from vehicle_cls.zoo import detector_config
 
 INSTALL_HINT = (
@@ -25,7 +26,7 @@ def detectron2_available() -> bool:
     return True
 
 
-class Detectron2Backend:
+class Detectron2DetectorBackend:
     """detectron2's own GeneralizedRCNN, built from its model-zoo config and fed our checked weights."""
 
     name = "detectron2"
@@ -67,10 +68,16 @@ class Detectron2Backend:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
 
-    def set_precision(self, precision: str) -> None:
-        """detectron2 runs fp32 only ("auto" resolves to it here)."""
-        if precision not in ("fp32", "auto"):
-            raise ValueError(f"the detectron2 backend runs in fp32 only, not {precision!r}")
+    @property
+    def capabilities(self) -> Capabilities:
+        """fp32 only, images on the CPU (detectron2's own preprocessing); masks with the mask config."""
+        return Capabilities(precisions=("fp32",), masks=self.mask_on)
+
+    def set_precision(self, precision: str, parts: tuple[str, ...] | None = None) -> None:
+        """detectron2 runs fp32 only, the whole network."""
+        check_precision(precision, self.capabilities, "the detectron2 backend")
+        if parts is not None:
+            raise ValueError("the detectron2 backend runs the whole network in fp32; it has no parts to choose")
 
     @torch.inference_mode()
     def __call__(self, images: list[np.ndarray]) -> list[Detections]:

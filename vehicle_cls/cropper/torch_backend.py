@@ -11,10 +11,10 @@ from vehicle_cls.cropper.checkpoint import load_into
 from vehicle_cls.cropper.rcnn import GeneralizedRCNN, InferenceSettings, check_config
 from vehicle_cls.cropper.transforms import batch_images, preprocess_image, preprocess_on_device
 from vehicle_cls.results import Detections
-from vehicle_cls.runtime import resolve_precision
+from vehicle_cls.runtime import Capabilities, check_precision
 
 
-class TorchBackend:
+class TorchDetectorBackend:
     """Runs R101-FPN Faster/Mask R-CNN on a device; images in, ``Detections`` (original pixels) out.
 
     ``precision="fp32"`` runs the reference model (detectron2's numbers, CPU preprocessing with
@@ -48,20 +48,22 @@ class TorchBackend:
         return self.model.mask_on
 
     @property
-    def device_images(self) -> bool:
-        """True when images are preprocessed on the device, so a decoded device tensor is used as it is."""
-        return self.device.type == "cuda" and self._fast is not None
+    def capabilities(self) -> Capabilities:
+        """fp32, bf16 and (on CUDA) fp16; device images where the fast path preprocesses on CUDA."""
+        cuda = self.device.type == "cuda"
+        return Capabilities(precisions=("fp32", "bf16", "fp16") if cuda else ("fp32", "bf16"), masks=self.mask_on,
+                            device_images=cuda and self._fast is not None)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
 
     def set_precision(self, precision: str, parts: tuple[str, ...] | None = None) -> None:
-        """Switch to ``precision`` ("fp32", "bf16", "fp16" on CUDA, or "auto"); ``parts``: the detector
+        """Switch to ``precision`` (resolved: "fp32", "bf16", "fp16" on CUDA); ``parts``: the detector
         parts run in that dtype (default ``cropper.fast.DETECTOR_LOW_PRECISION_PARTS``, chosen to keep
         agreement with fp32). Builds the fast copy once per setting."""
         from vehicle_cls.cropper.fast import DETECTOR_LOW_PRECISION_PARTS, prepare_detector
 
-        precision = resolve_precision(precision, self.device)
+        check_precision(precision, self.capabilities, f"the torch detector on {self.device}")
         parts = tuple(DETECTOR_LOW_PRECISION_PARTS if parts is None else parts)
         if precision == self.precision and parts == self.parts and (precision == "fp32" or self._fast is not None):
             return
@@ -73,7 +75,7 @@ class TorchBackend:
         """One forward pass over ``images`` (RGB uint8 HxWx3 arrays or tensors), padded into one batch."""
         s = self.settings
         model = self._fast if self._fast is not None else self.model
-        if self.device_images:
+        if self.capabilities.device_images:
             tensors = [preprocess_on_device(im, s.min_size_test, s.max_size_test, self.device) for im in images]
         else:  # PIL's resize, as detectron2: tensors (e.g. decoded on the device) come to the CPU first
             arrays = [im.cpu().numpy() if isinstance(im, torch.Tensor) else im for im in images]

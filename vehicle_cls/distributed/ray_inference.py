@@ -15,7 +15,6 @@ empty vehicle fields, so a Parquet table loses no input. Ray and pyarrow are imp
 from __future__ import annotations
 
 import glob as globlib
-import io
 import json
 import logging
 import os
@@ -26,6 +25,8 @@ from typing import Any
 
 from vehicle_cls.fileio import temp_name
 from vehicle_cls.io.images import IMAGE_EXTENSIONS, describe_source, iter_image_files
+from vehicle_cls.io.inputs import NamedInput
+from vehicle_cls.options import InferenceOptions
 from vehicle_cls.results import RESULT_FIELDS, Result, arrow_schema
 
 logger = logging.getLogger(__name__)
@@ -97,82 +98,44 @@ def table_to_dicts(table: Any) -> list[dict[str, Any]]:
 
 
 # -- the per-actor callable ----------------------------------------------------------------------
-def _named_bytes(data: bytes, name: str) -> io.BytesIO:
-    """File bytes that ``describe_source`` (hence ``Result.source``) reports by their path."""
-    buffer = io.BytesIO(data)
-    buffer.name = name
-    return buffer
-
-
-def batch_inputs(batch: dict[str, Any]) -> tuple[list[Any], list[str]]:
-    """Turn a Ray batch (columns ``path`` and/or ``bytes`` / ``image``) into pipeline inputs + names."""
+def batch_inputs(batch: dict[str, Any]) -> list[NamedInput]:
+    """A Ray batch (columns ``path`` and/or ``bytes`` / ``image``, optional ``index``) as pipeline inputs
+    that carry their row's name (the path, else ``<row i>``) and index (the ``index`` column, else i)."""
     paths = batch.get("path")
     n = len(next(iter(batch.values()))) if batch else 0
     names = [str(paths[i]) if paths is not None else f"<row {i}>" for i in range(n)]
+    indices = [int(i) for i in batch["index"]] if "index" in batch else list(range(n))
     if "bytes" in batch:
-        return [_named_bytes(bytes(batch["bytes"][i]), names[i]) for i in range(n)], names
-    if "image" in batch:  # rows from ray.data.read_images(..., include_paths=True)
-        return [batch["image"][i] for i in range(n)], names
-    if paths is not None:
-        return [str(p) for p in paths], names
-    raise ValueError(f"a Ray batch needs a 'path', 'bytes' or 'image' column; got {sorted(batch)}")
-
-
-def align_results(results: Sequence[Result], inputs: Sequence[Any], names: Sequence[str],
-                  indices: Sequence[int] | None = None) -> list[Result]:
-    """Give each result its input's name (and row index); an input without a result gets an error
-    row, so every input keeps at least one row (a video input keeps one per frame)."""
-    described = [describe_source(x) for x in inputs]
-    out: list[Result] = []
-    k = 0
-    pending = list(results)
-    for k, (desc, name) in enumerate(zip(described, names, strict=True)):
-        index = int(indices[k]) if indices is not None else k
-        mine = []
-        while pending and pending[0].source == desc:
-            mine.append(pending.pop(0))
-        if not mine:
-            mine = [Result.failed(name, index, f"{name}: the pipeline returned no result for this input")]
-        for result in mine:
-            result.source, result.index = name, index
-        out.extend(mine)
-    out.extend(pending)  # matched no input: keep the rows rather than lose them
-    return out
+        data: list[Any] = [bytes(batch["bytes"][i]) for i in range(n)]
+    elif "image" in batch:  # rows from ray.data.read_images(..., include_paths=True)
+        data = [batch["image"][i] for i in range(n)]
+    elif paths is not None:
+        data = [str(p) for p in paths]
+    else:
+        raise ValueError(f"a Ray batch needs a 'path', 'bytes' or 'image' column; got {sorted(batch)}")
+    return [NamedInput(name, x, index) for name, x, index in zip(names, data, indices)]
 
 
 class PipelinePredictor:
-    """Ray Data callable class: loads ``Pipeline.load(model_dir)`` once per actor, predicts batches."""
+    """Ray Data callable class: loads ``Pipeline.load(model_dir, options)`` once per actor, predicts batches."""
 
-    def __init__(
-        self,
-        model_dir: str,
-        device: str = "cpu",
-        topk: int = 5,
-        batch_size: int | None = None,
-        pipeline_kwargs: dict[str, Any] | None = None,
-        rows: str = "image",
-    ):
+    def __init__(self, model_dir: str, options: InferenceOptions, cropper: Any = None, rows: str = "image"):
         from vehicle_cls.pipeline import Pipeline
 
         schema_for(rows)  # refuse an unknown kind before loading the model
         self.rows = rows
-
-        self.pipeline = Pipeline.load(model_dir, device=device, **(pipeline_kwargs or {}))
-        self.topk = topk
-        self.batch_size = batch_size
-        logger.info("loaded %s on %s", model_dir, device)
+        self.pipeline = Pipeline.load(model_dir, options, cropper=cropper)
+        logger.info("loaded %s on %s", model_dir, self.pipeline.device)
 
     def __call__(self, batch: dict[str, Any]) -> Any:
-        inputs, names = batch_inputs(batch)
-        indices = [int(i) for i in batch["index"]] if "index" in batch else None
-        try:
-            results = self.pipeline(inputs, batch_size=self.batch_size, topk=self.topk)
-            results = align_results(results, inputs, names, indices)
+        inputs = batch_inputs(batch)
+        try:  # every result carries its input's name and row index (a video input: one per frame)
+            results = self.pipeline(inputs)
         except Exception as exc:  # a whole-batch failure still yields one row per input
             logger.exception("batch of %d failed", len(inputs))
             reason = f"{type(exc).__name__}: {exc}"
-            results = [Result.failed(name, int(indices[i]) if indices else i, f"{name}: {reason}")
-                       for i, name in enumerate(names)]
+            results = [Result.failed(x.name, i if x.index is None else x.index, f"{x.name}: {reason}")
+                       for i, x in enumerate(inputs)]
         return results_to_table(results, self.rows)
 
 
@@ -224,12 +187,11 @@ def predict_with_ray(
     num_cpus_per_worker: float = 1,
     concurrency: int | tuple[int, int] = 1,
     output: str | os.PathLike[str] | None = None,
-    topk: int = 5,
-    device: str | None = None,
-    model_batch_size: int | None = None,
     preserve_order: bool = False,
-    pipeline_kwargs: dict[str, Any] | None = None,
+    options: InferenceOptions | None = None,
+    cropper: Any = None,
     rows: str = "image",
+    **overrides: Any,
 ) -> Any:
     """Classify every input with ``concurrency`` Pipeline actors; write or return one row per input
     (``rows="image"``: ``Result.to_dict()``) or one flat row per vehicle (``rows="vehicle"``:
@@ -239,25 +201,25 @@ def predict_with_ray(
     ``s3://``-style URI or a list of paths. ``output``: ``*.jsonl`` or ``*.parquet`` (one file,
     written as results stream in; returns a ``RayPredictSummary`` with counts), another path (a
     folder of Parquet part files written by the workers), or None (return the lazy Dataset).
-    ``pipeline_kwargs`` go to ``Pipeline.load`` in each actor (e.g. ``num_workers``, ``precision``).
+    ``options`` (``InferenceOptions``; ``overrides``: its fields, e.g. ``topk=3, precision="fp32"``) and
+    ``cropper`` (instead of the bundle's) go to ``Pipeline.load`` in each actor; by default the model batch is
+    ``batch_size`` and the device CUDA when GPUs are asked for, else the CPU.
     """
     schema_for(rows)
+    if options is None:
+        options = InferenceOptions(batch_size=batch_size, device="cuda" if num_gpus_per_worker else "cpu")
+    options = options.replace(**overrides)
     ray = import_ray()
     dataset = input_dataset(inputs)
     if preserve_order:
         dataset.context.execution_options.preserve_order = True
-    if device is None:
-        device = "cuda" if num_gpus_per_worker else "cpu"
     if isinstance(concurrency, tuple):
         compute = ray.data.ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
     else:
         compute = ray.data.ActorPoolStrategy(size=int(concurrency))
     predictions = dataset.map_batches(
         PipelinePredictor,
-        fn_constructor_kwargs={
-            "model_dir": os.fspath(model_dir), "device": device, "topk": topk,
-            "batch_size": model_batch_size or batch_size, "pipeline_kwargs": pipeline_kwargs, "rows": rows,
-        },
+        fn_constructor_kwargs={"model_dir": os.fspath(model_dir), "options": options, "cropper": cropper, "rows": rows},
         batch_size=batch_size,
         batch_format="numpy",
         compute=compute,

@@ -126,7 +126,7 @@ class Decoder:
             try:
                 encoded, reason = jpeg_for_device(item.source, self.max_decode_side)
             except ImageError as exc:
-                return Decoded(item, error=str(exc))
+                return Decoded(item, error=f"{item.name}: {exc.reason}")  # the name a NamedInput gave
             if encoded is not None:
                 return Decoded(item, encoded=encoded)
             log = logger.info if self.explicit else logger.debug
@@ -143,7 +143,7 @@ class Decoder:
                 image, (width, height) = load_image_reduced(item.source, self.max_decode_side)
                 full_size = (int(height), int(width))
         except ImageError as exc:
-            return Decoded(item, error=str(exc))
+            return Decoded(item, error=f"{item.name}: {exc.reason}")  # the name a NamedInput gave
         except Exception as exc:  # a decoder bug must not end the batch either
             return Decoded(item, error=f"{item.name}: {type(exc).__name__}: {exc}")
         if not image.flags.writeable:  # torch wants writable memory; decoders may hand out read-only views

@@ -3,7 +3,8 @@
 One image (path, array, PIL image, bytes, tensor, binary file object), a folder (its image and
 video files, sorted), a glob pattern (sorted matches), a video file (frames via OpenCV, every
 ``frame_stride``-th, each with its index and timestamp),
-or any list / tuple / generator of those. Inputs known to fail (an empty folder, a glob with no
+or any list / tuple / generator of those; a ``NamedInput`` gives any of them the name (and index) its
+results report. Inputs known to fail (an empty folder, a glob with no
 match, a video that cannot be opened) become items with ``error`` set, so that every input still
 yields a result and nothing is silently lost.
 """
@@ -13,7 +14,7 @@ import glob
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,18 @@ class InputItem:
     timestamp: float | None = None  # video frame time in seconds
     image: np.ndarray | None = None  # already decoded (video frames), RGB uint8 HxWx3
     error: str | None = None  # known failure before decoding
+    index: int | None = None  # Result.index the caller gave (``NamedInput.index``); None: the stream position
+
+
+@dataclass(frozen=True)
+class NamedInput:
+    """An input with the name its results report as ``source`` (an upload's file name, a row's path) and,
+    optionally, the ``index`` they report (a request position, a dataset row), so callers get both back
+    on the results instead of matching them by strings. ``data``: anything a pipeline accepts."""
+
+    name: str
+    data: Any
+    index: int | None = None
 
 
 def is_single_source(obj: Any) -> bool:
@@ -58,6 +71,8 @@ def is_video_path(path: str | os.PathLike) -> bool:
 
 def expands(obj: Any) -> bool:
     """Whether a single source may turn into more or fewer than one item (folder, glob, video)."""
+    if isinstance(obj, NamedInput):
+        return expands(obj.data)
     if not isinstance(obj, (str, os.PathLike)):
         return False
     path = os.fspath(obj)
@@ -98,6 +113,10 @@ def count_images(inputs: Any, recursive: bool = True) -> int | None:
 
 
 def _expand_one(obj: Any, frame_stride: int, recursive: bool) -> Iterator[InputItem]:
+    if isinstance(obj, NamedInput):  # every item of its data (e.g. video frames) reports its name and index
+        for item in _expand_one(obj.data, frame_stride, recursive):
+            yield replace(item, name=obj.name, index=obj.index)
+        return
     for kind, value in _resolve(obj, recursive):
         if kind == "video":
             yield from iter_video_frames(value, frame_stride)

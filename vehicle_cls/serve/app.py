@@ -27,26 +27,25 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from vehicle_cls.errors import one_line
+from vehicle_cls.io.inputs import NamedInput
+from vehicle_cls.options import InferenceOptions
 from vehicle_cls.serve.batcher import Batcher, ModelError
-from vehicle_cls.serve.uploads import (
-    Limits,
-    UploadError,
-    refuse_oversized,
-    sources_from_form,
-    sources_from_json,
-)
+from vehicle_cls.serve.uploads import Limits, UploadError, refuse_oversized, sources_from_form, sources_from_json
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class ServeConfig:
-    """Batching budget, request limits and the number of classes listed per image."""
+    """The inference options (``batch_size``: images per model call, ``topk``), batching wait, request limits."""
 
-    max_batch_size: int = 16
+    options: InferenceOptions = field(default_factory=InferenceOptions)
     max_wait_ms: float = 10.0
     limits: Limits = field(default_factory=Limits)
-    topk: int = 5
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.options.batch_size
 
 
 @dataclass
@@ -68,14 +67,14 @@ def model_info(pipeline: Any) -> dict[str, Any]:
     cropper = getattr(pipeline, "cropper", None)
     return _without_server_paths({
         "arch": getattr(clf, "arch", None),
-        "backend": getattr(clf, "backend", None),
+        "backend": clf.backend.name,
         "classes": list(clf.classes),
         "num_classes": len(clf.classes),
         "preprocessing": preprocess.to_dict() if preprocess is not None else None,
         "cropper": cropper.to_config() if cropper is not None else None,
         "device": str(pipeline.device),
-        "precision": getattr(pipeline, "precision", None),
-        "max_decode_side": getattr(pipeline, "max_decode_side", None),  # larger JPEGs are decoded reduced
+        "precisions": pipeline.precisions,  # what each model runs
+        "max_decode_side": pipeline.options.max_decode_side,  # larger JPEGs are decoded reduced
     })
 
 
@@ -101,14 +100,12 @@ def public_error(error: str) -> str:
 
 
 def create_app(pipeline: Any, config: ServeConfig | None = None) -> FastAPI:
-    """An app serving ``pipeline`` (anything whose ``pipeline(sources, batch_size=, topk=)`` returns
-    one object with ``to_dict()`` per source)."""
+    """An app serving ``pipeline`` (a ``Pipeline``: ``pipeline(named_inputs, batch_size=, topk=)`` returns one
+    object with ``to_dict()`` per input, carrying its name and its position in the request)."""
     from vehicle_cls import __version__
 
     cfg = config or ServeConfig()
-    if cfg.topk < 1:
-        raise ValueError(f"topk must be >= 1, not {cfg.topk}")
-    batcher = Batcher(lambda sources: pipeline(sources, batch_size=len(sources), topk=cfg.topk),
+    batcher = Batcher(lambda sources: pipeline(sources, batch_size=len(sources), topk=cfg.options.topk),
                       max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms)
     stats = RequestStats()
     info = model_info(pipeline)
@@ -140,7 +137,7 @@ def create_app(pipeline: Any, config: ServeConfig | None = None) -> FastAPI:
     @app.get("/info")
     async def get_info() -> dict[str, Any]:
         """The model (classes, preprocessing, cropper, device), batching and limits."""
-        return {**info, "version": __version__, "topk": cfg.topk,
+        return {**info, "version": __version__, "topk": cfg.options.topk,
                 "batching": {"max_batch_size": cfg.max_batch_size, "max_wait_ms": cfg.max_wait_ms},
                 "limits": asdict(cfg.limits)}
 
@@ -159,7 +156,7 @@ def create_app(pipeline: Any, config: ServeConfig | None = None) -> FastAPI:
             sources = await _read_sources(request, cfg.limits)
         except UploadError as exc:
             return refuse(exc.status, exc.detail)
-        sources = refuse_oversized(sources, cfg.limits, getattr(pipeline, "max_decode_side", None))
+        sources = refuse_oversized(sources, cfg.limits, pipeline.options.max_decode_side)
         stats.images += len(sources)
         try:
             results = await batcher.submit(sources)
@@ -168,9 +165,7 @@ def create_app(pipeline: Any, config: ServeConfig | None = None) -> FastAPI:
         except RuntimeError as exc:  # not running / shutting down
             stats.failed += 1
             return JSONResponse({"detail": one_line(exc)}, status_code=503)
-        for position, result in enumerate(results):  # the position in this request, not in the shared batch
-            if "index" in result:
-                result["index"] = position
+        for result in results:
             if result.get("error"):
                 public = public_error(result["error"])
                 if public != result["error"]:
@@ -219,8 +214,8 @@ def _check_multipart_complete(body: bytes, content_type: str) -> None:
         raise UploadError(400, "truncated upload: the multipart body ends before its closing boundary")
 
 
-async def _read_sources(request: Request, limits: Limits) -> list[Any]:
-    """The request's images as named sources (reads at most ``limits.max_body_bytes()``)."""
+async def _read_sources(request: Request, limits: Limits) -> list[NamedInput]:
+    """The request's images as named inputs indexed by position (reads at most ``limits.max_body_bytes()``)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in ("multipart/form-data", "application/json"):
         raise UploadError(415, f"content type {kind or '(none)'!r} is not supported: "

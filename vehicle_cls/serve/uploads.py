@@ -1,22 +1,22 @@
-"""Turn an HTTP request body into named image sources, enforcing the size and count limits.
+"""Turn an HTTP request body into named image inputs, enforcing the size and count limits.
 
 Two request forms: ``multipart/form-data`` (every file part is one image) and ``application/json``
 (a list of base64 strings, or ``{"images": [...]}`` whose items are base64 strings or
 ``{"name": ..., "data": <base64>}``). Limits raise ``UploadError`` (status + one-line message);
-an entry that is present but unreadable (bad base64) stays in the list as an ``Undecodable``
-source, so the pipeline reports it in that entry's ``error`` and the rest of the request still runs.
+each image is a ``NamedInput`` (its file name, its position in the request); an entry that is
+present but unreadable (bad base64) stays in the list with an ``Undecodable`` source, so the pipeline reports it in that entry's ``error`` and the rest of the request still runs.
 """
 from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from vehicle_cls.errors import VehicleClsError, one_line
 from vehicle_cls.io.images import ImageError, check_encoded
+from vehicle_cls.io.inputs import NamedInput
 
 MB = 1024 * 1024
 
@@ -47,14 +47,6 @@ class UploadError(VehicleClsError):
         self.detail = one_line(detail)
 
 
-class NamedBytes(io.BytesIO):
-    """Uploaded bytes that carry their file name (``load_image`` and the results report ``name``)."""
-
-    def __init__(self, data: bytes, name: str):
-        super().__init__(data)
-        self.name = name
-
-
 class Undecodable:
     """An entry that never was an image file (e.g. invalid base64): reading it raises its reason."""
 
@@ -82,22 +74,22 @@ def check_size(name: str, size: int, limits: Limits) -> None:
         raise UploadError(413, f"{name}: {_mb(size)} is over the {_mb(limits.max_file_bytes)} per-image limit")
 
 
-def refuse_oversized(sources: list[Any], limits: Limits, max_side: int | None) -> list[Any]:
+def refuse_oversized(sources: list[NamedInput], limits: Limits, max_side: int | None) -> list[NamedInput]:
     """``sources`` with each image whose header shows a size over the limits (``io.images.check_encoded``:
     pixels as decoded with ``max_side``, aspect ratio) replaced by an ``Undecodable`` naming why, so it
     fails alone and never reaches the model."""
     out = []
     for source in sources:
-        if isinstance(source, NamedBytes):
+        if isinstance(source.data, bytes):
             try:
-                check_encoded(source.name, source.getvalue(), max_side, limits.max_pixels)
+                check_encoded(source.name, source.data, max_side, limits.max_pixels)
             except ImageError as exc:
-                source = Undecodable(source.name, exc.reason)
+                source = NamedInput(source.name, Undecodable(source.name, exc.reason), source.index)
         out.append(source)
     return out
 
 
-def sources_from_json(body: bytes, limits: Limits) -> list[Any]:
+def sources_from_json(body: bytes, limits: Limits) -> list[NamedInput]:
     """Sources from a JSON body (see the module docstring)."""
     try:
         payload = json.loads(body)
@@ -109,13 +101,14 @@ def sources_from_json(body: bytes, limits: Limits) -> list[Any]:
     if not isinstance(items, list):
         raise UploadError(400, 'JSON body must be a list of base64 strings or {"images": [...]}')
     check_count(len(items), limits)
-    sources: list[Any] = []
+    sources: list[NamedInput] = []
     for i, item in enumerate(items):
         name, data = f"image[{i}]", item
         if isinstance(item, dict):
             name, data = str(item.get("name") or name), item.get("data")
         if not isinstance(data, str):
-            sources.append(Undecodable(name, 'not a base64 string (give a string or {"name", "data"})'))
+            sources.append(NamedInput(name, Undecodable(name, 'not a base64 string (give a string or {"name", "data"})'),
+                                      i))
             continue
         if "," in data[:100] and data.startswith("data:"):  # a data: URL
             data = data.split(",", 1)[1]
@@ -123,13 +116,13 @@ def sources_from_json(body: bytes, limits: Limits) -> list[Any]:
         try:
             raw = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError) as exc:
-            sources.append(Undecodable(name, f"invalid base64 ({exc})"))
+            sources.append(NamedInput(name, Undecodable(name, f"invalid base64 ({exc})"), i))
             continue
-        sources.append(NamedBytes(raw, name))
+        sources.append(NamedInput(name, raw, i))
     return sources
 
 
-async def sources_from_form(form: Any, limits: Limits) -> list[Any]:
+async def sources_from_form(form: Any, limits: Limits) -> list[NamedInput]:
     """Sources from a parsed multipart form: every file part, in order."""
     files = [(key, value) for key, value in form.multi_items() if hasattr(value, "read") and hasattr(value, "filename")]
     check_count(len(files), limits)
@@ -138,5 +131,5 @@ async def sources_from_form(form: Any, limits: Limits) -> list[Any]:
         name = upload.filename or f"image[{i}]"
         data = await upload.read()
         check_size(name, len(data), limits)
-        sources.append(NamedBytes(data, name))
+        sources.append(NamedInput(name, data, i))
     return sources

@@ -62,13 +62,18 @@ def evaluate(
     crop: Any = "none",
     batch_size: int = 64,
     num_workers: int = 0,
-    precision: str = "fp32",
+    precision: str = "fp32",  # not runtime.DEFAULT_PRECISION: a score is the reference model's number
     name: str = "eval",
     info: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> EvalResult:
-    """Run ``classifier`` over ``samples`` (labels index ``dataset_classes``, default the model's)."""
+    """Run ``classifier`` over ``samples`` (labels index ``dataset_classes``, default the model's);
+    ``batch_size`` and ``precision`` are checked as ``InferenceOptions`` fields."""
     from vehicle_cls.data.torch_dataset import SampleDataset
+    from vehicle_cls.options import InferenceOptions
+
+    batch_size = InferenceOptions(batch_size=batch_size, precision=precision).batch_size
+    precision = classifier.resolve_precision(precision)
 
     classes = list(classifier.classes)
     samples = relabel(samples, dataset_classes or getattr(samples, "classes", None) or classes, classes)
@@ -77,7 +82,7 @@ def evaluate(
 
         crop = CropCache(crop)
     ds = SampleDataset(samples, None, crop, box_format=getattr(samples, "box_format", "devkit"), input_format="numpy")
-    if not getattr(classifier.engine, "fork_safe", True):
+    if not getattr(classifier.backend, "fork_safe", True):
         num_workers = 0  # e.g. TensorFlow is loaded: do not fork workers from this process
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate_images)
     probs, labels, indices, failed = [], [], [], []
@@ -85,7 +90,7 @@ def evaluate(
     for images, y, idx, bad in loader:
         failed += [(f.path, f.reason) for f in bad]
         if images:
-            rows = classify_crops(classifier.engine, [CropJob(im) for im in images], precision=precision,
+            rows = classify_crops(classifier.backend, [CropJob(im) for im in images], precision=precision,
                                   batch_size=batch_size)
             probs.append(np.concatenate(rows).astype(np.float32))
             labels.append(np.asarray(y, dtype=np.int64))

@@ -33,6 +33,7 @@ from vehicle_cls.classifier.keras.settings import (
     KerasSettings,
 )
 from vehicle_cls.crops import DEFAULT_MASK_FILL, CropChoice, cut
+from vehicle_cls.runtime import Capabilities, check_precision
 
 
 class KerasBackend:
@@ -40,6 +41,8 @@ class KerasBackend:
 
     name = "keras"
     fork_safe = False  # TensorFlow must not be used in forked DataLoader workers
+    # Keras runs in its model's own dtype policy (reported as fp32); crops are cut on the CPU, no torch.compile
+    capabilities = Capabilities(precisions=("fp32",), masks=True)
 
     def __init__(
         self,
@@ -194,7 +197,7 @@ class KerasBackend:
                 rows.append(self._to_probabilities(y.reshape(len(x), -1)))
         return np.concatenate(rows, axis=0)
 
-    # the Classifier backend interface (same as TorchBackend) ----------------------------------
+    # the Classifier backend interface (same as TorchClassifierBackend) ----------------------------------
     def use_channels_last(self) -> None:
         """Nothing to do: memory layout is Keras' business."""
 
@@ -209,9 +212,10 @@ class KerasBackend:
 
     def predict_batch(self, batch: Any, precision: str = "fp32") -> Any:
         """Probabilities (N, C) as a float32 torch tensor for a stack of ``transform`` outputs
-        (Keras runs in its own precision; ``precision`` is accepted for the common interface)."""
+        (Keras runs in its own precision: ``capabilities`` declares fp32 only)."""
         import torch
 
+        check_precision(precision, self.capabilities, "the keras classifier")
         x = np.asarray(batch.numpy() if hasattr(batch, "numpy") else batch, dtype=np.float32)
         if len(x) == 0:
             return torch.zeros((0, self.num_classes))
@@ -227,6 +231,7 @@ class KerasBackend:
 
     def classify(self, prepared: Sequence[list[np.ndarray]], precision: str = "fp32", batch_size: int = 32) -> np.ndarray:
         """Probabilities (M, C) for the crops of several ``prepare_crops`` calls, in order."""
+        check_precision(precision, self.capabilities, "the keras classifier")
         crops = [crop for group in prepared for crop in group]
         return self.predict_proba(crops, batch_size=batch_size)
 
