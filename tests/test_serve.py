@@ -412,8 +412,7 @@ def test_cli_serve_bad_max_decode_side_is_one_line(bundle, bad, capsys):
 
     assert main(["serve", "--model", str(bundle), "--max-decode-side", bad]) == 1
     err = capsys.readouterr().err
-    assert err == (f"vehicle-cls serve: error: --max-decode-side must be a whole number of pixels (>= 1), "
-                   f"or 0 / none for full size; got {bad!r}\n")
+    assert err == f"vehicle-cls serve: error: --max-decode-side must be a whole number (>= 1) or none; got {bad!r}\n"
 
 
 # ---- bounded cost per request; one request never fails another (issue 17, principle 5) ----------
@@ -513,8 +512,10 @@ def test_a_stalled_upload_is_answered_408_and_dropped():
     with Server(app) as srv:
         sock = _raw_request(srv.url, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                                      b"Content-Length: 100000\r\n\r\n", b"[" + b" " * 5000)
-        try:
-            answer = sock.recv(4096)  # the old server never answered (socket timeout after 20 s)
+        answer = b""
+        try:  # the old server never answered (socket timeout after 20 s); head and body may come apart
+            while b"not received" not in answer and (chunk := sock.recv(4096)):
+                answer += chunk
         finally:
             sock.close()
     assert answer.startswith(b"HTTP/1.1 408") and b"not received within 1 s" in answer
@@ -582,4 +583,3 @@ def test_info_and_errors_do_not_show_server_paths_or_library_internals():
     assert "/srv" not in json.dumps(info) and info["cropper"]["weights"] == "weights.safetensors"
     assert resp.status_code == 422 and "/opt/pytorch" not in resp.text and "illegal memory" not in resp.text
     assert "detector failed (RuntimeError" in resp.json()["detail"]
-    assert err == f"vehicle-cls serve: error: --max-decode-side must be a whole number (>= 1) or none; got {bad!r}\n"
