@@ -1,0 +1,170 @@
+"""Export a whole pipeline (detector + crop + classifier) as one directory of ONNX graphs that
+``vehicle_cls.onnx.Pipeline`` runs with numpy, pillow and onnxruntime only.
+
+Layout: ``manifest.json`` (what each file is, the class names, the classifier's preprocessing, the
+detector's test settings and crop policy), ``detector.onnx`` (:mod:`vehicle_cls.export.detector`;
+absent without a cropper), ``crops.onnx`` (ROIAlign of the chosen boxes to the classifier's input
+size, the op the torch classifier crops with) and ``classifier.onnx`` (:mod:`vehicle_cls.export.classifier`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vehicle_cls.errors import one_line
+from vehicle_cls.export.classifier import export_classifier, import_onnx
+from vehicle_cls.export.detector import ONNX_OPSET, export_detector
+
+MANIFEST = "manifest.json"
+FORMAT = "vehicle_cls-onnx"
+FORMAT_VERSION = 1
+DETECTOR_FILE = "detector.onnx"
+CLASSIFIER_FILE = "classifier.onnx"
+CROPS_FILE = "crops.onnx"
+#: torch fp32 vs ONNX Runtime, measured on real photos (docs/export.md): boxes within 0.05 px, scores within 1e-4
+BOX_TOL = 0.05
+SCORE_TOL = 1e-4
+
+
+def export_pipeline(pipeline: Any, out: str | os.PathLike, example_size: tuple[int, int] = (320, 480)) -> Path:
+    """Write ``pipeline`` (a torch ``Pipeline``; its cropper may be None) as an export directory at ``out``."""
+    import_onnx()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; a pipeline export is a directory (give a path without .onnx/.pt)")
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    classifier = pipeline.classifier
+    export_classifier(classifier, tmp / CLASSIFIER_FILE, "onnx")
+    (tmp / (CLASSIFIER_FILE + ".json")).unlink()  # the manifest says it all
+    write_crops_graph(tmp / CROPS_FILE, classifier.preprocess.input_size)
+    manifest: dict[str, Any] = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "opset": ONNX_OPSET,
+        "classifier": {"file": CLASSIFIER_FILE, "arch": classifier.arch, "classes": list(classifier.classes),
+                       "preprocessing": classifier.preprocess.to_dict(), "input": "input", "output": "probabilities"},
+        "crops": {"file": CROPS_FILE},
+        "detector": None,
+    }
+    cropper = pipeline.cropper
+    if cropper is not None:
+        model = getattr(cropper.backend, "model", None)
+        if model is None or cropper.backend.name != "torch":
+            raise ValueError(f"only the torch detector backend exports, not {cropper.backend.name!r}")
+        export_detector(model, tmp / DETECTOR_FILE, example_size)
+        manifest["detector"] = {"file": DETECTOR_FILE, "config": cropper.config, "mask_on": bool(cropper.mask_on),
+                                "test_settings": cropper.settings.to_dict(), "policy": cropper.policy.to_dict()}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def write_crops_graph(path: Path, size: int) -> None:
+    """``crops.onnx``: RoiAlign (avg, half-pixel = torchvision's aligned=True, adaptive sampling) of
+    (K, 5) rois [batch index, x1, y1, x2, y2] on a (1, 3, H, W) float image -> (K, 3, size, size)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Slice", ["rois", "zero", "one", "one_axis"], ["index2d"]),
+        helper.make_node("Squeeze", ["index2d", "one_axis"], ["index_f"]),
+        helper.make_node("Cast", ["index_f"], ["index"], to=TensorProto.INT64),
+        helper.make_node("Slice", ["rois", "one", "five", "one_axis"], ["boxes"]),
+        helper.make_node("RoiAlign", ["image", "boxes", "index"], ["crops"], mode="avg", output_height=size,
+                         output_width=size, sampling_ratio=0, spatial_scale=1.0,
+                         coordinate_transformation_mode="half_pixel"),
+    ]
+    consts = [helper.make_tensor(n, TensorProto.INT64, [1], [v])
+              for n, v in (("zero", 0), ("one", 1), ("five", 5), ("one_axis", 1))]
+    graph = helper.make_graph(
+        nodes, "crops",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "height", "width"]),
+         helper.make_tensor_value_info("rois", TensorProto.FLOAT, ["crops", 5])],
+        [helper.make_tensor_value_info("crops", TensorProto.FLOAT, ["crops", 3, size, size])],
+        initializer=consts)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+@dataclass
+class PipelineCheck:
+    """Torch fp32 vs ONNX Runtime on real images: worst differences over the images that decoded."""
+
+    images: int  # compared
+    broken: list[str] = field(default_factory=list)  # one line per image that could not be compared
+    sizes: list[tuple[int, int]] = field(default_factory=list)  # distinct (h, w) of the detector's input
+    detections_equal: bool = True  # the same number (and classes) of detections on every image
+    max_box_diff: float = 0.0  # px, original pixels
+    max_score_diff: float = 0.0
+    same_crop: bool = True  # the same chosen crop (box within the box tolerance, fallback flag)
+    top1_agree: float = 1.0
+    max_prob_diff: float = 0.0
+    box_tol: float = BOX_TOL
+    score_tol: float = SCORE_TOL
+
+    @property
+    def ok(self) -> bool:
+        return (self.images > 0 and self.detections_equal and self.same_crop and self.top1_agree == 1.0
+                and self.max_box_diff <= self.box_tol and self.max_score_diff <= self.score_tol)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ok"] = self.ok
+        return d
+
+
+def check_pipeline(pipeline: Any, directory: str | os.PathLike, images: list[Any]) -> PipelineCheck:
+    """Run the torch ``pipeline`` (fp32, CPU) and the export at ``directory`` on ``images``; an image
+    that fails to decode (or fails in either) is listed in ``broken`` and the rest are compared."""
+    from vehicle_cls.io.images import load_image
+    from vehicle_cls.onnx import Pipeline as OnnxPipeline
+    from vehicle_cls.onnx.preprocess import resized_shape
+
+    onnx_pipe = OnnxPipeline(directory)
+    check = PipelineCheck(0)
+    top1: list[bool] = []
+    sizes = set()
+    for source in images:
+        name = str(source)
+        try:
+            image = load_image(source)
+        except Exception as exc:
+            check.broken.append(f"{name}: {one_line(exc)}")
+            continue
+        want, got = pipeline([image])[0], onnx_pipe([image])[0]
+        if want.error or got.error:
+            check.broken.append(f"{name}: {want.error or got.error}")
+            continue
+        check.images += 1
+        if pipeline.cropper is not None:
+            s = onnx_pipe.settings
+            sizes.add(resized_shape(*image.shape[:2], s["min_size_test"], s["max_size_test"]))
+            a, b = pipeline.cropper.detect([image])[0], onnx_pipe.detect(image)
+            if len(a) != len(b) or not np.array_equal(a.classes, b.classes):
+                check.detections_equal = False
+            elif len(a):
+                check.max_box_diff = max(check.max_box_diff, float(np.abs(a.boxes - b.boxes).max()))
+                check.max_score_diff = max(check.max_score_diff, float(np.abs(a.scores - b.scores).max()))
+        if len(want.vehicles) != len(got.vehicles):
+            check.same_crop = False
+            top1.append(False)
+            continue
+        for v, u in zip(want.vehicles, got.vehicles):
+            if v.fallback != u.fallback or (v.box is None) != (u.box is None) or (
+                    v.box is not None and np.abs(np.subtract(v.box, u.box)).max() > check.box_tol):
+                check.same_crop = False
+            top1.append(v.label == u.label)
+            want_p, got_p = dict(v.topk), dict(u.topk)
+            check.max_prob_diff = max(check.max_prob_diff, max(abs(want_p[k] - got_p.get(k, 0.0)) for k in want_p))
+    check.top1_agree = float(np.mean(top1)) if top1 else 0.0
+    check.sizes = sorted(sizes)
+    return check
