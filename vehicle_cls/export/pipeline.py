@@ -30,6 +30,7 @@ CROPS_FILE = "crops.onnx"
 #: torch fp32 vs ONNX Runtime, measured on real photos (docs/export.md): boxes within 0.05 px, scores within 1e-4
 BOX_TOL = 0.05
 SCORE_TOL = 1e-4
+MASK_AGREE = 0.999  # fraction of equal pixels (a 0.05 px box shift flips a few edge pixels)
 
 
 def export_pipeline(pipeline: Any, out: str | os.PathLike, example_size: tuple[int, int] = (320, 480)) -> Path:
@@ -105,6 +106,7 @@ class PipelineCheck:
     detections_equal: bool = True  # the same number (and classes) of detections on every image
     max_box_diff: float = 0.0  # px, original pixels
     max_score_diff: float = 0.0
+    min_mask_agree: float | None = None  # mask model: lowest fraction of equal mask pixels over the images
     same_crop: bool = True  # the same chosen crop (box within the box tolerance, fallback flag)
     top1_agree: float = 1.0
     max_prob_diff: float = 0.0
@@ -114,7 +116,8 @@ class PipelineCheck:
     @property
     def ok(self) -> bool:
         return (self.images > 0 and self.detections_equal and self.same_crop and self.top1_agree == 1.0
-                and self.max_box_diff <= self.box_tol and self.max_score_diff <= self.score_tol)
+                and self.max_box_diff <= self.box_tol and self.max_score_diff <= self.score_tol
+                and (self.min_mask_agree is None or self.min_mask_agree >= MASK_AGREE))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -123,48 +126,64 @@ class PipelineCheck:
 
 
 def check_pipeline(pipeline: Any, directory: str | os.PathLike, images: list[Any]) -> PipelineCheck:
-    """Run the torch ``pipeline`` (fp32, CPU) and the export at ``directory`` on ``images``; an image
-    that fails to decode (or fails in either) is listed in ``broken`` and the rest are compared."""
+    """Run the torch ``pipeline`` (fp32, CPU) and the export at ``directory`` stage by stage (detect,
+    choose, classify) on ``images``; an image that cannot be read, or fails in either, is listed in
+    ``broken`` (one line) and the others are still compared."""
+    from vehicle_cls.classifier.inference import CropJob, classify_crops
+    from vehicle_cls.crops import DEFAULT_MASK_FILL, WHOLE_IMAGE
     from vehicle_cls.io.images import load_image
     from vehicle_cls.onnx import Pipeline as OnnxPipeline
     from vehicle_cls.onnx.preprocess import resized_shape
 
     onnx_pipe = OnnxPipeline(directory)
+    cropper = pipeline.cropper
+    fill = cropper.policy.mask_fill if cropper is not None else DEFAULT_MASK_FILL
     check = PipelineCheck(0)
     top1: list[bool] = []
     sizes = set()
     for source in images:
-        name = str(source)
+        name = str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
         try:
             image = load_image(source)
+            want_det = cropper.detect([image])[0] if cropper is not None else None
+            want_choices = cropper.policy.choose(want_det) if want_det is not None else [WHOLE_IMAGE]
+            want = classify_crops(pipeline.classifier.engine, [CropJob(image, want_choices)], fill=fill)[0]
+            got_det = onnx_pipe.detect(image) if cropper is not None else None
+            got_choices = onnx_pipe.choose(image) if got_det is None else onnx_pipe.policy.choose(got_det)
+            got = onnx_pipe.classify(image, got_choices)
         except Exception as exc:
-            check.broken.append(f"{name}: {one_line(exc)}")
-            continue
-        want, got = pipeline([image])[0], onnx_pipe([image])[0]
-        if want.error or got.error:
-            check.broken.append(f"{name}: {want.error or got.error}")
+            message = one_line(exc)
+            check.broken.append(message if message.startswith(name) else f"{name}: {message}")
             continue
         check.images += 1
-        if pipeline.cropper is not None:
+        if want_det is not None and got_det is not None:
             s = onnx_pipe.settings
             sizes.add(resized_shape(*image.shape[:2], s["min_size_test"], s["max_size_test"]))
-            a, b = pipeline.cropper.detect([image])[0], onnx_pipe.detect(image)
-            if len(a) != len(b) or not np.array_equal(a.classes, b.classes):
-                check.detections_equal = False
-            elif len(a):
-                check.max_box_diff = max(check.max_box_diff, float(np.abs(a.boxes - b.boxes).max()))
-                check.max_score_diff = max(check.max_score_diff, float(np.abs(a.scores - b.scores).max()))
-        if len(want.vehicles) != len(got.vehicles):
+            _compare_detections(check, want_det, got_det)
+        if len(want_choices) != len(got_choices):
             check.same_crop = False
             top1.append(False)
             continue
-        for v, u in zip(want.vehicles, got.vehicles):
+        for v, u in zip(want_choices, got_choices):
             if v.fallback != u.fallback or (v.box is None) != (u.box is None) or (
                     v.box is not None and np.abs(np.subtract(v.box, u.box)).max() > check.box_tol):
                 check.same_crop = False
-            top1.append(v.label == u.label)
-            want_p, got_p = dict(v.topk), dict(u.topk)
-            check.max_prob_diff = max(check.max_prob_diff, max(abs(want_p[k] - got_p.get(k, 0.0)) for k in want_p))
+        top1.extend((want.argmax(1) == got.argmax(1)).tolist())
+        if len(want):
+            check.max_prob_diff = max(check.max_prob_diff, float(np.abs(want - got).max()))
     check.top1_agree = float(np.mean(top1)) if top1 else 0.0
     check.sizes = sorted(sizes)
     return check
+
+
+def _compare_detections(check: PipelineCheck, a: Any, b: Any) -> None:
+    """Fold one image's torch (``a``) vs ONNX (``b``) detections into ``check``."""
+    if len(a) != len(b) or not np.array_equal(a.classes, b.classes):
+        check.detections_equal = False
+        return
+    if len(a):
+        check.max_box_diff = max(check.max_box_diff, float(np.abs(a.boxes - b.boxes).max()))
+        check.max_score_diff = max(check.max_score_diff, float(np.abs(a.scores - b.scores).max()))
+    if a.masks is not None and b.masks is not None and a.masks.size:
+        agree = float((a.masks == b.masks).mean())
+        check.min_mask_agree = agree if check.min_mask_agree is None else min(agree, check.min_mask_agree)
