@@ -21,13 +21,21 @@ from vehicle_cls.results import Detections, Result, label_vehicle
 MANIFEST = "manifest.json"  # written by vehicle_cls.export.pipeline (same name, kept in sync by the tests)
 
 
+def import_onnxruntime() -> Any:
+    """``onnxruntime``, or an ImportError that names the extra to install."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ImportError(f"the ONNX runtime needs onnxruntime: pip install vehicle-cls[onnx] ({exc})") from exc
+    return onnxruntime
+
+
 class Pipeline:
     """An export directory's graphs in ONNX Runtime sessions (CPU unless ``providers`` says otherwise)."""
 
     def __init__(self, directory: str | os.PathLike, threads: int | None = None,
                  providers: list[str] | None = None):
-        import onnxruntime as ort
-
+        ort = import_onnxruntime()
         self.directory = Path(directory)
         path = self.directory / MANIFEST
         try:
