@@ -20,7 +20,17 @@ _PUBLIC = {
     "cut": "vehicle_cls.crops",
 }
 
-__all__ = sorted(_PUBLIC)
+__all__ = [
+    "DETECTOR_CONFIGS",
+    "CheckpointError",
+    "CropChoice",
+    "CropPolicy",
+    "Cropper",
+    "Detection",
+    "Detections",
+    "InferenceSettings",
+    "cut",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from vehicle_cls.cropper.checkpoint import CheckpointError

@@ -98,7 +98,7 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, out: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=1024)
     program = torch.onnx.export(model, (example,), dynamo=True, input_names=["input"],
                                 output_names=["probabilities"], opset_version=ONNX_OPSET,
-                                dynamic_shapes={"x": {0: batch}}, external_data=False)
+                                dynamic_shapes={"x": {0: batch}}, external_data=False, verbose=False)
     program.save(str(out), external_data=False)
 
 
