@@ -74,7 +74,8 @@ def test_export_check_passes_on_photos_of_three_sizes(exported, images):
     _, out, report, stderr = exported
     assert sorted(p.name for p in out.iterdir()) == ["classifier.onnx", "crops.onnx", "detector.onnx", "manifest.json"]
     assert report["ok"] and report["images"] == 3 and len(report["sizes"]) == 3, report
-    assert report["detections_equal"] and report["same_crop"] and report["top1_agree"] == 1.0
+    assert report["detections_equal"] and report["images_with_other_detections"] == 0
+    assert report["same_crop"] and report["top1_agree"] == 1.0
     assert report["max_box_diff"] <= 0.05 and report["max_score_diff"] <= 1e-4
     # the broken file is one line, and the others were still compared
     assert len(report["broken"]) == 1 and "broken.jpg" in report["broken"][0] and "\n" not in report["broken"][0]
