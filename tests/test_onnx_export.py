@@ -176,3 +176,23 @@ def test_wrong_suffix_is_an_error_before_exporting(tmp_path, capsys, fmt, out):
     err = capsys.readouterr().err
     assert "error: --out" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / out).exists()
+
+
+def test_bundle_without_cropper_exports_and_classifies_whole_images(tmp_path, images):
+    """No detector: the export directory holds the crop op and the classifier; whole images are classified."""
+    from vehicle_cls.export.pipeline import check_pipeline, export_pipeline
+    from vehicle_cls.onnx import Pipeline as OnnxPipeline
+
+    torch.manual_seed(0)
+    clf = Classifier.create("resnet18", classes=CLASSES, weights=None,
+                            preprocess=Preprocess(input_size=96, resize="center_crop"))
+    with torch.no_grad():
+        clf.model.fc[-1].weight.mul_(20)
+    pipe = Pipeline(None, clf, device="cpu", precision="fp32")
+    out = export_pipeline(pipe, tmp_path / "export")
+    assert not (out / "detector.onnx").exists()
+    check = check_pipeline(pipe, out, images)
+    assert check.ok and check.images == 3 and len(check.broken) == 1 and check.max_prob_diff < 1e-4, check
+    got, want = OnnxPipeline.load(out)(images[:3]), pipe(images[:3])
+    assert [r.best.label for r in got] == [r.best.label for r in want]
+    assert all(r.best.box is None and not r.best.fallback for r in got)
