@@ -81,3 +81,20 @@ def test_cli_parser_imports_no_serving_or_onnx_libraries():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_check_reports_a_broken_image_and_compares_the_rest(bundle, tmp_path):
+    pytest.importorskip("onnxruntime")
+    clf = Classifier.load(bundle)
+    out = export_classifier(clf, tmp_path / "m.onnx", "onnx")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    check = check_export(clf, out, [PHOTOS[0], broken, PHOTOS[1]])
+    assert check.images == 2 and check.max_abs_diff < TOLERANCE
+    assert len(check.broken) == 1 and "broken.jpg" in check.broken[0] and "\n" not in check.broken[0]
+
+
+def test_export_to_a_file_of_another_format_is_refused_up_front(bundle, tmp_path):
+    with pytest.raises(ValueError, match=r"\.onnx"):
+        export_classifier(Classifier.load(bundle), tmp_path / "m.pt", "onnx")
+    assert not (tmp_path / "m.pt").exists()

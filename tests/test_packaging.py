@@ -86,6 +86,7 @@ def test_modules_import_optional_deps_lazily(module):
     ("vehicle_cls.distributed.ray_inference", "import_ray", "ray", "ray"),
     ("vehicle_cls.cli.serve", "import_serving", "uvicorn", "serve"),
     ("vehicle_cls.export", "import_onnx", "onnxruntime", "export"),
+    ("vehicle_cls.onnx.pipeline", "import_onnxruntime", "onnxruntime", "onnx"),
 ])
 def test_missing_extras_are_named(monkeypatch, module, importer, missing, extra):
     load = getattr(importlib.import_module(module), importer)

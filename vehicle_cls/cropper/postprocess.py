@@ -1,6 +1,8 @@
 """Back to original pixels: scale, clip, drop empty boxes; paste 28x28 mask probabilities with grid_sample."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -57,9 +59,12 @@ def _sample(probs: torch.Tensor, boxes: torch.Tensor, y0: int, y1: int, x0: int,
     return F.grid_sample(probs, grid, align_corners=False)[:, 0]
 
 
-def postprocess(result: dict[str, torch.Tensor], resized_size: tuple[int, int], original_size: tuple[int, int],
-                mask_threshold: float = 0.5) -> dict[str, torch.Tensor]:
-    """detector_postprocess: boxes to original pixels, clipped, empty ones dropped; masks pasted."""
+def to_original(result: dict[str, torch.Tensor], resized_size: tuple[Any, Any], original_size: tuple[Any, Any]
+                ) -> dict[str, torch.Tensor]:
+    """Boxes to original pixels, clipped, empty ones dropped (with their scores, classes, ``mask_probs``).
+
+    Sizes are ints, or 0-dim float64 tensors in an export (the scale is then computed in float64 as
+    Python does, and rounded to float32 like the Python scalar)."""
     out_h, out_w = original_size
     scale_x, scale_y = out_w / resized_size[1], out_h / resized_size[0]
     boxes = result["boxes"].clone()
@@ -67,7 +72,14 @@ def postprocess(result: dict[str, torch.Tensor], resized_size: tuple[int, int], 
     boxes[:, 1::2] *= scale_y
     boxes = clip_boxes(boxes, out_h, out_w)
     keep = nonempty(boxes)
-    out = {"boxes": boxes[keep], "scores": result["scores"][keep], "classes": result["classes"][keep]}
-    if "mask_probs" in result:
-        out["masks"] = paste_masks(result["mask_probs"][keep], out["boxes"], out_h, out_w, mask_threshold)
+    return {"boxes": boxes[keep], **{k: v[keep] for k, v in result.items() if k != "boxes"}}
+
+
+def postprocess(result: dict[str, torch.Tensor], resized_size: tuple[int, int], original_size: tuple[int, int],
+                mask_threshold: float = 0.5) -> dict[str, torch.Tensor]:
+    """detector_postprocess: boxes to original pixels, clipped, empty ones dropped; masks pasted."""
+    out = to_original(result, resized_size, original_size)
+    if "mask_probs" in out:
+        out["masks"] = paste_masks(out.pop("mask_probs"), out["boxes"], original_size[0], original_size[1],
+                                   mask_threshold)
     return out

@@ -51,10 +51,11 @@ class ROIPooler(nn.Module):
         pooled independently, so the result is the same bits as one call.
         """
         all_boxes = torch.cat(boxes, dim=0).float()
-        sizes = torch.tensor([len(b) for b in boxes], device=all_boxes.device)
-        index = torch.repeat_interleave(torch.arange(len(boxes), dtype=all_boxes.dtype, device=all_boxes.device), sizes)
-        rois = torch.cat([index[:, None], all_boxes], dim=1)
+        index = torch.cat([torch.full_like(b[:, :1], i, dtype=all_boxes.dtype) for i, b in enumerate(boxes)])
+        rois = torch.cat([index, all_boxes], dim=1)
         levels = assign_levels(all_boxes, self.min_level, self.max_level)
+        if torch.jit.is_tracing():
+            return self._pool_traced(features, rois, levels)
         if self.kernel == "embedding_bag":
             return self._pool_bag(features, rois, levels)
         c, s = features[0].shape[1], self.output_size
@@ -80,6 +81,16 @@ class ROIPooler(nn.Module):
         for inds, part in pooled:
             output.index_put_((inds,), part.to(output.dtype))
         return output
+
+    def _pool_traced(self, features: list[torch.Tensor], rois: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        """The same pooling as a graph (an export): every level pools its boxes, even none, with no threads."""
+        c, s = features[0].shape[1], self.output_size
+        output = torch.zeros((rois.shape[0], c, s, s), dtype=torch.float32, device=rois.device)
+        for level, (feat, scale) in enumerate(zip(features, self.scales)):
+            inds = torch.nonzero(levels == level, as_tuple=True)[0]
+            part = roi_align(feat.float(), rois[inds], (s, s), scale, self.sampling_ratio, self.aligned)
+            output = output.index_put((inds,), part)
+        return output.to(features[0].dtype)
 
     def _pool_bag(self, features: list[torch.Tensor], rois: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
         """The same pooling through ``roi_align_bag`` (fp32, channels_last in and out)."""
@@ -171,13 +182,13 @@ class StandardROIHeads(nn.Module):
                 image_sizes: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
         """Per image: ``boxes`` (resized pixels), ``scores``, ``classes`` and, with masks, ``mask_probs`` (N,28,28)."""
         feats = [features[f] for f in self.in_features]
-        if sum(len(p) for p in proposals) == 0:
-            results = [self._empty(feats[0].device) for _ in proposals]
+        x = self.box_head(self.box_pooler(feats, proposals))  # no proposals: every step runs on 0 rows
+        logits, deltas = self.box_predictor(x)
+        boxes = apply_deltas(deltas, torch.cat(proposals, dim=0), self.box_weights)
+        probs = F.softmax(logits.float(), dim=-1)
+        if len(proposals) == 1:  # one image (always so in an export): no split by a data-dependent count
+            results = [self._inference_single(boxes, probs, image_sizes[0])]
         else:
-            x = self.box_head(self.box_pooler(feats, proposals))
-            logits, deltas = self.box_predictor(x)
-            boxes = apply_deltas(deltas, torch.cat(proposals, dim=0), self.box_weights)
-            probs = F.softmax(logits.float(), dim=-1)
             counts = [len(p) for p in proposals]
             results = [
                 self._inference_single(b, p, size)
@@ -187,16 +198,11 @@ class StandardROIHeads(nn.Module):
             self._predict_masks(feats, results)
         return results
 
-    def _empty(self, device: torch.device) -> dict[str, torch.Tensor]:
-        return {"boxes": torch.zeros((0, 4), device=device), "scores": torch.zeros(0, device=device),
-                "classes": torch.zeros(0, dtype=torch.int64, device=device)}
-
     def _inference_single(self, boxes: torch.Tensor, scores: torch.Tensor, image_size: tuple[int, int]
                           ) -> dict[str, torch.Tensor]:
         """fast_rcnn_inference_single_image: drop background, threshold, per-class NMS, top-k."""
         valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
-        if not bool(valid.all()):
-            boxes, scores = boxes[valid], scores[valid]
+        boxes, scores = boxes[valid], scores[valid]  # a mask, not a branch: the same numbers, and it exports
         scores = scores[:, :-1]
         num_reg = boxes.shape[1] // 4
         boxes = clip_boxes(boxes.reshape(-1, 4), image_size[0], image_size[1]).view(-1, num_reg, 4)
@@ -211,13 +217,11 @@ class StandardROIHeads(nn.Module):
 
     def _predict_masks(self, feats: list[torch.Tensor], results: list[dict[str, torch.Tensor]]) -> None:
         """Add ``mask_probs`` (N, 28, 28): sigmoid of the predicted class's mask logits."""
-        total = sum(len(r["boxes"]) for r in results)
-        if total == 0:
-            for r in results:
-                r["mask_probs"] = torch.zeros((0, 28, 28), device=feats[0].device)
-            return
-        logits = self.mask_head(self.mask_pooler(feats, [r["boxes"] for r in results]))
+        logits = self.mask_head(self.mask_pooler(feats, [r["boxes"] for r in results]))  # runs on 0 rows too
         classes = torch.cat([r["classes"] for r in results])
-        probs = logits[torch.arange(total, device=logits.device), classes].float().sigmoid()
+        probs = logits[torch.arange(logits.shape[0], device=logits.device), classes].float().sigmoid()
+        if len(results) == 1:
+            results[0]["mask_probs"] = probs
+            return
         for r, p in zip(results, probs.split([len(r["boxes"]) for r in results])):
             r["mask_probs"] = p

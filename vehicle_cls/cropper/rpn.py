@@ -34,6 +34,11 @@ def grid_anchors(base: torch.Tensor, grid_h: int, grid_w: int, stride: int, offs
     return (shifts.view(-1, 1, 4) + base.view(1, -1, 4)).reshape(-1, 4)
 
 
+def topk_size(n: int | torch.Tensor, k: int) -> int | torch.Tensor:
+    """``min(n, k)``; while tracing ``n`` is a 0-dim tensor (a dynamic size) and so is the result."""
+    return torch.clamp(n, max=k) if isinstance(n, torch.Tensor) else min(n, k)
+
+
 class AnchorGenerator(nn.Module):
     """One anchor size per level (32..512), three aspect ratios; cached per grid size and device."""
 
@@ -51,6 +56,9 @@ class AnchorGenerator(nn.Module):
         out = []
         for i, (feat, stride) in enumerate(zip(features, self.strides)):
             base = getattr(self, f"cell_anchors_{i}")
+            if torch.jit.is_tracing():  # an export: the grid size is an input of the graph, never a cached constant
+                out.append(grid_anchors(base, feat.shape[-2], feat.shape[-1], stride, self.offset))
+                continue
             key = (i, feat.shape[-2], feat.shape[-1], str(base.device))
             anchors = self._cache.get(key)
             if anchors is None:
@@ -114,24 +122,22 @@ class RPN(nn.Module):
         for level, (anchors_l, deltas_l, logits_l) in enumerate(zip(anchors, deltas, logits)):
             boxes_l = apply_deltas(deltas_l.reshape(-1, 4), anchors_l.unsqueeze(0).expand(n, -1, -1).reshape(-1, 4))
             boxes_l = boxes_l.view(n, -1, 4)
-            k = min(logits_l.shape[1], self.pre_nms_topk)
-            scores_k, idx = logits_l.topk(k, dim=1)
+            scores_k, idx = logits_l.topk(topk_size(logits_l.shape[1], self.pre_nms_topk), dim=1)
             top_scores.append(scores_k)
             top_boxes.append(boxes_l[batch_idx[:, None], idx])
-            level_ids.append(torch.full((k,), level, dtype=torch.int64, device=device))
+            level_ids.append(torch.full_like(idx[0], level))
         scores_all = torch.cat(top_scores, dim=1)
         boxes_all = torch.cat(top_boxes, dim=1)
         levels_all = torch.cat(level_ids, dim=0)
         results = []
         for i, (h, w) in enumerate(image_sizes):
             boxes, scores, lvl = boxes_all[i], scores_all[i], levels_all
+            # masks, not branches on their values: the same numbers, and a graph that exports
             valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores)
-            if not bool(valid.all()):
-                boxes, scores, lvl = boxes[valid], scores[valid], lvl[valid]
+            boxes, scores, lvl = boxes[valid], scores[valid], lvl[valid]
             boxes = clip_boxes(boxes, h, w)
             keep = nonempty(boxes, self.min_box_size)
-            if not bool(keep.all()):
-                boxes, scores, lvl = boxes[keep], scores[keep], lvl[keep]
+            boxes, scores, lvl = boxes[keep], scores[keep], lvl[keep]
             keep = batched_nms(boxes.float(), scores, lvl, self.nms_thresh)[: self.post_nms_topk]
             results.append((boxes[keep], scores[keep]))
         return results

@@ -14,7 +14,7 @@ import json
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from torch import nn
 
 from vehicle_cls.classifier import Classifier
 from vehicle_cls.classifier.preprocess import preprocess_images
+from vehicle_cls.errors import one_line
 from vehicle_cls.io.images import load_image
 
 FORMATS = ("onnx", "torchscript")
@@ -49,10 +50,11 @@ class ExportCheck:
     images: int
     max_abs_diff: float  # largest |p_export - p_torch| over all images and classes
     top1_agree: float  # fraction of images with the same top-1 class
+    broken: list[str] = field(default_factory=list)  # one line per image that could not be read
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": self.format, "images": self.images, "max_abs_diff": self.max_abs_diff,
-                "top1_agree": self.top1_agree}
+                "top1_agree": self.top1_agree, "broken": self.broken}
 
 
 def _torch_classifier(classifier: Classifier) -> nn.Module:
@@ -68,6 +70,8 @@ def export_classifier(classifier: Classifier, out: str | os.PathLike, fmt: str =
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, not {fmt!r}")
     out = Path(out)
+    if (out.suffix == ".onnx") != (fmt == "onnx"):  # run_export and check_export tell the format by the suffix
+        raise ValueError(f"{out}: an {fmt} export is written to a {'.onnx' if fmt == 'onnx' else '.pt'} file")
     out.parent.mkdir(parents=True, exist_ok=True)
     model = _torch_classifier(classifier)
     size = classifier.preprocess.input_size
@@ -124,9 +128,18 @@ def run_export(path: str | os.PathLike, batch: np.ndarray) -> np.ndarray:
 
 
 def check_export(classifier: Classifier, path: str | os.PathLike, images: Sequence[Any]) -> ExportCheck:
-    """Compare the exported file with PyTorch fp32 on ``images`` (paths or arrays, any size)."""
-    decoded = [load_image(im) for im in images]
+    """Compare the exported file with PyTorch fp32 on ``images`` (paths or arrays, any size); an image
+    that cannot be read is listed in ``broken`` (one line) and the others are still compared."""
+    decoded, broken = [], []
+    for im in images:
+        try:
+            decoded.append(load_image(im))
+        except Exception as exc:
+            name, message = str(im) if isinstance(im, (str, os.PathLike)) else type(im).__name__, one_line(exc)
+            broken.append(message if message.startswith(name) else f"{name}: {message}")
     if not decoded:
+        if broken:
+            return ExportCheck(_format_of(path), 0, float("nan"), 0.0, broken)
         raise ValueError("check_export needs at least one image")
     with torch.no_grad():
         batch = preprocess_images(decoded, classifier.preprocess, torch.device("cpu")).float().contiguous()
@@ -135,6 +148,9 @@ def check_export(classifier: Classifier, path: str | os.PathLike, images: Sequen
     got = run_export(path, batch.numpy())
     if got.shape != want.shape:
         raise RuntimeError(f"{path}: output shape {got.shape}, PyTorch gives {want.shape}")
-    fmt = "onnx" if Path(path).suffix == ".onnx" else "torchscript"
-    return ExportCheck(fmt, len(decoded), float(np.abs(got - want).max()),
-                       float((got.argmax(1) == want.argmax(1)).mean()))
+    return ExportCheck(_format_of(path), len(decoded), float(np.abs(got - want).max()),
+                       float((got.argmax(1) == want.argmax(1)).mean()), broken)
+
+
+def _format_of(path: str | os.PathLike) -> str:
+    return "onnx" if Path(path).suffix == ".onnx" else "torchscript"
