@@ -69,11 +69,13 @@ def test_fixed_shapes_pad_the_last_batch(monkeypatch):
     monkeypatch.setattr(clf.backend, "_cuda_graphs", lambda: True)
     out = clf.backend.classify([x[:5], x[5:]], "fp32", batch_size=4)
     assert shapes == [4, 4, 4] and out.shape == (11, 6)
-    np.testing.assert_allclose(out, expected, atol=1e-6)  # eval-mode rows do not see their batch mates
+    # eval-mode rows do not see their batch mates; oneDNN picks kernels by batch size, so fp32 sums round
+    # differently (2.6e-6 measured on an AMX Xeon): a padding row leaking in would move them by far more
+    np.testing.assert_allclose(out, expected, atol=1e-5)
     shapes.clear()  # fewer crops than a (memory-sized) batch: padded to the next power of two only
     out = clf.backend.classify([x], "fp32", batch_size=64)
     assert shapes == [16] and out.shape == (11, 6)
-    np.testing.assert_allclose(out, expected, atol=1e-6)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
     shapes.clear()
     clf.backend.classify([x[:1]], "fp32", batch_size=64)
     assert shapes == [1]
