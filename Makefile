@@ -13,7 +13,7 @@ SHARED ?= ../shared
 BENCH_WEIGHTS ?= .bench/model_final_faster.pkl
 BENCH_ARGS ?=
 
-.PHONY: demo test docs bench install install-test clean
+.PHONY: demo test lint docs bench install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-core
 	$(BIN)/pip install --quiet -e ".[test,train,keras-cpu,ray,serve,export]" $(TORCH_SPEC)
 	touch $@
 
+$(VENV)/.installed-lint: pyproject.toml $(VENV)/.installed-test
+	$(BIN)/pip install --quiet -e ".[lint]"
+	touch $@
+
 $(VENV)/.installed-docs: pyproject.toml $(VENV)/.installed-core
 	$(BIN)/pip install --quiet -e ".[docs]"
 	touch $@
@@ -40,6 +44,12 @@ demo: $(VENV)/.installed-core
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff (lint + format) and mypy on the package, as .ci/run runs them before the tests
+lint: $(VENV)/.installed-lint
+	$(BIN)/ruff check vehicle_cls
+	$(BIN)/ruff format --check vehicle_cls
+	$(BIN)/mypy
 
 # the documentation site (mkdocs.yml, docs/); --strict: a warning (broken link, bad docstring) is an error
 docs: $(VENV)/.installed-docs

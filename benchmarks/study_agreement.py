@@ -3,7 +3,7 @@
 Detector: fp32 reference vs ``set_precision("bf16")`` (the default fast path) and, with
 ``--all-bf16``, the whole detector in bf16: per photo, every score >= 0.5 detection of the reference
 needs a same-class detection with IoU >= 0.98, and the crop the default policy chooses must be the
-same box (IoU >= 0.98). Classifier: the calibrated ResNet50 of tests/test_fastpath.py (BN statistics
+same box (IoU >= 0.98). Classifier: the calibrated ResNet50 of tests/cropper/test_fastpath.py (BN statistics
 measured on the photos), fp32 vs its bf16 inference copy, top-1 equality.
 
     python benchmarks/study_agreement.py --weights model_final_faster.pkl --photos 24 --classifier-photos 320

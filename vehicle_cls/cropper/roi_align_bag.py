@@ -7,7 +7,7 @@ few feature pixels in its support, which ``embedding_bag`` computes over a chann
 (each pixel's C values are one contiguous row) with FBGEMM's vectorized, multi-threaded kernel.
 
 On the CPU this is ~20x faster than torchvision's scalar kernel and equal to it up to fp32 rounding
-(|diff| ~1e-6, tests/test_roi_align_bag.py). The fp32 reference detector keeps torchvision's kernel
+(|diff| ~1e-6, tests/cropper/test_roi_align_bag.py). The fp32 reference detector keeps torchvision's kernel
 (detectron2's exact numbers); the fast path uses this one.
 """
 from __future__ import annotations

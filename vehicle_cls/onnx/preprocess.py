@@ -1,7 +1,7 @@
 """numpy/PIL twins of the torch preprocessing, for the torch-free runtime: detectron2's
 ResizeShortestEdge (``cropper.transforms``) and the classifier's resize modes (``classifier.preprocess``).
 
-They repeat those modules' arithmetic because those import torch; tests/test_onnx_export.py checks
+They repeat those modules' arithmetic because those import torch; tests/export/test_onnx_export.py checks
 that each twin gives the torch function's output.
 """
 from __future__ import annotations

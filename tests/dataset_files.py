@@ -1,0 +1,74 @@
+"""Small dataset files the data tests build: class folders of real photos, a Kaggle-style tree, a Stanford
+devkit with our own annotation rows (the real ``cars_meta.mat``). A helper module, not a test module."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+
+DATA = Path(__file__).parent / "data"
+PHOTOS = DATA / "vehicle_photos"
+DEVKIT = DATA / "stanford_devkit"
+FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")
+
+
+def copy_photos(dest: Path, mapping: dict[str, list[str]]) -> None:
+    """dest/<folder>/<photo> for each folder -> list of photo paths relative to PHOTOS."""
+    for folder, photos in mapping.items():
+        (dest / folder).mkdir(parents=True, exist_ok=True)
+        for p in photos:
+            shutil.copy(PHOTOS / p, dest / folder / Path(p).name)
+
+
+def make_kaggle(root: Path, with_csv: bool = True) -> Path:
+    """car_data/car_data/{train,test}/<class>/ + names.csv + anno_*.csv, like the Kaggle download."""
+    base = root / "car_data" / "car_data"
+    names = ["Ram C/V Cargo Van Minivan 2012", "Acura RL Sedan 2012", "Audi TTS Coupe 2012"]
+    copy_photos(base / "train", {
+        "Ram C-V Cargo Van Minivan 2012": ["car/car1.jpg", "car/car2.jpg"],
+        "Acura RL Sedan 2012": ["truck/truck1.jpg"],
+    })
+    copy_photos(base / "test", {"Audi TTS Coupe 2012": ["minibus/minibus1.jpg"], "Acura RL Sedan 2012": ["car/car3.jpg"]})
+    if with_csv:
+        (root / "names.csv").write_text("\n".join(names) + "\n")
+        (root / "anno_train.csv").write_text(
+            "car1.jpg,10,20,90,80,1\n"
+            "car2.jpg,5,5,50,60,1\n"
+            "truck1.jpg,1,2,99,98,2\n"
+        )
+        (root / "anno_test.csv").write_text("minibus1.jpg,3,4,70,71,3\ncar3.jpg,8,9,60,61,2\n")
+    return root
+
+
+def write_annos(path: Path, rows: list[dict], fields=FIELDS) -> Path:
+    """A devkit-style struct array ``annotations`` (one 1x1 array per value, as MATLAB writes)."""
+    arr = np.zeros((1, len(rows)), dtype=[(f, "O") for f in fields])
+    for i, row in enumerate(rows):
+        for f in fields:
+            value = row[f]
+            arr[0, i][f] = np.array([value]) if isinstance(value, str) else np.array(value, dtype=float).reshape(1, -1)
+    scipy.io.savemat(str(path), {"annotations": arr})
+    return path
+
+
+def make_devkit(tmp_path: Path, rows: list[dict], fields=FIELDS, images: list[str] | None = None, size=(40, 60)) -> Path:
+    """A devkit folder (real cars_meta.mat + our train annotations) with tiny images in cars_train/."""
+    from PIL import Image
+
+    devkit = tmp_path / "devkit"
+    devkit.mkdir()
+    (devkit / "cars_meta.mat").write_bytes((DEVKIT / "cars_meta.mat").read_bytes())
+    write_annos(devkit / "cars_train_annos.mat", rows, fields)
+    images_dir = tmp_path / "cars_train"
+    images_dir.mkdir()
+    for name in images if images is not None else [r["fname"] for r in rows if isinstance(r.get("fname"), str)]:
+        Image.new("RGB", (size[1], size[0]), (10, 20, 30)).save(images_dir / name)
+    return devkit
+
+
+def row(i: int, **changes) -> dict:
+    base = {"bbox_x1": 5, "bbox_y1": 6, "bbox_x2": 30, "bbox_y2": 25, "class": 1 + i, "fname": f"{i + 1:05d}.jpg"}
+    base.update(changes)
+    return base
