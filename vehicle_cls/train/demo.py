@@ -56,18 +56,27 @@ COMPARE_COMMAND = "python benchmarks/bench_train.py accuracy --seeds 0 1 2"
 RECORDED: dict[str, dict[str, Any]] = {
     "recipe": {"top1": None, "interval": None, "seeds": []},
     "baseline": {"top1": None, "interval": None, "seeds": []},
+    # recipe - baseline per seed (paired), mean and 95 % t-interval
+    "difference": {"top1": None, "interval": None, "seeds": []},
 }
+#: where RECORDED was measured (CPU, load, torch)
+RECORDED_ON = ""
 
 
 def recorded_comparison() -> list[str]:
     """Lines describing the recorded recipe and baseline figures (or that they were not recorded)."""
     lines = []
-    for name, what in (("recipe", "demo recipe"), ("baseline", "seed-style baseline")):
+    for name, what in (("recipe", "demo recipe"), ("baseline", "seed-style baseline"),
+                       ("difference", "recipe - baseline")):
         r = RECORDED[name]
         if r["top1"] is None:
             lines.append(f"  {what:<20} not recorded yet")
         else:
-            lines.append(f"  {what:<20} {r['top1']:.1%} +- {r['interval']:.1%} (seeds {', '.join(map(str, r['seeds']))})")
+            sign = "+" if name == "difference" else ""
+            lines.append(f"  {what:<20} {r['top1']:{sign}.1%} +- {r['interval']:.1%} "
+                         f"(seeds {', '.join(map(str, r['seeds']))})")
+    if RECORDED_ON:
+        lines.append(f"  measured on {RECORDED_ON}")
     lines.append(f"  (same split; reproduce with: {COMPARE_COMMAND})")
     return lines
 
@@ -109,6 +118,8 @@ class DemoResult:
     per_class: dict[str, float | None]
     test_images: int
     seconds: float
+    train_seconds: float  # wall seconds of the training epochs (validation included)
+    train_cpu_seconds: float  # process CPU seconds of the same (all threads): about train_seconds x threads when idle
     result: Any  # EvalResult
 
 
@@ -123,7 +134,9 @@ def run_demo(out_dir: str | Path = "demo_output", *, baseline: bool = False, epo
     t0 = time.perf_counter()
     out = Path(out_dir)
     cfg = demo_config(out / "run", baseline=baseline, epochs=epochs, threads=threads, progress=progress)
+    c0 = time.process_time()
     result = train(cfg)
+    train_cpu = time.process_time() - c0
     if result.best_dir is None:
         raise RuntimeError(f"{result.run_dir}: training produced no best checkpoint")
     clf = Classifier.load(result.best_dir)
@@ -138,8 +151,10 @@ def run_demo(out_dir: str | Path = "demo_output", *, baseline: bool = False, epo
     pred_dir = out / "predictions"
     _annotated_examples(clf, splits.test, pred_dir, examples)
     m = ev.metrics
+    train_s = sum(row["seconds"] for row in result.history)
     return DemoResult(result.run_dir, result.best_dir, report_dir, pred_dir, m.top1,
-                      dict(zip(m.classes, m.per_class_accuracy)), m.num_samples, time.perf_counter() - t0, ev)
+                      dict(zip(m.classes, m.per_class_accuracy)), m.num_samples, time.perf_counter() - t0,
+                      train_s, train_cpu, ev)
 
 
 def _annotated_examples(clf: Any, test: Any, out: Path, n: int) -> list[Path]:
