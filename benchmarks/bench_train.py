@@ -17,6 +17,8 @@ per seed with its own t-interval. The validation top-1 (what chose the recipe) i
     python benchmarks/bench_train.py speed [--images 768 --epochs 2 --threads 2]
     python benchmarks/bench_train.py step --threads 1
     python benchmarks/bench_train.py accuracy --seeds 0 1 2 [--variants recipe baseline recipe-fp32]
+    python benchmarks/bench_train.py accuracy --seeds 0 --variants recipe --val-only --set run.epochs=8
+    python benchmarks/bench_train.py table recipe.json baseline.json   # the table from accuracy --json files
 """
 from __future__ import annotations
 
@@ -240,28 +242,46 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
             runs.append(row)
             print(json.dumps(row), flush=True)
     summary: dict[str, Any] = {"cpu": cpu_name(), "torch": torch.__version__, "threads": args.threads,
-                               "load_before": args.load_before, "runs": runs, "variants": {}}
-    print(f"\n| variant | test top-1 (95 % t-interval, {len(args.seeds)} seeds) | val top-1 | epochs s (train + val) "
+                               "load_before": args.load_before, "runs": runs}
+    summary.update(summarize(runs))
+    return summary
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Print and return the per-variant table (mean and 95 % t-interval over seeds) and the recipe - baseline
+    difference paired by seed (over the seeds both ran); runs without test figures show the validation only."""
+    variants = list(dict.fromkeys(r["variant"] for r in runs))
+    out: dict[str, Any] = {"variants": {}}
+    print("\n| variant | seeds | test top-1 (95 % t-interval) | val top-1 | epochs s (train + val) "
           "| process CPU s | train images/s |")
-    print("|---|---|---|---|---|---|")
-    for v in args.variants:
+    print("|---|---|---|---|---|---|---|")
+    for v in variants:
         mine = [r for r in runs if r["variant"] == v]
-        m, h = (float("nan"),) * 2 if args.val_only else t_interval([r["test_top1"] for r in mine])
+        tests = [r["test_top1"] for r in mine if r["test_top1"] is not None]
+        m, h = t_interval(tests) if tests else (float("nan"),) * 2
         vm, vh = t_interval([r["val_top1"] for r in mine])
-        summary["variants"][v] = {"test_top1": m, "interval": h, "val_top1": vm, "val_interval": vh}
-        print(f"| {v} | {m:.2%} +- {h:.2%} | {vm:.2%} +- {vh:.2%} | "
+        out["variants"][v] = {"test_top1": m, "interval": h, "val_top1": vm, "val_interval": vh,
+                              "seeds": [r["seed"] for r in mine]}
+        print(f"| {v} | {', '.join(str(r['seed']) for r in mine)} | {m:.2%} +- {h:.2%} | {vm:.2%} +- {vh:.2%} | "
               f"{statistics.fmean(r['train_seconds'] for r in mine):.0f} | "
               f"{statistics.fmean(r['cpu_seconds'] for r in mine):.0f} | "
               f"{statistics.fmean(r['images_per_s'] for r in mine):.0f} |")
-    if {"recipe", "baseline"} <= set(args.variants) and not args.val_only:
-        by = {(r["variant"], r["seed"]): r["test_top1"] for r in runs}
-        diffs = [by[("recipe", s)] - by[("baseline", s)] for s in args.seeds]
+    by = {(r["variant"], r["seed"]): r["test_top1"] for r in runs if r["test_top1"] is not None}
+    seeds = sorted(s for v, s in by if v == "recipe" and ("baseline", s) in by)
+    if seeds:
+        diffs = [by[("recipe", s)] - by[("baseline", s)] for s in seeds]
         m, h = t_interval(diffs)
-        summary["recipe_minus_baseline"] = {"mean": m, "interval": h, "per_seed": diffs}
-        verdict = "beats" if m - h > 0 else "does NOT beat"
-        print(f"\nrecipe - baseline (paired by seed): {m:+.2%} +- {h:.2%}: the recipe {verdict} the baseline "
-              "by more than the interval")
-    return summary
+        out["recipe_minus_baseline"] = {"mean": m, "interval": h, "per_seed": diffs, "seeds": seeds}
+        verdict = "beats" if m - h > 0 else "does NOT (yet) beat"
+        print(f"\nrecipe - baseline (paired by seed, seeds {seeds}): {m:+.2%} +- {h:.2%}: the recipe {verdict} "
+              "the baseline by more than the interval")
+    return out
+
+
+def table(args: argparse.Namespace) -> dict[str, Any]:
+    """The accuracy table again from ``accuracy --json`` files (e.g. recipe and baseline run as two processes)."""
+    runs = [r for f in args.files for r in json.loads(Path(f).read_text())["runs"]]
+    return {"files": args.files, "runs": runs, **summarize(runs)}
 
 
 def with_overrides(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
@@ -298,12 +318,14 @@ def main() -> None:
                    help="recipe overrides for every variant, e.g. run.epochs=6 model.input_size=88")
     a.add_argument("--val-only", action="store_true",
                    help="choose a recipe: report the validation split only, never touch the test photos")
-    for p in (s, k, a):
+    t = sub.add_parser("table", help="the accuracy table from accuracy --json files")
+    t.add_argument("files", nargs="+")
+    for p in (s, k, a, t):
         p.add_argument("--threads", type=int, default=2)
         p.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     args.load_before = load_average()
-    result = {"speed": speed, "step": step, "accuracy": accuracy}[args.mode](args)
+    result = {"speed": speed, "step": step, "accuracy": accuracy, "table": table}[args.mode](args)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
 
