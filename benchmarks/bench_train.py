@@ -50,6 +50,15 @@ def t_interval(values: list[float]) -> tuple[float, float]:
     return mean, T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / len(values) ** 0.5
 
 
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval (low, high) of a proportion ``p`` measured on ``n`` samples."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
+    return centre - half, centre + half
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
@@ -266,6 +275,14 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
               f"{statistics.fmean(r['train_seconds'] for r in mine):.0f} | "
               f"{statistics.fmean(r['cpu_seconds'] for r in mine):.0f} | "
               f"{statistics.fmean(r['images_per_s'] for r in mine):.0f} |")
+    print("\n| run | test top-1 (95 % Wilson interval over the test photos) | val top-1 | best epoch "
+          "| epochs s (train + val) | process CPU s |\n|---|---|---|---|---|---|")
+    for r in runs:
+        if r["test_top1"] is not None:
+            lo, hi = wilson(r["test_top1"], r["test_images"])
+            print(f"| {r['variant']} seed {r['seed']} | {r['test_top1']:.2%} ({lo:.2%} - {hi:.2%}, "
+                  f"{r['test_images']} photos) | {r['val_top1']:.2%} | {r['best_epoch']} | {r['train_seconds']:.0f} | "
+                  f"{r['cpu_seconds']:.0f} |")
     by = {(r["variant"], r["seed"]): r["test_top1"] for r in runs if r["test_top1"] is not None}
     seeds = sorted(s for v, s in by if v == "recipe" and ("baseline", s) in by)
     if seeds:
