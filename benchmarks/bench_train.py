@@ -296,8 +296,15 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def table(args: argparse.Namespace) -> dict[str, Any]:
-    """The accuracy table again from ``accuracy --json`` files (e.g. recipe and baseline run as two processes)."""
-    runs = [r for f in args.files for r in json.loads(Path(f).read_text())["runs"]]
+    """The accuracy table again from ``accuracy --json`` files, or from its printed output (one JSON line per
+    finished run, so a run stopped early still counts its finished seeds)."""
+    runs = []
+    for f in args.files:
+        text = Path(f).read_text()
+        if text.lstrip().startswith('{"variant"') or not text.lstrip().startswith("{"):
+            runs += [json.loads(line) for line in text.splitlines() if line.startswith('{"variant"')]
+        else:
+            runs += json.loads(text)["runs"]
     return {"files": args.files, "runs": runs, **summarize(runs)}
 
 
