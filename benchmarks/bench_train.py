@@ -12,7 +12,10 @@ native on this CPU, or emulated?).
 ``accuracy``: the demo recipe against the seed-style baseline (and, with ``--variants``, the recipe in
 fp32) on the demo's split, one full training run per seed and variant: test top-1 as mean and 95 %
 t-interval over seeds (Student t, n-1 degrees of freedom), and the paired recipe - baseline difference
-per seed with its own t-interval. The validation top-1 (what chose the recipe) is reported beside it.
+per seed with its own t-interval, and each run's test top-1 with its 95 % Wilson interval over the test
+photos. The validation top-1 (what chose the recipe) is reported beside it; ``--val-only`` trains and
+reports the validation split only, for choosing a recipe (``--set`` changes it) without the test photos.
+``table`` prints the same tables again from ``accuracy`` outputs (e.g. variants run as separate processes).
 
     python benchmarks/bench_train.py speed [--images 768 --epochs 2 --threads 2]
     python benchmarks/bench_train.py step --threads 1
