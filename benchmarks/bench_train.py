@@ -12,11 +12,16 @@ native on this CPU, or emulated?).
 ``accuracy``: the demo recipe against the seed-style baseline (and, with ``--variants``, the recipe in
 fp32) on the demo's split, one full training run per seed and variant: test top-1 as mean and 95 %
 t-interval over seeds (Student t, n-1 degrees of freedom), and the paired recipe - baseline difference
-per seed with its own t-interval. The validation top-1 (what chose the recipe) is reported beside it.
+per seed with its own t-interval, and each run's test top-1 with its 95 % Wilson interval over the test
+photos. The validation top-1 (what chose the recipe) is reported beside it; ``--val-only`` trains and
+reports the validation split only, for choosing a recipe (``--set`` changes it) without the test photos.
+``table`` prints the same tables again from ``accuracy`` outputs (e.g. variants run as separate processes).
 
     python benchmarks/bench_train.py speed [--images 768 --epochs 2 --threads 2]
     python benchmarks/bench_train.py step --threads 1
     python benchmarks/bench_train.py accuracy --seeds 0 1 2 [--variants recipe baseline recipe-fp32]
+    python benchmarks/bench_train.py accuracy --seeds 0 --variants recipe --val-only --set run.epochs=8
+    python benchmarks/bench_train.py table recipe.json baseline.json   # the table from accuracy --json files
 """
 from __future__ import annotations
 
@@ -46,6 +51,15 @@ def t_interval(values: list[float]) -> tuple[float, float]:
     if len(values) < 2:
         return mean, float("nan")
     return mean, T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / len(values) ** 0.5
+
+
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval (low, high) of a proportion ``p`` measured on ``n`` samples."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
+    return centre - half, centre + half
 
 
 def cpu_name() -> str:
@@ -222,40 +236,92 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
         for v in args.variants:
             cfg = demo.demo_config(out / f"{v}-seed{seed}", baseline=v == "baseline", seed=seed, threads=args.threads,
                                    progress=False, precision="fp32" if v == "recipe-fp32" else None)
-            t0 = time.perf_counter()
+            if args.set:
+                cfg = with_overrides(cfg, args.set)
+            t0, c0 = time.perf_counter(), time.process_time()
             res = train(cfg)
-            seconds = time.perf_counter() - t0
+            seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
             splits = DataSplits.load(res.run_dir / "splits.json")
-            ev = evaluate(Classifier.load(res.best_dir), splits.test, dataset_classes=splits.classes, batch_size=256,
-                          name=f"{v} seed {seed}")
             train_s = sum(r["seconds"] for r in res.history)
-            row = {"variant": v, "seed": seed, "test_top1": ev.metrics.top1, "val_top1": res.best_metric,
+            row = {"variant": v, "seed": seed, "test_top1": None, "val_top1": res.best_metric,
                    "best_epoch": res.best_epoch, "train_seconds": round(train_s, 1), "total_seconds": round(seconds, 1),
-                   "images_per_s": round(len(splits.train) * len(res.history) / train_s, 1),
-                   "test_images": ev.metrics.num_samples, "load": load_average()}
+                   "cpu_seconds": round(cpu_seconds, 1), "images_per_s": round(len(splits.train) * len(res.history) / train_s, 1),
+                   "test_images": 0, "load": load_average(), "set": args.set}
+            if not args.val_only:
+                ev = evaluate(Classifier.load(res.best_dir), splits.test, dataset_classes=splits.classes,
+                              batch_size=256, name=f"{v} seed {seed}")
+                row.update(test_top1=ev.metrics.top1, test_images=ev.metrics.num_samples)
             runs.append(row)
             print(json.dumps(row), flush=True)
     summary: dict[str, Any] = {"cpu": cpu_name(), "torch": torch.__version__, "threads": args.threads,
-                               "load_before": args.load_before, "runs": runs, "variants": {}}
-    print(f"\n| variant | test top-1 (95 % t-interval, {len(args.seeds)} seeds) | val top-1 | epochs s (train + val) | train images/s |")
-    print("|---|---|---|---|---|")
-    for v in args.variants:
-        mine = [r for r in runs if r["variant"] == v]
-        m, h = t_interval([r["test_top1"] for r in mine])
-        vm, vh = t_interval([r["val_top1"] for r in mine])
-        summary["variants"][v] = {"test_top1": m, "interval": h, "val_top1": vm, "val_interval": vh}
-        print(f"| {v} | {m:.2%} +- {h:.2%} | {vm:.2%} +- {vh:.2%} | "
-              f"{statistics.fmean(r['train_seconds'] for r in mine):.0f} | "
-              f"{statistics.fmean(r['images_per_s'] for r in mine):.0f} |")
-    if {"recipe", "baseline"} <= set(args.variants):
-        by = {(r["variant"], r["seed"]): r["test_top1"] for r in runs}
-        diffs = [by[("recipe", s)] - by[("baseline", s)] for s in args.seeds]
-        m, h = t_interval(diffs)
-        summary["recipe_minus_baseline"] = {"mean": m, "interval": h, "per_seed": diffs}
-        verdict = "beats" if m - h > 0 else "does NOT beat"
-        print(f"\nrecipe - baseline (paired by seed): {m:+.2%} +- {h:.2%}: the recipe {verdict} the baseline "
-              "by more than the interval")
+                               "load_before": args.load_before, "runs": runs}
+    summary.update(summarize(runs))
     return summary
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Print and return the per-variant table (mean and 95 % t-interval over seeds) and the recipe - baseline
+    difference paired by seed (over the seeds both ran); runs without test figures show the validation only."""
+    variants = list(dict.fromkeys(r["variant"] for r in runs))
+    out: dict[str, Any] = {"variants": {}}
+    print("\n| variant | seeds | test top-1 (95 % t-interval) | val top-1 | epochs s (train + val) "
+          "| process CPU s | train images/s |")
+    print("|---|---|---|---|---|---|---|")
+    for v in variants:
+        mine = [r for r in runs if r["variant"] == v]
+        tests = [r["test_top1"] for r in mine if r["test_top1"] is not None]
+        m, h = t_interval(tests) if tests else (float("nan"),) * 2
+        vm, vh = t_interval([r["val_top1"] for r in mine])
+        out["variants"][v] = {"test_top1": m, "interval": h, "val_top1": vm, "val_interval": vh,
+                              "seeds": [r["seed"] for r in mine]}
+        print(f"| {v} | {', '.join(str(r['seed']) for r in mine)} | {m:.2%} +- {h:.2%} | {vm:.2%} +- {vh:.2%} | "
+              f"{statistics.fmean(r['train_seconds'] for r in mine):.0f} | "
+              f"{statistics.fmean(r['cpu_seconds'] for r in mine):.0f} | "
+              f"{statistics.fmean(r['images_per_s'] for r in mine):.0f} |")
+    print("\n| run | test top-1 (95 % Wilson interval over the test photos) | val top-1 | best epoch "
+          "| epochs s (train + val) | process CPU s |\n|---|---|---|---|---|---|")
+    for r in runs:
+        if r["test_top1"] is not None:
+            lo, hi = wilson(r["test_top1"], r["test_images"])
+            print(f"| {r['variant']} seed {r['seed']} | {r['test_top1']:.2%} ({lo:.2%} - {hi:.2%}, "
+                  f"{r['test_images']} photos) | {r['val_top1']:.2%} | {r['best_epoch']} | {r['train_seconds']:.0f} | "
+                  f"{r['cpu_seconds']:.0f} |")
+    by = {(r["variant"], r["seed"]): r["test_top1"] for r in runs if r["test_top1"] is not None}
+    seeds = sorted(s for v, s in by if v == "recipe" and ("baseline", s) in by)
+    if seeds:
+        diffs = [by[("recipe", s)] - by[("baseline", s)] for s in seeds]
+        m, h = t_interval(diffs)
+        out["recipe_minus_baseline"] = {"mean": m, "interval": h, "per_seed": diffs, "seeds": seeds}
+        verdict = "beats" if m - h > 0 else "does NOT (yet) beat"
+        print(f"\nrecipe - baseline (paired by seed, seeds {seeds}): {m:+.2%} +- {h:.2%}: the recipe {verdict} "
+              "the baseline by more than the interval")
+    return out
+
+
+def table(args: argparse.Namespace) -> dict[str, Any]:
+    """The accuracy table again from ``accuracy --json`` files, or from its printed output (one JSON line per
+    finished run, so a run stopped early still counts its finished seeds)."""
+    runs = []
+    for f in args.files:
+        text = Path(f).read_text()
+        if text.lstrip().startswith('{"variant"') or not text.lstrip().startswith("{"):
+            runs += [json.loads(line) for line in text.splitlines() if line.startswith('{"variant"')]
+        else:
+            runs += json.loads(text)["runs"]
+    return {"files": args.files, "runs": runs, **summarize(runs)}
+
+
+def with_overrides(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
+    """``cfg`` with ``section.key=value`` assignments (values parsed as YAML), for trying recipes on the
+    validation split."""
+    import yaml
+
+    raw = cfg.to_dict()
+    for a in assignments:
+        key, _, value = a.partition("=")
+        section, _, name = key.partition(".")
+        raw[section][name] = yaml.safe_load(value)
+    return TrainConfig.from_dict(raw, source="bench --set").validate("bench --set")
 
 
 def main() -> None:
@@ -275,12 +341,18 @@ def main() -> None:
     a.add_argument("--variants", nargs="+", default=["recipe", "baseline"],
                    choices=["recipe", "baseline", "recipe-fp32"])
     a.add_argument("--out", default="bench_train_runs")
-    for p in (s, k, a):
+    a.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
+                   help="recipe overrides for every variant, e.g. run.epochs=6 model.input_size=88")
+    a.add_argument("--val-only", action="store_true",
+                   help="choose a recipe: report the validation split only, never touch the test photos")
+    t = sub.add_parser("table", help="the accuracy table from accuracy --json files")
+    t.add_argument("files", nargs="+")
+    for p in (s, k, a, t):
         p.add_argument("--threads", type=int, default=2)
         p.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     args.load_before = load_average()
-    result = {"speed": speed, "step": step, "accuracy": accuracy}[args.mode](args)
+    result = {"speed": speed, "step": step, "accuracy": accuracy, "table": table}[args.mode](args)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
 

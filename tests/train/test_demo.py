@@ -53,6 +53,7 @@ def test_demo_end_to_end_shrunk(tmp_path, monkeypatch, capsys):
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["num_samples"] == 960 and report["split"] == "test"
     assert f"test top-1 accuracy {report['top1']:.1%} on 960 held-out photos" in out
+    assert "s wall, " in out and "s process CPU" in out  # the 3-minute budget is checkable from the output
     assert "baseline" in out and "bench_train.py accuracy" in out  # the recorded comparison, and its command
     for c in CLASSES:
         assert f"  {c:<11} " in out
@@ -67,3 +68,18 @@ def test_demo_end_to_end_shrunk(tmp_path, monkeypatch, capsys):
     splits = json.loads((tmp_path / "run" / "splits.json").read_text())
     assert not {p for p, _, _ in splits["test"]} & {p for p, _, _ in splits["train"] + splits["val"]}
     assert len(splits["train"]) == 30
+
+
+def test_recorded_comparison_shows_both_runs_and_the_paired_difference(monkeypatch):
+    recorded = {"recipe": {"top1": 0.93, "interval": 0.004, "seeds": [0, 1, 2]},
+                "baseline": {"top1": 0.88, "interval": 0.01, "seeds": [0, 1, 2]},
+                "difference": {"top1": 0.05, "interval": 0.012, "seeds": [0, 1, 2]}}
+    monkeypatch.setattr(demo, "RECORDED", recorded)
+    monkeypatch.setattr(demo, "RECORDED_ON", "some CPU")
+    text = "\n".join(demo.recorded_comparison())
+    assert "demo recipe          93.0% +- 0.4% (seeds 0, 1, 2)" in text
+    assert "seed-style baseline  88.0% +- 1.0%" in text
+    assert "recipe - baseline    +5.0% +- 1.2%" in text
+    assert "measured on some CPU" in text and demo.COMPARE_COMMAND in text
+    recorded["baseline"] = {"top1": None, "interval": None, "seeds": []}
+    assert "seed-style baseline  not recorded yet" in "\n".join(demo.recorded_comparison())

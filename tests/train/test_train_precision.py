@@ -35,6 +35,15 @@ def test_auto_trains_fp32_on_a_cpu_without_native_bf16(monkeypatch):
     assert training_precision("bf16", CPU, 96) == "bf16"  # asked for: kept
 
 
+@pytest.mark.parametrize(("bf16_supported", "expected"), [(True, "bf16"), (False, "fp16")])
+def test_auto_on_cuda_trains_bf16_where_the_card_has_it_else_fp16(monkeypatch, bf16_supported, expected):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_supported)
+    cuda = torch.device("cuda", 0)
+    assert training_precision("auto", cuda, 96) == expected
+    assert training_precision("auto", cuda, 16) == expected  # the tiny-input guard is for the CPU kernels only
+    assert training_precision("fp32", cuda, 96) == "fp32"
+
+
 def test_explicit_precisions_are_kept_and_small_bf16_warns(caplog):
     assert training_precision("fp32", CPU, 96) == "fp32"
     with caplog.at_level(logging.WARNING, logger=trainer.__name__):

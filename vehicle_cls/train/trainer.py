@@ -123,6 +123,7 @@ class Trainer:
         if self.dist.enabled:
             self.device = runtime.resolve_device(cfg.run.device, self.dist.local_rank)
         self.precision = training_precision(cfg.run.precision, self.device, cfg.model.input_size)
+        logger.info("training precision: %s (run.precision %s, %s)", self.precision, cfg.run.precision, self.device)
         if cfg.run.threads and self.device.type == "cpu":
             torch.set_num_threads(cfg.run.threads)
         if cfg.run.deterministic:
