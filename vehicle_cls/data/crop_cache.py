@@ -110,6 +110,7 @@ class CropCache:
             for number, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
+                reason: str | None
                 try:
                     entry = json.loads(line)
                 except ValueError:

@@ -144,7 +144,7 @@ def _read_rows(
             except StopIteration:
                 raise DatasetError(f"{csv_path}: empty CSV file (no header row)") from None
         wanted = [path_column, label_column, *(box_columns or ()), *(() if split_column is None else (split_column,))]
-        index = {}
+        index: dict[str | int, int] = {}
         for col in wanted:
             if isinstance(col, int):
                 index[col] = col

@@ -164,7 +164,8 @@ def _attach_boxes(samples: list[Sample], anno_csv: Path, classes: list[str]) -> 
             try:
                 if len(row) < 6:
                     raise ValueError(f"expected 6 columns (image_name,x_min,y_min,x_max,y_max,label), got {len(row)}")
-                box = tuple(float(v) for v in row[1:5])
+                x0, y0, x1, y1 = (float(v) for v in row[1:5])
+                box = (x0, y0, x1, y1)
                 class_id = int(row[5])
             except ValueError as exc:
                 problems.append(Problem(str(anno_csv), line_no, item or None, str(exc)))
@@ -174,9 +175,9 @@ def _attach_boxes(samples: list[Sample], anno_csv: Path, classes: list[str]) -> 
                 reason = f"class id {class_id} outside 1..{len(classes)} (unknown class)"
             if reason is not None:
                 problems.append(Problem(str(anno_csv), line_no, item, reason))
-                rows[item] = (line_no, box, -2)  # known-bad: drop the image too  # type: ignore[assignment]
+                rows[item] = (line_no, box, -2)  # known-bad: drop the image too
                 continue
-            rows[item] = (line_no, box, class_id - 1)  # type: ignore[assignment]
+            rows[item] = (line_no, box, class_id - 1)
     kept: list[Sample] = []
     used: set[str] = set()
     for s in samples:

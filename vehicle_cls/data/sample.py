@@ -184,7 +184,7 @@ class SampleList(Sequence[Sample]):
     def __getitem__(self, index: int) -> Sample: ...
     @overload
     def __getitem__(self, index: slice) -> SampleList: ...
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index):
         if isinstance(index, slice):
             return self._derive(self._samples[index], f"{self.name}[{index.start}:{index.stop}]")
         return self._samples[index]
@@ -229,15 +229,16 @@ def relabel(samples: Sequence[Sample], classes: Sequence[str], into: Sequence[st
     classes, into = list(classes), list(into)
     name = getattr(samples, "name", what)
     split = split or getattr(samples, "split", None)
-    keep = dict(root=getattr(samples, "root", None), box_format=getattr(samples, "box_format", "devkit"),
-                problems=getattr(samples, "problems", ()))
+    root = getattr(samples, "root", None)
+    box_format: BoxFormat = getattr(samples, "box_format", "devkit")
+    problems: Sequence[Problem] = getattr(samples, "problems", ())
     if classes == into:
         if isinstance(samples, SampleList) and samples.split == split:
             return samples
-        return SampleList(list(samples), into, name, split=split, **keep)
+        return SampleList(list(samples), into, name, split=split, root=root, box_format=box_format, problems=problems)
     index = {c: i for i, c in enumerate(into)}
     unknown = sorted({classes[s.label] for s in samples} - set(index))
     if unknown:
         raise ValueError(f"{what} {name}: {len(unknown)} classes {target} does not know, e.g. {unknown[:5]}")
     items = [Sample(s.path, index[classes[s.label]], s.box) for s in samples]
-    return SampleList(items, into, name, split=split, **keep)
+    return SampleList(items, into, name, split=split, root=root, box_format=box_format, problems=problems)
