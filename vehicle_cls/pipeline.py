@@ -56,8 +56,9 @@ class Pipeline:
         device images), ``classifier_batch_size`` (None: sized to free memory where the classifier can),
         ``compile`` (torch.compile, where the classifier's capabilities allow it)."""
         if isinstance(cropper, Classifier):  # Pipeline(clf) or Pipeline(clf, cropper): the order swapped
-            raise TypeError("Pipeline(cropper, classifier): a Classifier was passed as the first argument, which is "
-                            "the cropper (None: whole images); write Pipeline(cropper, clf) or Pipeline(classifier=clf)")
+            raise TypeError("Pipeline(cropper, classifier): a Classifier was passed as the first argument, "
+                            "which is the cropper (None: whole images); write Pipeline(cropper, clf) or "
+                            "Pipeline(classifier=clf)")
         if classifier is None:
             raise ValueError("Pipeline needs a classifier (Classifier.create(...) or Classifier.load(dir))")
         self.options = (options or InferenceOptions()).replace(**overrides)
@@ -193,7 +194,8 @@ class Pipeline:
         return dec.array()
 
     def _process(
-        self, decoder: Decoder, batch: list[tuple[int, Decoded]], box_list: list[Any] | None, topk: int, keep_images: bool
+        self, decoder: Decoder, batch: list[tuple[int, Decoded]], box_list: list[Any] | None, topk: int,
+        keep_images: bool,
     ) -> list[Result]:
         decoder.finish_on_device([dec for _, dec in batch])
         results = [self._result(index, dec, keep_images) for index, dec in batch]

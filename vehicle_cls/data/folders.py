@@ -69,10 +69,12 @@ class ClassFolders(SampleList):
             classes = [d.name for d in dirs]
         samples, problems = _read_class_dirs(root, dirs, list(classes), recursive)
         settle_problems(problems, on_error, f"class folders {root}")
-        super().__init__(samples, classes, name or root.name, root=root, split=split, box_format="xyxy", problems=problems)
+        super().__init__(samples, classes, name or root.name, root=root, split=split, box_format="xyxy",
+                         problems=problems)
 
 
-def _read_class_dirs(root: Path, dirs: list[Path], classes: list[str], recursive: bool) -> tuple[list[Sample], list[Problem]]:
+def _read_class_dirs(root: Path, dirs: list[Path], classes: list[str], recursive: bool
+                     ) -> tuple[list[Sample], list[Problem]]:
     index = {folder_name(c): i for i, c in enumerate(classes)}
     samples: list[Sample] = []
     problems: list[Problem] = []
@@ -85,7 +87,8 @@ def _read_class_dirs(root: Path, dirs: list[Path], classes: list[str], recursive
             logger.warning("%s: class folder %r has no images; the model keeps an output for it that no "
                            "image trains", d, d.name)
         if label is None:
-            problems.append(Problem(str(d), None, None, f"folder is not one of the {len(classes)} classes ({len(images)} images skipped)"))
+            problems.append(Problem(str(d), None, None,
+                                    f"folder is not one of the {len(classes)} classes ({len(images)} images skipped)"))
             continue
         samples.extend(Sample(str(p), label) for p in images)
     return samples, problems
@@ -129,7 +132,8 @@ class KaggleCars(SampleList):
             problems += more
         settle_problems(problems, on_error, f"Kaggle cars {split} ({split_dir})")
         super().__init__(
-            samples, classes, f"kaggle_cars/{split}", root=split_dir, split=split, box_format="devkit", problems=problems
+            samples, classes, f"kaggle_cars/{split}", root=split_dir, split=split, box_format="devkit",
+            problems=problems,
         )
         self.annotation_file = None if anno_csv is None else str(anno_csv)
 

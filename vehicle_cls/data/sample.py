@@ -106,7 +106,8 @@ def settle_problems(problems: list[Problem], on_error: str, what: str) -> None:
         return
     shown = "; ".join(str(p) for p in problems[:3]) + (f"; ... ({len(problems) - 3} more)" if len(problems) > 3 else "")
     if on_error == "raise":
-        raise DatasetError(f"{what}: {len(problems)} malformed entr{'y' if len(problems) == 1 else 'ies'}: {shown}", problems)
+        entries = "entry" if len(problems) == 1 else "entries"
+        raise DatasetError(f"{what}: {len(problems)} malformed {entries}: {shown}", problems)
     logger.warning("%s: skipped %d malformed entries (see .problems): %s", what, len(problems), shown)
 
 
@@ -132,7 +133,8 @@ def check_box(box: Sequence[float], image_size: tuple[int, int] | None = None) -
     return None
 
 
-def pixel_box(box: Sequence[float], image_size: tuple[int, int], box_format: str = "devkit") -> tuple[int, int, int, int]:
+def pixel_box(box: Sequence[float], image_size: tuple[int, int], box_format: str = "devkit"
+              ) -> tuple[int, int, int, int]:
     """Integer slice bounds (x1, y1, x2, y2), clamped to the image, so ``image[y1:y2, x1:x2]`` is the box."""
     if box_format not in BOX_FORMATS:
         raise ValueError(f"box_format must be one of {BOX_FORMATS}, not {box_format!r}")
@@ -206,7 +208,8 @@ class SampleList(Sequence[Sample]):
         counts = Counter(s.label for s in self._samples)
         return {name: counts.get(i, 0) for i, name in enumerate(self.classes)}
 
-    def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None, split: str | None = None) -> SampleList:
+    def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None,
+               split: str | None = None) -> SampleList:
         """The samples at ``indices`` (same classes and box format; same split tag unless ``split`` is given)."""
         picked = [self._samples[int(i)] for i in indices]
         return self._derive(picked, name or f"{self.name}[subset]", split)

@@ -203,7 +203,8 @@ def match_detections(a: Any, b: Any, min_iou: float = MATCH_IOU, min_score: floa
     iw = np.clip(np.minimum(x[..., 2], y[..., 2]) - np.maximum(x[..., 0], y[..., 0]), 0, None)
     ih = np.clip(np.minimum(x[..., 3], y[..., 3]) - np.maximum(x[..., 1], y[..., 1]), 0, None)
     inter = iw * ih
-    union = (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1]) + (y[..., 2] - y[..., 0]) * (y[..., 3] - y[..., 1]) - inter
+    union = ((x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])
+             + (y[..., 2] - y[..., 0]) * (y[..., 3] - y[..., 1]) - inter)
     iou = np.where(a.classes[:, None] == b.classes[None, :], inter / np.maximum(union, 1e-12), -1.0)
     pairs, taken = [], np.zeros(len(b), dtype=bool)
     for i in range(len(a)):

@@ -10,15 +10,17 @@ from typing import Any, TextIO
 from vehicle_cls.outputs import _OutputFile, open_output
 from vehicle_cls.results import ROW_FIELDS, Result, arrow_schema
 
-FORMATS = {".jsonl": "jsonl", ".json": "jsonl", "": "jsonl", ".csv": "csv", ".parquet": "parquet"}  # "": /dev/stdout, a FIFO
+# "": no suffix (/dev/stdout, a FIFO)
+FORMATS = {".jsonl": "jsonl", ".json": "jsonl", "": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
 
 def output_format(path: str | Path) -> str:
-    """The format ``path`` names by its suffix (none: JSON Lines); ValueError (one line) for any other suffix, ImportError
-    naming the extra when Parquet is asked for without pyarrow."""
+    """The format ``path`` names by its suffix (none: JSON Lines); ValueError (one line) for any other
+    suffix, ImportError naming the extra when Parquet is asked for without pyarrow."""
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
-        raise ValueError(f"{path}: unknown output format {suffix or '(no suffix)'!r}; use .jsonl (or no suffix), .csv or .parquet")
+        raise ValueError(f"{path}: unknown output format {suffix or '(no suffix)'!r}; "
+                         "use .jsonl (or no suffix), .csv or .parquet")
     if FORMATS[suffix] == "parquet":
         try:
             import pyarrow.parquet  # noqa: F401
