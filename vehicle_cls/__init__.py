@@ -12,7 +12,6 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 
-
 def _version() -> str:
     """The installed distribution's version (pyproject.toml is the one place it is written)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -42,11 +41,18 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vehicle_cls.classifier import Classifier
-    from vehicle_cls.cropper import Cropper, CropPolicy
-    from vehicle_cls.io.images import ImageError, from_bgr, load_image
-    from vehicle_cls.pipeline import Pipeline
-    from vehicle_cls.results import Detection, Detections, Result, Vehicle
+    # re-exported for type checkers (``X as X``); at run time __getattr__ imports them lazily
+    from vehicle_cls.classifier import Classifier as Classifier
+    from vehicle_cls.cropper import Cropper as Cropper
+    from vehicle_cls.cropper import CropPolicy as CropPolicy
+    from vehicle_cls.io.images import ImageError as ImageError
+    from vehicle_cls.io.images import from_bgr as from_bgr
+    from vehicle_cls.io.images import load_image as load_image
+    from vehicle_cls.pipeline import Pipeline as Pipeline
+    from vehicle_cls.results import Detection as Detection
+    from vehicle_cls.results import Detections as Detections
+    from vehicle_cls.results import Result as Result
+    from vehicle_cls.results import Vehicle as Vehicle
 
 
 class _NoTritonAfterTensorflow(importlib.abc.MetaPathFinder):

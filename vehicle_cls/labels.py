@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from collections.abc import Sequence
 from importlib import resources
 
 # detectron2's contiguous COCO ids (0-based over the 80 thing classes)

@@ -56,8 +56,9 @@ class Pipeline:
         device images), ``classifier_batch_size`` (None: sized to free memory where the classifier can),
         ``compile`` (torch.compile, where the classifier's capabilities allow it)."""
         if isinstance(cropper, Classifier):  # Pipeline(clf) or Pipeline(clf, cropper): the order swapped
-            raise TypeError("Pipeline(cropper, classifier): a Classifier was passed as the first argument, which is "
-                            "the cropper (None: whole images); write Pipeline(cropper, clf) or Pipeline(classifier=clf)")
+            raise TypeError("Pipeline(cropper, classifier): a Classifier was passed as the first argument, "
+                            "which is the cropper (None: whole images); write Pipeline(cropper, clf) or "
+                            "Pipeline(classifier=clf)")
         if classifier is None:
             raise ValueError("Pipeline needs a classifier (Classifier.create(...) or Classifier.load(dir))")
         self.options = (options or InferenceOptions()).replace(**overrides)
@@ -193,7 +194,8 @@ class Pipeline:
         return dec.array()
 
     def _process(
-        self, decoder: Decoder, batch: list[tuple[int, Decoded]], box_list: list[Any] | None, topk: int, keep_images: bool
+        self, decoder: Decoder, batch: list[tuple[int, Decoded]], box_list: list[Any] | None, topk: int,
+        keep_images: bool,
     ) -> list[Result]:
         decoder.finish_on_device([dec for _, dec in batch])
         results = [self._result(index, dec, keep_images) for index, dec in batch]
@@ -217,10 +219,10 @@ class Pipeline:
 
         backend = self.classifier.backend
         jobs: dict[int, CropJob] = {}
-        for pos, chosen in choices.items():  # an empty choice (no vehicle, no fallback): ok, no vehicles
+        for pos, crop_choices in choices.items():  # an empty choice (no vehicle, no fallback): ok, no vehicles
             dec = batch[pos][1]
             image = dec.image if dec.image is not None or backend.capabilities.device_images else dec.array()
-            jobs[pos] = CropJob(image, chosen, dec.tensor, dec.scale)
+            jobs[pos] = CropJob(image, crop_choices, dec.tensor, dec.scale)
         probs = classify_crops(backend, list(jobs.values()), fill=self._mask_fill(),
                                precision=self.precisions["classifier"], batch_size=self._classifier_batch_size())
         for (pos, job), rows in zip(jobs.items(), probs):
@@ -244,7 +246,7 @@ class Pipeline:
 
     def _mask_fill(self) -> tuple[int, int, int]:
         """The RGB that blanks pixels outside a mask: the cropper policy's, else the default."""
-        return DEFAULT_MASK_FILL if self.cropper is None else tuple(self.cropper.policy.mask_fill)  # type: ignore
+        return DEFAULT_MASK_FILL if self.cropper is None else tuple(self.cropper.policy.mask_fill)
 
     def _classifier_batch_size(self) -> int | None:
         """Crops per classifier call: ``classifier_batch_size`` (unset: as many as free memory allows on

@@ -201,7 +201,7 @@ class Result:
                 "frame": None if self.frame is None else int(self.frame), "timestamp": _num(self.timestamp),
                 "image_height": h, "image_width": w, "error": self.error}
         rows = []
-        for i, v in enumerate(self.vehicles or [None]):  # type: ignore[list-item]
+        for i, v in enumerate(self.vehicles or [None]):
             box = v.box if v is not None and v.box is not None else (None,) * 4
             det = v.detection if v is not None else None
             rows.append({

@@ -52,7 +52,7 @@ def resolve_device(device: str | torch.device | None = "auto", local_rank: int =
     return device
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_has_fast_bf16() -> bool:
     """True when this CPU runs bf16 matmuls natively (AMX or AVX512-BF16), where bf16 pays."""
     try:

@@ -161,7 +161,8 @@ def _cached_problem(path: Path, sha256: str | None, sha256_prefix: str | None) -
             got = digest.hexdigest()
             if (sha256 is not None and got != sha256) or (
                     sha256_prefix is not None and not got.startswith(sha256_prefix.lower())):
-                return f"sha256 {got[:16]}... is not the expected {sha256 or sha256_prefix + '...'}"
+                want = sha256 if sha256 is not None else f"{sha256_prefix}..."
+                return f"sha256 {got[:16]}... is not the expected {want}"
             return None
         return _structure_problem(path, path.suffix.lower())
     except OSError as exc:

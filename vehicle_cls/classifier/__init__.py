@@ -1,6 +1,6 @@
 """The second stage: a torchvision backbone that names the vehicle in a crop, saved as a bundle."""
-from vehicle_cls.classifier.backend import ClassifierBackend
 from vehicle_cls.bundle import BundleError
+from vehicle_cls.classifier.backend import ClassifierBackend
 from vehicle_cls.classifier.classifier import Classifier
 from vehicle_cls.classifier.factory import WeightsUnavailableError, create_model, supported_archs
 from vehicle_cls.classifier.preprocess import (

@@ -48,5 +48,6 @@ class ClassifierBackend(Protocol):
                       tensor: Any = None) -> Any:
         """Model inputs for the chosen crops (box, mask) of one RGB image."""
 
-    def classify(self, prepared: Sequence[Any], precision: str = "fp32", batch_size: int = ...) -> np.ndarray:
-        """Probabilities (M, C) for the crops of several ``prepare_crops`` results, in order."""
+    def classify(self, prepared: Sequence[Any], precision: str = "fp32", batch_size: int | None = ...) -> np.ndarray:
+        """Probabilities (M, C) for the crops of several ``prepare_crops`` results, in order
+        (``batch_size`` None: the backend's choice, e.g. the torch one sizes it to free CUDA memory)."""

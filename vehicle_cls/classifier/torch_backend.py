@@ -167,11 +167,12 @@ class TorchClassifierBackend:
                 keep = torch.from_numpy(np.asarray(c.mask, dtype=bool)).to(self.device)
                 fill = torch.tensor(tuple(mask_fill), dtype=img.dtype, device=self.device).view(3, 1, 1)
                 source = torch.where(keep, img, fill)
-            boxes = None if c.box is None else torch.tensor([c.box], dtype=torch.float32, device=self.device)
-            out[i] = crop_resize_on_device(source, boxes, cfg)[0]
-        if not out:
+            box = None if c.box is None else torch.tensor([c.box], dtype=torch.float32, device=self.device)
+            out[i] = crop_resize_on_device(source, box, cfg)[0]
+        crops = [crop for crop in out if crop is not None]  # all of them: every choice was cut above
+        if not crops:
             return torch.zeros((0, 3, cfg.input_size, cfg.input_size), device=self.device)
-        return torch.stack(out)  # type: ignore[arg-type]
+        return torch.stack(crops)
 
     def classify(self, prepared: Sequence[torch.Tensor], precision: str = "fp32",
                  batch_size: int | None = DEFAULT_BATCH_SIZE) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""``vehicle-cls demo [--out DIR]``: train and evaluate a vehicle-type classifier on the shipped photos (CPU, minutes)."""
+"""``vehicle-cls demo [--out DIR]``: train and evaluate a vehicle-type classifier on the shipped photos
+(CPU, minutes)."""
 from __future__ import annotations
 
 import argparse

@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="name of this evaluation in reports (default: derived)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, ... (default: auto)")
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when available, else CPU), cpu, cuda, ... (default: auto)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--compare", nargs="+", metavar="REPORT_OR_RUN_DIR",
                    help="write a side-by-side comparison of these reports or training runs (torch or Keras) instead")
@@ -51,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.crop == "cache":
         if not args.cache:
-            print("vehicle-cls eval: error: --crop cache needs --cache DIR (made by `vehicle-cls crop`)", file=sys.stderr)
+            print("vehicle-cls eval: error: --crop cache needs --cache DIR (made by `vehicle-cls crop`)",
+                  file=sys.stderr)
             return EXIT_ERROR
         args.crop = args.cache
     from vehicle_cls.data.s3 import is_s3_uri
@@ -165,7 +167,8 @@ def print_summary(result) -> None:
     """Top-1/top-5 and per-class accuracy as a few lines."""
     m = result.metrics
     print(f"{result.name}: {m.num_samples} images, top-1 {m.top1:.2%}, top-5 {m.top5:.2%}, "
-          f"mean per-class {m.mean_class_accuracy:.2%}" + (f", {len(result.failed)} unreadable" if result.failed else ""))
+          f"mean per-class {m.mean_class_accuracy:.2%}"
+          + (f", {len(result.failed)} unreadable" if result.failed else ""))
     width = max(len(c) for c in m.classes) if m.classes else 0
     for c, n, a in zip(m.classes, m.per_class_count, m.per_class_accuracy):
         if n:

@@ -59,11 +59,13 @@ def run(args: argparse.Namespace) -> int:
 
     if int(os.environ.get("RANK", "0")) != 0:
         return EXIT_OK
-    state = "stopped early" if result.stopped_early else ("interrupted (run.max_steps)" if result.interrupted else "done")
+    state = ("stopped early" if result.stopped_early
+             else "interrupted (run.max_steps)" if result.interrupted else "done")
     print(f"{state}: {result.epochs_completed} epochs, {result.global_step} steps in {result.run_dir}")
     if result.best_dir is not None:
         metric = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"
         print(f"best {cfg.run.monitor} {metric} at epoch {result.best_epoch}: bundle {result.best_dir}")
     if result.interrupted:
-        print(f"continue with: vehicle-cls train --config {args.config} {' '.join(args.overrides)} --resume".replace("  ", " "))
+        resume = f"vehicle-cls train --config {args.config} {' '.join(args.overrides)} --resume"
+        print(f"continue with: {resume}".replace("  ", " "))
     return EXIT_OK

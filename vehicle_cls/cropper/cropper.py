@@ -179,15 +179,15 @@ class Cropper:
         decode gets ``Detections.failed(reason)`` and the others still run.
         """
         decoded = [_decode(im) for im in _as_list(images)]
-        good = [i for i, d in enumerate(decoded) if not isinstance(d, Detections)]
+        good = [(i, d) for i, d in enumerate(decoded) if not isinstance(d, Detections)]
         bs = batch_size or self.batch_size
         out: list[Any] = list(decoded)
         mode = self._grouping(grouping)
         settings = self.settings if mode == "size" else None
-        for chunk in plan_batches([decoded[i].shape[:2] for i in good], bs, mode, settings):
-            indices = [good[j] for j in chunk]
-            for i, det in zip(indices, self.backend([decoded[i] for i in indices])):
-                out[i] = det
+        shapes = [(int(d.shape[0]), int(d.shape[1])) for _, d in good]
+        for chunk in plan_batches(shapes, bs, mode, settings):
+            for j, det in zip(chunk, self.backend([good[j][1] for j in chunk])):
+                out[good[j][0]] = det
         return out
 
     def _grouping(self, grouping: str) -> str:
@@ -221,13 +221,14 @@ class Cropper:
         from vehicle_cls.cropper.choose import detect_and_choose
 
         decoded = [_decode(im) for im in _as_list(images)]
-        decoded = [d.cpu().numpy() if isinstance(d, torch.Tensor) else d for d in decoded]  # cut with numpy
-        good = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
+        arrays: dict[int, np.ndarray] = {  # the inputs that decoded, by position, as arrays: cut with numpy
+            i: d.cpu().numpy() if isinstance(d, torch.Tensor) else d
+            for i, d in enumerate(decoded) if not isinstance(d, Detections)}
         out: list[list[np.ndarray]] = [[] for _ in decoded]
-        for i, chosen in zip(good, detect_and_choose(self, [decoded[i] for i in good], batch_size=batch_size)):
+        for i, chosen in zip(arrays, detect_and_choose(self, list(arrays.values()), batch_size=batch_size)):
             if chosen.error:
                 logger.warning("%s", chosen.error)
-            out[i] = [cut(decoded[i], c, self.policy.mask_fill) for c in chosen.choices]
+            out[i] = [cut(arrays[i], c, self.policy.mask_fill) for c in chosen.choices]
         return out
 
 

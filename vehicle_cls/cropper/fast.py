@@ -53,7 +53,7 @@ DETECTOR_PARTS = ("backbone", "rpn_head", "box_head", "mask_head")
 
 
 def prepare_detector(model: GeneralizedRCNN, device: torch.device | str, precision: str,
-                     parts: tuple[str, ...] = DETECTOR_LOW_PRECISION_PARTS) -> nn.Module:
+                     parts: tuple[str, ...] = DETECTOR_LOW_PRECISION_PARTS) -> GeneralizedRCNN:
     """An inference copy of our GeneralizedRCNN for ``precision``: FrozenBN folded into the convs,
     everything channels_last, ``parts`` in the precision's dtype, the rest fp32; anchors and the box
     predictor (class logits and box deltas) always fp32. On the CPU the ROI poolers use one weighted

@@ -51,6 +51,8 @@ def check_config(config: str) -> bool:
 class GeneralizedRCNN(nn.Module):
     """backbone (ResNet-101 + FPN) -> proposal_generator (RPN) -> roi_heads; state dict = detectron2's."""
 
+    pixel_mean: torch.Tensor  # registered as a (non-persistent) buffer in __init__
+
     def __init__(self, mask_on: bool = False, settings: InferenceSettings | None = None):
         super().__init__()
         s = settings or InferenceSettings()

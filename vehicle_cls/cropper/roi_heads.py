@@ -60,7 +60,7 @@ class ROIPooler(nn.Module):
             return self._pool_bag(features, rois, levels)
         c, s = features[0].shape[1], self.output_size
         output = torch.zeros((len(rois), c, s, s), dtype=features[0].dtype, device=features[0].device)
-        jobs = []
+        jobs: list[tuple[torch.Tensor, torch.Tensor, float]] = []
         for level, (feat, scale) in enumerate(zip(features, self.scales)):
             inds = torch.nonzero(levels == level, as_tuple=True)[0]
             if len(inds) == 0:
@@ -142,6 +142,8 @@ class FastRCNNOutputLayers(nn.Module):
 
 class MaskRCNNConvUpsampleHead(nn.Module):
     """4x (3x3 conv 256 + ReLU), 2x2/2 deconv + ReLU, 1x1 predictor -> one 28x28 logit map per class."""
+
+    mask_fcn1: Conv2d  # added by add_module (mask_fcn{k}, the checkpoint's names); typed for forward
 
     def __init__(self, channels: int = 256, num_classes: int = 80, num_conv: int = 4):
         super().__init__()

@@ -40,7 +40,7 @@ class TorchDetectorBackend:
             self.model.to(memory_format=torch.channels_last)
         self.precision = "fp32"
         self.parts: tuple[str, ...] = ()
-        self._fast: torch.nn.Module | None = None
+        self._fast: GeneralizedRCNN | None = None
         self.set_precision(precision)
 
     @property

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from vehicle_cls.crops import cut
 from vehicle_cls.data.sample import (
     DatasetError,
     Problem,
@@ -37,7 +38,6 @@ from vehicle_cls.data.sample import (
     continuous_box,
     pixel_box,
 )
-from vehicle_cls.crops import cut
 from vehicle_cls.errors import one_line
 from vehicle_cls.fileio import atomic_write_bytes, clean_stale_temps, ensure_dir
 from vehicle_cls.io.images import load_image
@@ -110,6 +110,7 @@ class CropCache:
             for number, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
+                reason: str | None
                 try:
                     entry = json.loads(line)
                 except ValueError:
@@ -155,7 +156,8 @@ class CropCache:
                            "%s%s", self.root, len(problems), len(problems) + len({s.path for s in samples}), shown,
                            "; ..." if len(problems) > 3 else "")
         name = f"crops/{config.get('dataset', self.root.name)}" + (f"/{split}" if split else "")
-        return SampleList(samples, config.get("classes", []), name, root=self.root, split=split, box_format="xyxy", problems=problems)
+        return SampleList(samples, config.get("classes", []), name, root=self.root, split=split, box_format="xyxy",
+                          problems=problems)
 
     def build(
         self,
@@ -198,7 +200,8 @@ class CropCache:
         todo: list[int] = []
         for i, sample in enumerate(dataset):
             entry = done.get(_key(sample.path))
-            if entry is not None and not ((retry_errors or is_transient_record(entry.get("error"))) and entry.get("error")):
+            if entry is not None and not (
+                    (retry_errors or is_transient_record(entry.get("error"))) and entry.get("error")):
                 stats.already_done += 1
             else:
                 todo.append(i)
@@ -221,7 +224,8 @@ class CropCache:
                     # a detector exception propagates (the run stops; a rerun resumes after the last item)
                     chosen = detect_and_choose(cropper, [images[i] for i in order], policy, isolate=False)
                     for i, c in zip(order, chosen):
-                        self._crop_detected(writer, stats, dataset[i], images[i], c, policy, split, image_format, jpeg_quality)
+                        self._crop_detected(writer, stats, dataset[i], images[i], c, policy, split, image_format,
+                                            jpeg_quality)
                 elif images:
                     for i, image in images.items():
                         self._crop_gt(writer, stats, dataset[i], image, split, box_format, image_format, jpeg_quality)
@@ -246,7 +250,8 @@ class CropCache:
         )
         return stats
 
-    def _check_settings(self, dataset: Sequence[Sample], cropper: Any, policy: Any, mode: str, image_format: str) -> None:
+    def _check_settings(self, dataset: Sequence[Sample], cropper: Any, policy: Any, mode: str,
+                        image_format: str) -> None:
         settings = {
             "mode": mode,
             "cropper": _jsonable(cropper.to_config()) if mode == "detector" and hasattr(cropper, "to_config") else None,
@@ -276,7 +281,8 @@ class CropCache:
         try:
             choices = chosen.choices
             if not choices:
-                self._record(writer, stats, sample, split, "detector", error="no vehicle found (policy has no fallback)")
+                self._record(writer, stats, sample, split, "detector",
+                             error="no vehicle found (policy has no fallback)")
                 return
             crops = []
             for k, choice in enumerate(choices):

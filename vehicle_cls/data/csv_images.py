@@ -144,7 +144,7 @@ def _read_rows(
             except StopIteration:
                 raise DatasetError(f"{csv_path}: empty CSV file (no header row)") from None
         wanted = [path_column, label_column, *(box_columns or ()), *(() if split_column is None else (split_column,))]
-        index = {}
+        index: dict[str | int, int] = {}
         for col in wanted:
             if isinstance(col, int):
                 index[col] = col
@@ -158,7 +158,8 @@ def _read_rows(
                 continue
             item = row[index[path_column]].strip() if len(row) > index[path_column] else None
             if len(row) < needed:
-                problems.append(Problem(str(csv_path), start, item, f"expected at least {needed} columns, got {len(row)}"))
+                problems.append(Problem(str(csv_path), start, item,
+                                        f"expected at least {needed} columns, got {len(row)}"))
                 continue
             if not item:
                 problems.append(Problem(str(csv_path), start, None, "empty image path"))
@@ -168,7 +169,8 @@ def _read_rows(
                 try:
                     box = tuple(float(row[index[c]]) for c in box_columns)
                 except ValueError:
-                    problems.append(Problem(str(csv_path), start, item, f"box is not 4 numbers: {[row[index[c]] for c in box_columns]}"))
+                    problems.append(Problem(str(csv_path), start, item,
+                                            f"box is not 4 numbers: {[row[index[c]] for c in box_columns]}"))
                     continue
                 reason = check_box(box)
                 if reason is not None:

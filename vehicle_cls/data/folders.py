@@ -69,10 +69,12 @@ class ClassFolders(SampleList):
             classes = [d.name for d in dirs]
         samples, problems = _read_class_dirs(root, dirs, list(classes), recursive)
         settle_problems(problems, on_error, f"class folders {root}")
-        super().__init__(samples, classes, name or root.name, root=root, split=split, box_format="xyxy", problems=problems)
+        super().__init__(samples, classes, name or root.name, root=root, split=split, box_format="xyxy",
+                         problems=problems)
 
 
-def _read_class_dirs(root: Path, dirs: list[Path], classes: list[str], recursive: bool) -> tuple[list[Sample], list[Problem]]:
+def _read_class_dirs(root: Path, dirs: list[Path], classes: list[str], recursive: bool
+                     ) -> tuple[list[Sample], list[Problem]]:
     index = {folder_name(c): i for i, c in enumerate(classes)}
     samples: list[Sample] = []
     problems: list[Problem] = []
@@ -85,7 +87,8 @@ def _read_class_dirs(root: Path, dirs: list[Path], classes: list[str], recursive
             logger.warning("%s: class folder %r has no images; the model keeps an output for it that no "
                            "image trains", d, d.name)
         if label is None:
-            problems.append(Problem(str(d), None, None, f"folder is not one of the {len(classes)} classes ({len(images)} images skipped)"))
+            problems.append(Problem(str(d), None, None,
+                                    f"folder is not one of the {len(classes)} classes ({len(images)} images skipped)"))
             continue
         samples.extend(Sample(str(p), label) for p in images)
     return samples, problems
@@ -129,7 +132,8 @@ class KaggleCars(SampleList):
             problems += more
         settle_problems(problems, on_error, f"Kaggle cars {split} ({split_dir})")
         super().__init__(
-            samples, classes, f"kaggle_cars/{split}", root=split_dir, split=split, box_format="devkit", problems=problems
+            samples, classes, f"kaggle_cars/{split}", root=split_dir, split=split, box_format="devkit",
+            problems=problems,
         )
         self.annotation_file = None if anno_csv is None else str(anno_csv)
 
@@ -164,7 +168,8 @@ def _attach_boxes(samples: list[Sample], anno_csv: Path, classes: list[str]) -> 
             try:
                 if len(row) < 6:
                     raise ValueError(f"expected 6 columns (image_name,x_min,y_min,x_max,y_max,label), got {len(row)}")
-                box = tuple(float(v) for v in row[1:5])
+                x0, y0, x1, y1 = (float(v) for v in row[1:5])
+                box = (x0, y0, x1, y1)
                 class_id = int(row[5])
             except ValueError as exc:
                 problems.append(Problem(str(anno_csv), line_no, item or None, str(exc)))
@@ -174,9 +179,9 @@ def _attach_boxes(samples: list[Sample], anno_csv: Path, classes: list[str]) -> 
                 reason = f"class id {class_id} outside 1..{len(classes)} (unknown class)"
             if reason is not None:
                 problems.append(Problem(str(anno_csv), line_no, item, reason))
-                rows[item] = (line_no, box, -2)  # known-bad: drop the image too  # type: ignore[assignment]
+                rows[item] = (line_no, box, -2)  # known-bad: drop the image too
                 continue
-            rows[item] = (line_no, box, class_id - 1)  # type: ignore[assignment]
+            rows[item] = (line_no, box, class_id - 1)
     kept: list[Sample] = []
     used: set[str] = set()
     for s in samples:

@@ -17,7 +17,7 @@ _DEVKIT_SUBDIRS = ("", "devkit", "car_devkit/devkit", "car_devkit")
 def _devkit_dir(root: Path) -> Path | None:
     for sub in _DEVKIT_SUBDIRS:
         d = root / sub if sub else root
-        if (d / "cars_meta.mat").is_file() or (d / "cars_train_annos.mat").is_file() or (d / "cars_annos.mat").is_file():
+        if any((d / name).is_file() for name in ("cars_meta.mat", "cars_train_annos.mat", "cars_annos.mat")):
             return d
     return None
 
@@ -40,7 +40,8 @@ def detect_layout(path: str | os.PathLike) -> str:
         return "stanford"
     if (path / SEED_CSV_NAME).is_file():
         return "seed_csv"
-    if any((c / s).is_dir() for c in (path, path / "car_data", path / "car_data" / "car_data") for s in ("train", "test")):
+    if any((c / s).is_dir()
+           for c in (path, path / "car_data", path / "car_data" / "car_data") for s in ("train", "test")):
         return "kaggle"
     return "folders"
 
@@ -84,7 +85,8 @@ def _open(uri_or_path: str | os.PathLike, layout: str, split: str | None, cache_
     if is_s3_uri(uri_or_path):
         local, stats = sync_s3_prefix(str(uri_or_path), cache_dir, endpoint_url=endpoint_url)
         logger.info(
-            "%s: %d files cached, %d downloaded, %d resumed", uri_or_path, stats.skipped, stats.downloaded, stats.resumed
+            "%s: %d files cached, %d downloaded, %d resumed",
+            uri_or_path, stats.skipped, stats.downloaded, stats.resumed,
         )
         dataset = open_dataset(local, layout, split, on_error=on_error, require_split=require_split, **kwargs)
         dataset = confine_to(dataset, local, str(uri_or_path))
@@ -112,7 +114,7 @@ def _open(uri_or_path: str | os.PathLike, layout: str, split: str | None, cache_
             split = None  # every image, not labelled as a split it is not (refused above)
         return ClassFolders(path, on_error=on_error, split=split, **kwargs)  # type: ignore[arg-type]
     if layout in ("csv", "seed_csv"):
-        from vehicle_cls.data.csv_images import CsvImages, SEED_CSV_NAME, seed_csv_dataset
+        from vehicle_cls.data.csv_images import SEED_CSV_NAME, CsvImages, seed_csv_dataset
 
         if layout == "seed_csv":
             csv_path = path / SEED_CSV_NAME if path.is_dir() else path

@@ -281,12 +281,14 @@ def _one_to_one(objects: list[tuple[str, str, int, str]], folder: str) -> list[t
     out = []
     for obj in unique:
         key, rel = obj[0], obj[1]
-        base = next((rel.removesuffix(s) for s in _PARTIAL_SUFFIXES if rel.endswith(s) and rel.removesuffix(s) in rels), None)
+        base = next((rel.removesuffix(s) for s in _PARTIAL_SUFFIXES
+                     if rel.endswith(s) and rel.removesuffix(s) in rels), None)
         if rel in folders:
             inside = next(o[0] for o in unique if o[1].startswith(rel + "/"))
             logger.warning("skipping S3 key %s: other keys use it as a folder (e.g. %s)", key, inside)
         elif base is not None:
-            logger.warning("skipping S3 key %s: its local file would be the partial download of %s%s", key, folder, base)
+            logger.warning("skipping S3 key %s: its local file would be the partial download of %s%s",
+                           key, folder, base)
         else:
             out.append(obj)
     return out

@@ -106,7 +106,8 @@ def settle_problems(problems: list[Problem], on_error: str, what: str) -> None:
         return
     shown = "; ".join(str(p) for p in problems[:3]) + (f"; ... ({len(problems) - 3} more)" if len(problems) > 3 else "")
     if on_error == "raise":
-        raise DatasetError(f"{what}: {len(problems)} malformed entr{'y' if len(problems) == 1 else 'ies'}: {shown}", problems)
+        entries = "entry" if len(problems) == 1 else "entries"
+        raise DatasetError(f"{what}: {len(problems)} malformed {entries}: {shown}", problems)
     logger.warning("%s: skipped %d malformed entries (see .problems): %s", what, len(problems), shown)
 
 
@@ -132,7 +133,8 @@ def check_box(box: Sequence[float], image_size: tuple[int, int] | None = None) -
     return None
 
 
-def pixel_box(box: Sequence[float], image_size: tuple[int, int], box_format: str = "devkit") -> tuple[int, int, int, int]:
+def pixel_box(box: Sequence[float], image_size: tuple[int, int], box_format: str = "devkit"
+              ) -> tuple[int, int, int, int]:
     """Integer slice bounds (x1, y1, x2, y2), clamped to the image, so ``image[y1:y2, x1:x2]`` is the box."""
     if box_format not in BOX_FORMATS:
         raise ValueError(f"box_format must be one of {BOX_FORMATS}, not {box_format!r}")
@@ -184,7 +186,7 @@ class SampleList(Sequence[Sample]):
     def __getitem__(self, index: int) -> Sample: ...
     @overload
     def __getitem__(self, index: slice) -> SampleList: ...
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index):
         if isinstance(index, slice):
             return self._derive(self._samples[index], f"{self.name}[{index.start}:{index.stop}]")
         return self._samples[index]
@@ -206,7 +208,8 @@ class SampleList(Sequence[Sample]):
         counts = Counter(s.label for s in self._samples)
         return {name: counts.get(i, 0) for i, name in enumerate(self.classes)}
 
-    def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None, split: str | None = None) -> SampleList:
+    def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None,
+               split: str | None = None) -> SampleList:
         """The samples at ``indices`` (same classes and box format; same split tag unless ``split`` is given)."""
         picked = [self._samples[int(i)] for i in indices]
         return self._derive(picked, name or f"{self.name}[subset]", split)
@@ -229,15 +232,16 @@ def relabel(samples: Sequence[Sample], classes: Sequence[str], into: Sequence[st
     classes, into = list(classes), list(into)
     name = getattr(samples, "name", what)
     split = split or getattr(samples, "split", None)
-    keep = dict(root=getattr(samples, "root", None), box_format=getattr(samples, "box_format", "devkit"),
-                problems=getattr(samples, "problems", ()))
+    root = getattr(samples, "root", None)
+    box_format: BoxFormat = getattr(samples, "box_format", "devkit")
+    problems: Sequence[Problem] = getattr(samples, "problems", ())
     if classes == into:
         if isinstance(samples, SampleList) and samples.split == split:
             return samples
-        return SampleList(list(samples), into, name, split=split, **keep)
+        return SampleList(list(samples), into, name, split=split, root=root, box_format=box_format, problems=problems)
     index = {c: i for i, c in enumerate(into)}
     unknown = sorted({classes[s.label] for s in samples} - set(index))
     if unknown:
         raise ValueError(f"{what} {name}: {len(unknown)} classes {target} does not know, e.g. {unknown[:5]}")
     items = [Sample(s.path, index[classes[s.label]], s.box) for s in samples]
-    return SampleList(items, into, name, split=split, **keep)
+    return SampleList(items, into, name, split=split, root=root, box_format=box_format, problems=problems)

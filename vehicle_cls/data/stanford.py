@@ -56,7 +56,8 @@ def read_class_names(meta_path: str | os.PathLike) -> list[str]:
     meta_path = Path(meta_path)
     mat = _loadmat(meta_path)
     if "class_names" not in mat:
-        raise DatasetError(f"{meta_path}: no 'class_names' variable (found {sorted(k for k in mat if not k.startswith('__'))})")
+        found = sorted(k for k in mat if not k.startswith("__"))
+        raise DatasetError(f"{meta_path}: no 'class_names' variable (found {found})")
     names = []
     for i, cell in enumerate(np.asarray(mat["class_names"], dtype=object).ravel()):
         values = np.asarray(cell).ravel()

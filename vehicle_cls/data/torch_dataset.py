@@ -79,7 +79,7 @@ class SampleDataset(Dataset):
         self.samples = samples
         self.transform = transform
         self.crop = crop
-        self.box_format = box_format or getattr(samples, "box_format", "devkit")
+        self.box_format: str = box_format if box_format else getattr(samples, "box_format", "devkit")
         self.input_format = input_format
         self.classes = list(getattr(samples, "classes", []))
 

@@ -100,6 +100,8 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, out: Path) -> None:
                                 output_names=["probabilities"], opset_version=ONNX_OPSET,
                                 dynamic_shapes={"x": {0: batch}}, external_data=False,
                                 verbose=False)  # no "[torch.onnx] ..." progress prints on stdout
+    if program is None:  # only the legacy (dynamo=False) exporter returns None
+        raise RuntimeError(f"{out}: torch.onnx.export(dynamo=True) returned no ONNXProgram")
     program.save(str(out), external_data=False)
 
 

@@ -13,13 +13,16 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vehicle_cls.errors import one_line
 from vehicle_cls.export.classifier import export_classifier, import_onnx
 from vehicle_cls.export.detector import ONNX_OPSET, export_detector
+
+if TYPE_CHECKING:
+    from vehicle_cls.pipeline import Pipeline
 
 MANIFEST = "manifest.json"
 FORMAT = "vehicle_cls-onnx"
@@ -35,7 +38,7 @@ MATCH_IOU = 0.99  # a detection's partner in the other runtime: same class, IoU 
 MASK_AGREE = 0.999  # fraction of equal pixels (a 0.05 px box shift flips a few edge pixels)
 
 
-def export_pipeline(pipeline: Any, out: str | os.PathLike, example_size: tuple[int, int] = (320, 480)) -> Path:
+def export_pipeline(pipeline: Pipeline, out: str | os.PathLike, example_size: tuple[int, int] = (320, 480)) -> Path:
     """Write ``pipeline`` (a torch ``Pipeline``; its cropper may be None) as an export directory at ``out``."""
     import_onnx()
     out = Path(out)
@@ -128,7 +131,7 @@ class PipelineCheck:
         return d
 
 
-def check_pipeline(pipeline: Any, directory: str | os.PathLike, images: list[Any]) -> PipelineCheck:
+def check_pipeline(pipeline: Pipeline, directory: str | os.PathLike, images: list[Any]) -> PipelineCheck:
     """Run the torch ``pipeline`` (fp32, CPU) and the export at ``directory`` stage by stage (detect,
     choose, classify) on ``images``; an image that cannot be read, or fails in either, is listed in
     ``broken`` (one line) and the others are still compared."""
@@ -150,9 +153,14 @@ def check_pipeline(pipeline: Any, directory: str | os.PathLike, images: list[Any
             image = load_image(source)
             want_det = cropper.detect([image])[0] if cropper is not None else None
             want_choices = cropper.policy.choose(want_det) if want_det is not None else [WHOLE_IMAGE]
-            want = classify_crops(pipeline.classifier.engine, [CropJob(image, want_choices)], fill=fill)[0]
+            want = classify_crops(pipeline.classifier.backend, [CropJob(image, want_choices)], fill=fill)[0]
             got_det = onnx_pipe.detect(image) if cropper is not None else None
-            got_choices = onnx_pipe.choose(image) if got_det is None else onnx_pipe.policy.choose(got_det)
+            if got_det is None:
+                got_choices = onnx_pipe.choose(image)
+            elif onnx_pipe.policy is None:
+                raise ValueError(f"{directory}: the export has a detector but no crop policy")
+            else:
+                got_choices = list(onnx_pipe.policy.choose(got_det))
             got = onnx_pipe.classify(image, got_choices)
         except Exception as exc:
             message = one_line(exc)
@@ -161,7 +169,8 @@ def check_pipeline(pipeline: Any, directory: str | os.PathLike, images: list[Any
         check.images += 1
         if want_det is not None and got_det is not None:
             s = onnx_pipe.settings
-            sizes.add(resized_shape(*image.shape[:2], s["min_size_test"], s["max_size_test"]))
+            height, width = image.shape[:2]
+            sizes.add(resized_shape(height, width, s["min_size_test"], s["max_size_test"]))
             _compare_detections(check, want_det, got_det, cropper.policy.min_score)
         if len(want_choices) != len(got_choices):
             check.same_crop = False
@@ -169,7 +178,8 @@ def check_pipeline(pipeline: Any, directory: str | os.PathLike, images: list[Any
             continue
         for v, u in zip(want_choices, got_choices):
             if v.fallback != u.fallback or (v.box is None) != (u.box is None) or (
-                    v.box is not None and np.abs(np.subtract(v.box, u.box)).max() > check.box_tol):
+                    v.box is not None and u.box is not None
+                    and np.abs(np.subtract(v.box, u.box)).max() > check.box_tol):
                 check.same_crop = False
         top1.extend((want.argmax(1) == got.argmax(1)).tolist())
         if len(want):
@@ -193,7 +203,8 @@ def match_detections(a: Any, b: Any, min_iou: float = MATCH_IOU, min_score: floa
     iw = np.clip(np.minimum(x[..., 2], y[..., 2]) - np.maximum(x[..., 0], y[..., 0]), 0, None)
     ih = np.clip(np.minimum(x[..., 3], y[..., 3]) - np.maximum(x[..., 1], y[..., 1]), 0, None)
     inter = iw * ih
-    union = (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1]) + (y[..., 2] - y[..., 0]) * (y[..., 3] - y[..., 1]) - inter
+    union = ((x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])
+             + (y[..., 2] - y[..., 0]) * (y[..., 3] - y[..., 1]) - inter)
     iou = np.where(a.classes[:, None] == b.classes[None, :], inter / np.maximum(union, 1e-12), -1.0)
     pairs, taken = [], np.zeros(len(b), dtype=bool)
     for i in range(len(a)):

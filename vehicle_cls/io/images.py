@@ -376,7 +376,8 @@ def iter_image_files(root: str | os.PathLike, recursive: bool = True, skip_hidde
     extension; the decoder has the last word). The one folder walker of the package.
 
     A FIFO, socket or device with such a name is skipped with a warning (reading it could block); a broken
-    symbolic link is listed, so that reading it reports it instead of it vanishing. ``skip_hidden`` leaves out paths with a part starting with "." below ``root`` (.ipynb_checkpoints, ._x.jpg).
+    symbolic link is listed, so that reading it reports it instead of it vanishing. ``skip_hidden`` leaves
+    out paths with a part starting with "." below ``root`` (.ipynb_checkpoints, ._x.jpg).
     """
     root = Path(root)
     wanted = {e.lower() for e in extensions}

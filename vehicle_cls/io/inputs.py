@@ -165,8 +165,8 @@ def iter_video_frames(path: str, frame_stride: int = 1) -> Iterator[InputItem]:
         if not cap.isOpened():
             yield InputItem(None, path, error=f"{path}: cannot open video")
             return
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        fps = fps if fps > 0 and np.isfinite(fps) else None
+        rate = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        fps = rate if rate > 0 and np.isfinite(rate) else None
         index, produced = 0, 0
         while True:
             if index % frame_stride == 0:

@@ -7,18 +7,20 @@ import csv
 from pathlib import Path
 from typing import Any, TextIO
 
-from vehicle_cls.outputs import open_output
+from vehicle_cls.outputs import _OutputFile, open_output
 from vehicle_cls.results import ROW_FIELDS, Result, arrow_schema
 
-FORMATS = {".jsonl": "jsonl", ".json": "jsonl", "": "jsonl", ".csv": "csv", ".parquet": "parquet"}  # "": /dev/stdout, a FIFO
+# "": no suffix (/dev/stdout, a FIFO)
+FORMATS = {".jsonl": "jsonl", ".json": "jsonl", "": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
 
 def output_format(path: str | Path) -> str:
-    """The format ``path`` names by its suffix (none: JSON Lines); ValueError (one line) for any other suffix, ImportError
-    naming the extra when Parquet is asked for without pyarrow."""
+    """The format ``path`` names by its suffix (none: JSON Lines); ValueError (one line) for any other
+    suffix, ImportError naming the extra when Parquet is asked for without pyarrow."""
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
-        raise ValueError(f"{path}: unknown output format {suffix or '(no suffix)'!r}; use .jsonl (or no suffix), .csv or .parquet")
+        raise ValueError(f"{path}: unknown output format {suffix or '(no suffix)'!r}; "
+                         "use .jsonl (or no suffix), .csv or .parquet")
     if FORMATS[suffix] == "parquet":
         try:
             import pyarrow.parquet  # noqa: F401
@@ -32,27 +34,35 @@ class ResultWriter:
 
     def __init__(self, path: str | Path | None = None, stream: TextIO | None = None):
         """``path``: the format by its suffix; ``stream`` (no path): JSON Lines to it (e.g. stdout), not closed."""
+        if path is None and stream is None:
+            raise ValueError("ResultWriter needs a path or a stream")
         self.format = output_format(path) if path is not None else "jsonl"
         self._owned = path is not None
         self._rows: list[dict[str, Any]] = []
         self._parquet: Any = None
         self._csv: Any = None
-        if self.format == "parquet":
+        self._stream: _OutputFile | TextIO | None = None
+        if path is not None and self.format == "parquet":
             open_output(path).close()  # the same one-line refusals as the text formats, before pyarrow writes
             import pyarrow.parquet as pq
 
             self._parquet = pq.ParquetWriter(str(path), arrow_schema("vehicle"))
-            self._stream = None
         else:
             self._stream = open_output(path) if path is not None else stream
             if self.format == "csv":
-                self._csv = csv.DictWriter(self._stream, fieldnames=[name for name, _ in ROW_FIELDS])
+                self._csv = csv.DictWriter(self._text(), fieldnames=[name for name, _ in ROW_FIELDS])
                 self._csv.writeheader()
+
+    def _text(self) -> _OutputFile | TextIO:
+        """The text stream JSON Lines and CSV go to (a Parquet writer has none)."""
+        if self._stream is None:
+            raise ValueError(f"a {self.format} ResultWriter has no text stream")
+        return self._stream
 
     def write(self, result: Result) -> None:
         """Add one result."""
         if self.format == "jsonl":
-            self._stream.write(result.to_json() + "\n")
+            self._text().write(result.to_json() + "\n")
         elif self.format == "csv":
             self._csv.writerows(result.to_rows())  # None -> empty cell
         else:
@@ -60,7 +70,7 @@ class ResultWriter:
             if len(self._rows) >= 4096:
                 self._flush_rows()
             return
-        self._stream.flush()
+        self._text().flush()
 
     def _flush_rows(self) -> None:
         import pyarrow as pa
@@ -75,7 +85,7 @@ class ResultWriter:
             self._flush_rows()
             self._parquet.close()
         elif self._owned:
-            self._stream.close()
+            self._text().close()
 
     def __enter__(self) -> ResultWriter:
         return self

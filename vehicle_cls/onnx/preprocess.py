@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-_RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
 def resized_shape(height: int, width: int, short_edge: int, max_size: int) -> tuple[int, int]:
@@ -31,7 +31,7 @@ def detector_input(image_rgb: np.ndarray, short_edge: int, max_size: int) -> np.
     h, w = image_rgb.shape[:2]
     new_h, new_w = resized_shape(h, w, short_edge, max_size)
     pil = Image.fromarray(np.ascontiguousarray(image_rgb[:, :, ::-1]))
-    resized = np.asarray(pil.resize((new_w, new_h), Image.BILINEAR))
+    resized = np.asarray(pil.resize((new_w, new_h), Image.Resampling.BILINEAR))
     return np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32)[None]
 
 

@@ -4,7 +4,8 @@ Two request forms: ``multipart/form-data`` (every file part is one image) and ``
 (a list of base64 strings, or ``{"images": [...]}`` whose items are base64 strings or
 ``{"name": ..., "data": <base64>}``). Limits raise ``UploadError`` (status + one-line message);
 each image is a ``NamedInput`` (its file name, its position in the request); an entry that is
-present but unreadable (bad base64) stays in the list with an ``Undecodable`` source, so the pipeline reports it in that entry's ``error`` and the rest of the request still runs.
+present but unreadable (bad base64) stays in the list with an ``Undecodable`` source, so the pipeline
+reports it in that entry's ``error`` and the rest of the request still runs.
 """
 from __future__ import annotations
 
@@ -107,8 +108,8 @@ def sources_from_json(body: bytes, limits: Limits) -> list[NamedInput]:
         if isinstance(item, dict):
             name, data = str(item.get("name") or name), item.get("data")
         if not isinstance(data, str):
-            sources.append(NamedInput(name, Undecodable(name, 'not a base64 string (give a string or {"name", "data"})'),
-                                      i))
+            reason = 'not a base64 string (give a string or {"name", "data"})'
+            sources.append(NamedInput(name, Undecodable(name, reason), i))
             continue
         if "," in data[:100] and data.startswith("data:"):  # a data: URL
             data = data.split(",", 1)[1]

@@ -1,7 +1,8 @@
 """Training and evaluation: recipes (``config``), augmentation, the loop, metrics, reports, the demo.
 
 ``from vehicle_cls.train import load_config, train`` is the programmatic form of
-``vehicle-cls train --config recipe.yaml``; ``vehicle_cls.train.evaluate.evaluate`` + ``write_report`` are ``vehicle-cls eval``.
+``vehicle-cls train --config recipe.yaml``; ``vehicle_cls.train.evaluate.evaluate`` + ``write_report`` are
+``vehicle-cls eval``.
 """
 from __future__ import annotations
 

@@ -46,7 +46,8 @@ def set_rng_states(states: dict[str, Any]) -> None:
     """Restore what ``rng_states`` saved."""
     torch.set_rng_state(states["torch"].cpu())
     n = states["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     random.setstate(states["python"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
@@ -68,5 +69,6 @@ def load_last(path: Path, device: torch.device) -> dict[str, Any]:
         raise ValueError(f"cannot resume: {exc}") from None
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
-        raise ValueError(f"cannot resume: {path} is not a vehicle_cls training checkpoint (missing {', '.join(missing)})")
+        raise ValueError(
+            f"cannot resume: {path} is not a vehicle_cls training checkpoint (missing {', '.join(missing)})")
     return state

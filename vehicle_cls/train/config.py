@@ -176,7 +176,8 @@ class TrainConfig:
             ("run.freeze_backbone_epochs", self.run.freeze_backbone_epochs >= 0, "must be >= 0"),
             ("run.early_stopping_patience", self.run.early_stopping_patience >= 0, "must be >= 0"),
             ("run.max_nonfinite_steps", self.run.max_nonfinite_steps >= 1, "must be >= 1"),
-            ("run.threads", self.run.threads is None or self.run.threads >= 1, "must be null (torch's default) or >= 1"),
+            ("run.threads", self.run.threads is None or self.run.threads >= 1,
+             "must be null (torch's default) or >= 1"),
             ("run.log_every", self.run.log_every >= 1, "must be >= 1"),
         ]
         for key, ok, why in checks:

@@ -105,7 +105,8 @@ def evaluate(
         logger.warning("%s: %d of %d images could not be read and were skipped", name, len(failed), len(samples))
     metrics = compute_metrics(probs_a, labels_a, classes)
     return EvalResult(name, classes, sources, labels_a.astype(np.int64), probs_a.astype(np.float32), metrics,
-                      failed, dict(info or {}, crop=crop if isinstance(crop, str) else str(getattr(crop, "root", crop))))
+                      failed,
+                      dict(info or {}, crop=crop if isinstance(crop, str) else str(getattr(crop, "root", crop))))
 
 
 def _collate_images(items: list[tuple[Any, int, int]]) -> tuple[list[np.ndarray], list[int], list[int], list[Any]]:

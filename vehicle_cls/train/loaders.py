@@ -77,8 +77,8 @@ def build_loaders(cfg: TrainConfig, splits: DataSplits, preprocess: Any, dist: D
     if cfg.run.batch_size % dist.world_size:
         raise ValueError(f"run.batch_size {cfg.run.batch_size} is not divisible by the {dist.world_size} DDP ranks")
     local_batch = cfg.run.batch_size // dist.world_size
-    sampler = DistributedSampler(train_ds, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
-                                 seed=cfg.run.seed, drop_last=False)
+    sampler: DistributedSampler[int] = DistributedSampler(
+        train_ds, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.run.seed, drop_last=False)
     generator = torch.Generator()
     workers = cfg.data.num_workers
     train = DataLoader(train_ds, batch_sampler=MergeTailBatchSampler(sampler, local_batch), num_workers=workers,

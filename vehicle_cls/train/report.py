@@ -109,11 +109,13 @@ def render_markdown(data: dict[str, Any], history: Sequence[dict[str, Any]] | No
         if "curves" in files:
             lines += ["", f"![training curves]({files['curves']})"]
     if "confusion" in files:
-        lines += ["", "## Confusion matrix (rows: true class, columns: predicted)", "", f"![confusion]({files['confusion']})"]
+        lines += ["", "## Confusion matrix (rows: true class, columns: predicted)", "",
+                  f"![confusion]({files['confusion']})"]
     if len(data["classes"]) <= 20:
         lines += ["", "| true \\ predicted | " + " | ".join(data["classes"]) + " |",
                   "|---|" + "---|" * len(data["classes"])]
-        lines += [f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(data["classes"], data["confusion"])]
+        lines += [f"| {c} | " + " | ".join(str(v) for v in row) + " |"
+                  for c, row in zip(data["classes"], data["confusion"])]
     if data["worst_mistakes"]:
         lines += ["", "## Most confident mistakes", ""]
         if "worst_mistakes" in files:
@@ -122,7 +124,8 @@ def render_markdown(data: dict[str, Any], history: Sequence[dict[str, Any]] | No
         lines += [f"| {Path(w['source']).name} | {w['true']} | {w['predicted']} | {w['probability']:.3f} |"
                   for w in data["worst_mistakes"]]
     if data["failed"]:
-        lines += ["", "## Unreadable images (skipped)", ""] + [f"- `{f['source']}`: {f['reason']}" for f in data["failed"]]
+        lines += ["", "## Unreadable images (skipped)", ""]
+        lines += [f"- `{f['source']}`: {f['reason']}" for f in data["failed"]]
     return "\n".join(lines) + "\n"
 
 
@@ -136,7 +139,8 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise FileNotFoundError(f"{path}: no evaluation report here ({exc.strerror}); run `vehicle-cls eval` first") from None
+        raise FileNotFoundError(
+            f"{path}: no evaluation report here ({exc.strerror}); run `vehicle-cls eval` first") from None
     except ValueError as exc:
         raise ValueError(f"{path}: not a valid report.json ({exc})") from None
 
@@ -169,8 +173,8 @@ def write_comparison(report_paths: Sequence[str | os.PathLike], out_dir: str | o
     reports = [load_report(p) for p in report_paths]
     out = ensure_dir(out_dir, "comparison folder")
     clean_stale_temps(out)
-    summary = [{k: r.get(k) for k in ("name", "model", "dataset", "split", "crop", "num_samples", "top1", "top5",
-                                      "mean_class_accuracy")} | {"report": str(p)} for r, p in zip(reports, report_paths)]
+    fields = ("name", "model", "dataset", "split", "crop", "num_samples", "top1", "top5", "mean_class_accuracy")
+    summary = [{k: r.get(k) for k in fields} | {"report": str(p)} for r, p in zip(reports, report_paths)]
     md = "# Comparison\n\n" + comparison_table(reports)
     paths = {"markdown": out / "comparison.md", "json": out / "comparison.json"}
     atomic_write_text(paths["markdown"], md)

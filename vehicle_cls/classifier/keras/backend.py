@@ -229,11 +229,12 @@ class KerasBackend:
         resizing and ``preprocess_input`` happen in ``classify``."""
         return [cut(image, c, tuple(mask_fill)) for c in choices]
 
-    def classify(self, prepared: Sequence[list[np.ndarray]], precision: str = "fp32", batch_size: int = 32) -> np.ndarray:
-        """Probabilities (M, C) for the crops of several ``prepare_crops`` calls, in order."""
+    def classify(self, prepared: Sequence[list[np.ndarray]], precision: str = "fp32",
+                 batch_size: int | None = 32) -> np.ndarray:
+        """Probabilities (M, C) for the crops of several ``prepare_crops`` calls, in order (None: 32 at a time)."""
         check_precision(precision, self.capabilities, "the keras classifier")
         crops = [crop for group in prepared for crop in group]
-        return self.predict_proba(crops, batch_size=batch_size)
+        return self.predict_proba(crops, batch_size=32 if batch_size is None else batch_size)
 
     # helpers ---------------------------------------------------------------------------------
     def _check_model(self) -> None:

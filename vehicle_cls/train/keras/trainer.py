@@ -169,7 +169,8 @@ class KerasTrainer:
             loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
             top = tf.math.top_k(logits, k).indices
             hits = tf.equal(tf.cast(top, tf.int64), y[:, None])
-            return loss, tf.reduce_sum(tf.cast(hits[:, 0], tf.float32)), tf.reduce_sum(tf.cast(tf.reduce_any(hits, 1), tf.float32))
+            return (loss, tf.reduce_sum(tf.cast(hits[:, 0], tf.float32)),
+                    tf.reduce_sum(tf.cast(tf.reduce_any(hits, 1), tf.float32)))
 
         self.forward_backward, self.apply, self.evaluate_batch = forward_backward, apply, evaluate
 
@@ -341,7 +342,8 @@ class KerasTrainer:
             count += int(labels.shape[0])
         if count == 0:
             return {"val_skipped": int(skipped)}
-        return {"val_loss": loss_sum / count, "val_top1": c1 / count, "val_top5": c5 / count, "val_skipped": int(skipped)}
+        return {"val_loss": loss_sum / count, "val_top1": c1 / count, "val_top5": c5 / count,
+                "val_skipped": int(skipped)}
 
     def _save_best(self, epoch: int, metric: float | None, history: list[dict]) -> None:
         """Write the ``KerasBackend`` bundle to ``best/`` (config.json carries the training summary)."""
