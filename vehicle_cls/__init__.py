@@ -3,6 +3,7 @@
 Public names are imported lazily so that ``import vehicle_cls`` stays cheap and never pulls in
 optional heavy dependencies (tensorflow, boto3, ray, detectron2).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -66,7 +67,8 @@ class _NoTritonAfterTensorflow(importlib.abc.MetaPathFinder):
             sys.modules["triton"] = None  # type: ignore[assignment]  # "not installed" for import and find_spec
             logging.getLogger(__name__).warning(
                 "tensorflow was imported before torchvision; triton is disabled in this process "
-                "(loading it after tensorflow crashes). Import torchvision before tensorflow to keep it.")
+                "(loading it after tensorflow crashes). Import torchvision before tensorflow to keep it."
+            )
         return None
 
 

@@ -4,6 +4,7 @@ The arithmetic (``memory_batch_size``) and the halving (``run_in_batches``) are 
 they are checked on the CPU; ``probe_bytes_per_image`` and ``cuda_free_bytes`` read CUDA's memory
 statistics and only run on a GPU.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,8 +49,9 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError)
 
 
-def run_in_batches(run: Callable[[int, int, int], T], total: int, batch_size: int,
-                   on_oom: Callable[[], None] | None = None) -> tuple[list[T], int]:
+def run_in_batches(
+    run: Callable[[int, int, int], T], total: int, batch_size: int, on_oom: Callable[[], None] | None = None
+) -> tuple[list[T], int]:
     """``run(start, stop, batch_size)`` over ``0..total`` in chunks of ``batch_size`` (passed on for callers
     that pad the last chunk to it); a chunk that runs out of device memory is retried at half the size
     (down to 1, then the error is raised), so no item is skipped. Returns the chunk results in order
@@ -66,8 +68,9 @@ def run_in_batches(run: Callable[[int, int, int], T], total: int, batch_size: in
             if not is_out_of_memory(exc) or batch_size == 1:
                 raise
             batch_size = max(1, batch_size // 2)
-            logger.warning("out of device memory on a classifier batch of %d; retrying with %d",
-                           stop - start, batch_size)
+            logger.warning(
+                "out of device memory on a classifier batch of %d; retrying with %d", stop - start, batch_size
+            )
             if on_oom is not None:
                 on_oom()
             continue
@@ -82,8 +85,7 @@ def cuda_free_bytes(device: torch.device) -> int:
     return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
 
 
-def probe_bytes_per_image(forward: Callable[[torch.Tensor], torch.Tensor], sample: torch.Tensor,
-                          n: int = 8) -> int:
+def probe_bytes_per_image(forward: Callable[[torch.Tensor], torch.Tensor], sample: torch.Tensor, n: int = 8) -> int:
     """Peak CUDA memory per image of ``forward`` on a probe batch of ``n`` copies of ``sample`` (one
     CHW input), input and output included: an over-estimate (fixed workspaces count per image)."""
     device = sample.device

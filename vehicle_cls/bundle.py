@@ -8,6 +8,7 @@ Each contributor hands in a ``BundlePart``: the classifier backend (torch, Keras
 bundle whole, never a config naming a file of another save. ``read_config`` parses and validates
 ``config.json`` (one place). It imports no model package: the classifier and the pipeline both use it.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,8 +72,12 @@ def write_bundle(
     return directory
 
 
-def _config(classifier: Mapping[str, Any], cropper: Mapping[str, Any] | None, training: dict[str, Any] | None,
-            base: Mapping[str, Any] | None) -> dict[str, Any]:
+def _config(
+    classifier: Mapping[str, Any],
+    cropper: Mapping[str, Any] | None,
+    training: dict[str, Any] | None,
+    base: Mapping[str, Any] | None,
+) -> dict[str, Any]:
     """The ``config.json`` content: format, the classifier's entries, cropper, training, provenance."""
     from vehicle_cls import __version__
 

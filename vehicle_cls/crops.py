@@ -5,6 +5,7 @@ The choose stage (``cropper.policy``, user boxes in ``Pipeline``) makes ``CropCh
 classify stage (both classifier backends, the crop cache) reads them; neither imports the other.
 numpy only, so the crop cache and the classifier can use it without the detector.
 """
+
 from __future__ import annotations
 
 import math

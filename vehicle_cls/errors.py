@@ -1,5 +1,6 @@
 """What every vehicle_cls error shares: one base class to catch them all by, and ``one_line``, which
 keeps a message on one line (errors land in JSON lines, logs and HTTP details)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -5,6 +5,7 @@ usual permissions (``0666`` less the umask, like ``open``). Temporary names carr
 process id (``.NAME.HOST-PID-RANDOM.tmp``), so a later run can tell the leftovers of a killed process
 from a concurrent writer's and remove them (``clean_stale_temps``).
 """
+
 from __future__ import annotations
 
 import contextlib

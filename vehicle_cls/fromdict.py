@@ -3,6 +3,7 @@ unknown key is refused with an error that names the file and the key and suggest
 one; keys that older versions wrote (``legacy``) are dropped, so their files still load; every value
 is checked against its field's annotation (``coerce``: a bool is not an int, 32.9 is not an int, NaN
 and infinity are no setting, a numeric string such as YAML 1.1's ``1e-3`` is a float)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,8 +29,15 @@ def did_you_mean(key: str, known: Iterable[str]) -> str | None:
     return close[0] if close else None
 
 
-def check_keys(keys: Iterable[str], known: Collection[str], *, source: str = "", prefix: str = "",
-               what: str = "key", error: type[Exception] = ValueError) -> None:
+def check_keys(
+    keys: Iterable[str],
+    known: Collection[str],
+    *,
+    source: str = "",
+    prefix: str = "",
+    what: str = "key",
+    error: type[Exception] = ValueError,
+) -> None:
     """Raise ``error`` naming ``source`` and every key of ``keys`` not in ``known`` (with a did-you-mean)."""
     unknown = [k for k in keys if k not in known]
     if not unknown:
@@ -47,8 +55,15 @@ def field_names(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls) if f.init}
 
 
-def strict_from_dict(cls: type[T], data: Any, *, source: str = "", prefix: str = "",
-                     legacy: Collection[str] = (), error: type[Exception] = ValueError) -> T:
+def strict_from_dict(
+    cls: type[T],
+    data: Any,
+    *,
+    source: str = "",
+    prefix: str = "",
+    legacy: Collection[str] = (),
+    error: type[Exception] = ValueError,
+) -> T:
     """``cls(**data)`` after checking that ``data`` is a mapping of known keys (see the module docstring).
 
     ``source`` names the file (or "<what>") for the error, ``prefix`` the section (``"preprocess."``).

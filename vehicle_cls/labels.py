@@ -1,4 +1,5 @@
 """Class names: the 196 Stanford Cars classes, make/model/body/year parsing, COCO vehicle ids."""
+
 from __future__ import annotations
 
 import re

@@ -4,6 +4,7 @@
 flags are derived from the fields, see ``cli/options.py``), the HTTP service and Ray all take this one
 object, so a bad value (``batch_size=0``, ``topk=-1``) is the same one-line ``OptionError`` everywhere.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,35 +40,66 @@ class InferenceOptions:
 
     ``metadata["help"]`` is each option's CLI help; ``choices`` and ``const`` shape its flag."""
 
-    device: str | None = field(default=None, metadata=_help(
-        "auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ... (default: the classifier's device; "
-        "auto when loading a bundle)"))
+    device: str | None = field(
+        default=None,
+        metadata=_help(
+            "auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ... (default: the classifier's device; "
+            "auto when loading a bundle)"
+        ),
+    )
     batch_size: int = field(default=16, metadata=_help("images per batch (default: 16)"))
     topk: int = field(default=5, metadata=_help("classes listed per vehicle (default: 5)"))
-    crop: bool = field(default=True, metadata=_help(
-        "use the bundle's cropper (--no-crop: classify whole images)"))
-    precision: str = field(default=DEFAULT_PRECISION, metadata=_help(
-        "auto (default): the fast path where it keeps agreement with fp32 (bf16 on CPUs with native bf16 and "
-        "on CUDA), per model as it supports it; fp32: the exact reference", choices=PRECISIONS))
+    crop: bool = field(default=True, metadata=_help("use the bundle's cropper (--no-crop: classify whole images)"))
+    precision: str = field(
+        default=DEFAULT_PRECISION,
+        metadata=_help(
+            "auto (default): the fast path where it keeps agreement with fp32 (bf16 on CPUs with native bf16 and "
+            "on CUDA), per model as it supports it; fp32: the exact reference",
+            choices=PRECISIONS,
+        ),
+    )
     num_workers: int = field(default=2, metadata=_help("image decoding threads (default: 2)"))
     frame_stride: int = field(default=1, metadata=_help("video: classify every N-th frame (default: 1)"))
-    channels_last: bool = field(default=True, metadata=_help(
-        "channels-last classifier weights (--no-channels-last: keep the layout)"))
-    max_batch_pixels: int = field(default=DEFAULT_MAX_BATCH_PIXELS, metadata=_help(
-        "decoded pixels held at once; a batch is cut early beyond it (default: 100000000)"))
-    max_decode_side: int | None = field(default=DEFAULT_MAX_DECODE_SIDE, metadata=_help(
-        "decode a JPEG whose longer side exceeds PX at the decoder's 1/2, 1/4 or 1/8 scale that keeps it >= PX, "
-        "to bound memory; boxes and image_size stay in original pixels (default: 4096; 0 or none: always "
-        "full size)", metavar="PX", zero_is_none=True))
-    decode: str = field(default="auto", metadata=_help(
-        "where JPEGs are decoded: auto (on the GPU with nvjpeg where it pays), cpu, or device (default: auto)",
-        choices=DECODES))
-    classifier_batch_size: int | None = field(default=None, metadata=_help(
-        "crops per classifier call (default: as many as free GPU memory allows on CUDA, the batch size on "
-        "the CPU)", metavar="N"))
-    compile: str | bool | None = field(default=None, metadata=_help(
-        "run the classifier through torch.compile (MODE e.g. reduce-overhead for CUDA graphs); the first "
-        "batches wait for the compilation (default: off)", const="default", metavar="MODE"))
+    channels_last: bool = field(
+        default=True, metadata=_help("channels-last classifier weights (--no-channels-last: keep the layout)")
+    )
+    max_batch_pixels: int = field(
+        default=DEFAULT_MAX_BATCH_PIXELS,
+        metadata=_help("decoded pixels held at once; a batch is cut early beyond it (default: 100000000)"),
+    )
+    max_decode_side: int | None = field(
+        default=DEFAULT_MAX_DECODE_SIDE,
+        metadata=_help(
+            "decode a JPEG whose longer side exceeds PX at the decoder's 1/2, 1/4 or 1/8 scale that keeps it >= PX, "
+            "to bound memory; boxes and image_size stay in original pixels (default: 4096; 0 or none: always "
+            "full size)",
+            metavar="PX",
+            zero_is_none=True,
+        ),
+    )
+    decode: str = field(
+        default="auto",
+        metadata=_help(
+            "where JPEGs are decoded: auto (on the GPU with nvjpeg where it pays), cpu, or device (default: auto)",
+            choices=DECODES,
+        ),
+    )
+    classifier_batch_size: int | None = field(
+        default=None,
+        metadata=_help(
+            "crops per classifier call (default: as many as free GPU memory allows on CUDA, the batch size on the CPU)",
+            metavar="N",
+        ),
+    )
+    compile: str | bool | None = field(
+        default=None,
+        metadata=_help(
+            "run the classifier through torch.compile (MODE e.g. reduce-overhead for CUDA graphs); the first "
+            "batches wait for the compilation (default: off)",
+            const="default",
+            metavar="MODE",
+        ),
+    )
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "topk", "frame_stride", "max_batch_pixels"):

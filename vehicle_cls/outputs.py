@@ -5,6 +5,7 @@ link), an existing file that an input folder would read, and an output folder th
 folder or holds an input file, naming both paths. ``open_output`` opens a text output whose every
 failure (a file in the way, a folder given, a full disk) is one ``OutputError`` line naming the path.
 """
+
 from __future__ import annotations
 
 import glob
@@ -75,20 +76,26 @@ def check_output(
             real_in = _real(source)
             if directory:
                 if _inside(real_out, real_in) and real_in.is_dir():
-                    raise OutputError(f"{what} {out_path} lies in the input folder {source}: the files written "
-                                      "there would overwrite or join the inputs; choose a folder outside it")
+                    raise OutputError(
+                        f"{what} {out_path} lies in the input folder {source}: the files written "
+                        "there would overwrite or join the inputs; choose a folder outside it"
+                    )
                 if _inside(real_in, real_out):
-                    raise OutputError(f"{what} {out_path} holds the input {source}: writing there could "
-                                      "overwrite it; choose another folder")
+                    raise OutputError(
+                        f"{what} {out_path} holds the input {source}: writing there could "
+                        "overwrite it; choose another folder"
+                    )
                 continue
             if real_in.is_dir():
-                if (_inside(real_out, real_in) and out_path.is_file()
-                        and (reads is None or reads(out_path))):
-                    raise OutputError(f"{what} {out_path} is an input (a file in the input folder {source}); "
-                                      "writing it would destroy it; choose another path")
+                if _inside(real_out, real_in) and out_path.is_file() and (reads is None or reads(out_path)):
+                    raise OutputError(
+                        f"{what} {out_path} is an input (a file in the input folder {source}); "
+                        "writing it would destroy it; choose another path"
+                    )
             elif _same(out_path, source) if out_path.exists() else real_out == real_in:
-                raise OutputError(f"{what} {out_path} is an input ({source}); writing it would destroy it; "
-                                  "choose another path")
+                raise OutputError(
+                    f"{what} {out_path} is an input ({source}); writing it would destroy it; choose another path"
+                )
 
 
 class _OutputFile:

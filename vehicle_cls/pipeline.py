@@ -11,6 +11,7 @@ stage is ``vehicle_cls.io.decode``). On CUDA, JPEGs can be decoded on the device
 see ``device_decode``), and the classifier's
 batch is sized to free device memory unless fixed (``classifier_batch_size``, see ``batching``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,16 +50,23 @@ class Pipeline:
     ``precision``, ``set_precision`` and ``to_config``). ``options``: an ``InferenceOptions``; keyword
     ``overrides`` (``batch_size=8, precision="fp32"``, any of its fields) replace its values."""
 
-    def __init__(self, cropper: Any = None, classifier: Classifier | None = None,
-                 options: InferenceOptions | None = None, **overrides: Any):
+    def __init__(
+        self,
+        cropper: Any = None,
+        classifier: Classifier | None = None,
+        options: InferenceOptions | None = None,
+        **overrides: Any,
+    ):
         """See ``InferenceOptions`` for every setting: ``max_decode_side`` (JPEGs decoded reduced, results in
         original pixels), ``decode`` ("auto": on the device on CUDA with bf16/fp16 where both models take
         device images), ``classifier_batch_size`` (None: sized to free memory where the classifier can),
         ``compile`` (torch.compile, where the classifier's capabilities allow it)."""
         if isinstance(cropper, Classifier):  # Pipeline(clf) or Pipeline(clf, cropper): the order swapped
-            raise TypeError("Pipeline(cropper, classifier): a Classifier was passed as the first argument, "
-                            "which is the cropper (None: whole images); write Pipeline(cropper, clf) or "
-                            "Pipeline(classifier=clf)")
+            raise TypeError(
+                "Pipeline(cropper, classifier): a Classifier was passed as the first argument, "
+                "which is the cropper (None: whole images); write Pipeline(cropper, clf) or "
+                "Pipeline(classifier=clf)"
+            )
         if classifier is None:
             raise ValueError("Pipeline needs a classifier (Classifier.create(...) or Classifier.load(dir))")
         self.options = (options or InferenceOptions()).replace(**overrides)
@@ -71,8 +79,11 @@ class Pipeline:
         # keeps fp32 wherever low precision would change the detections), an explicit one it lacks an error
         self.precisions: dict[str, str] = {}
         if self.cropper is not None:
-            self.cropper.set_precision(resolve_precision(opts.precision, self.device, what="the detector",
-                                                         capabilities=self.cropper.capabilities))
+            self.cropper.set_precision(
+                resolve_precision(
+                    opts.precision, self.device, what="the detector", capabilities=self.cropper.capabilities
+                )
+            )
             self.precisions["detector"] = self.cropper.precision
         self.precisions["classifier"] = classifier.resolve_precision(opts.precision)
         if opts.channels_last:
@@ -83,8 +94,10 @@ class Pipeline:
             classifier.backend.set_compile(opts.compile)  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
-        return (f"Pipeline(cropper={self.cropper!r}, classifier={self.classifier!r}, device={str(self.device)!r}, "
-                f"batch_size={self.options.batch_size}, precisions={self.precisions!r})")
+        return (
+            f"Pipeline(cropper={self.cropper!r}, classifier={self.classifier!r}, device={str(self.device)!r}, "
+            f"batch_size={self.options.batch_size}, precisions={self.precisions!r})"
+        )
 
     # ---- persistence ------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
@@ -95,8 +108,13 @@ class Pipeline:
         return self.classifier.save(directory, cropper=cropper)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, options: InferenceOptions | None = None, cropper: Any = None,
-             **overrides: Any) -> Pipeline:
+    def load(
+        cls,
+        directory: str | os.PathLike,
+        options: InferenceOptions | None = None,
+        cropper: Any = None,
+        **overrides: Any,
+    ) -> Pipeline:
         """Open a bundle on ``options.device`` (None: auto); the cropper is rebuilt from
         ``config.json["cropper"]`` unless ``options.crop`` is False (classify whole images) or a ``cropper``
         is given to use instead. ``overrides``: ``InferenceOptions`` fields, as for ``Pipeline``."""
@@ -150,8 +168,13 @@ class Pipeline:
         items = expand_inputs(inputs, opts.frame_stride)
         total = count_images(inputs)  # folders and globs listed up front, so the bar has a total
         budget = PixelBudget(opts.max_batch_pixels)
-        decoder = Decoder(self.device, opts.num_workers, opts.max_decode_side, self._decodes_on_device(),
-                          explicit=opts.decode == "device")
+        decoder = Decoder(
+            self.device,
+            opts.num_workers,
+            opts.max_decode_side,
+            self._decodes_on_device(),
+            explicit=opts.decode == "device",
+        )
         bar = progress_bar(total, progress, "predict", "img")
         try:
             batch: list[tuple[int, Decoded]] = []
@@ -180,8 +203,12 @@ class Pipeline:
         if self.options.decode != "auto":
             return self.options.decode == "device"
         detector_takes = self.cropper is None or self.cropper.capabilities.device_images
-        return (self.device.type == "cuda" and self.precisions["classifier"] in ("bf16", "fp16")
-                and self.classifier.backend.capabilities.device_images and detector_takes)
+        return (
+            self.device.type == "cuda"
+            and self.precisions["classifier"] in ("bf16", "fp16")
+            and self.classifier.backend.capabilities.device_images
+            and detector_takes
+        )
 
     # ---- one batch --------------------------------------------------------------------------
     def _detector_input(self, dec: Decoded) -> Any:
@@ -194,7 +221,11 @@ class Pipeline:
         return dec.array()
 
     def _process(
-        self, decoder: Decoder, batch: list[tuple[int, Decoded]], box_list: list[Any] | None, topk: int,
+        self,
+        decoder: Decoder,
+        batch: list[tuple[int, Decoded]],
+        box_list: list[Any] | None,
+        topk: int,
         keep_images: bool,
     ) -> list[Result]:
         decoder.finish_on_device([dec for _, dec in batch])
@@ -223,8 +254,13 @@ class Pipeline:
             dec = batch[pos][1]
             image = dec.image if dec.image is not None or backend.capabilities.device_images else dec.array()
             jobs[pos] = CropJob(image, crop_choices, dec.tensor, dec.scale)
-        probs = classify_crops(backend, list(jobs.values()), fill=self._mask_fill(),
-                               precision=self.precisions["classifier"], batch_size=self._classifier_batch_size())
+        probs = classify_crops(
+            backend,
+            list(jobs.values()),
+            fill=self._mask_fill(),
+            precision=self.precisions["classifier"],
+            batch_size=self._classifier_batch_size(),
+        )
         for (pos, job), rows in zip(jobs.items(), probs):
             try:
                 results[pos].vehicles = label_crops(rows, job, self.classifier.classes, topk)
@@ -237,8 +273,14 @@ class Pipeline:
         index = index if item.index is None else item.index
         if dec.error is not None:
             return Result.failed(item.name, index, dec.error, item.frame, item.timestamp)
-        return Result(item.name, index, frame=item.frame, timestamp=item.timestamp,
-                      image_size=dec.size, image=dec.array() if keep else None)
+        return Result(
+            item.name,
+            index,
+            frame=item.frame,
+            timestamp=item.timestamp,
+            image_size=dec.size,
+            image=dec.array() if keep else None,
+        )
 
     def _choose(self, images: list[Any]) -> list[Chosen]:
         """The cropper's crop choices per image; a failure is isolated to the image that caused it."""
@@ -291,8 +333,10 @@ def _cropper_from_section(section: dict[str, Any], directory: Path, device: torc
     try:
         return Cropper.from_config(section, device=device)
     except Exception as exc:
-        raise RuntimeError(f"{directory}: cannot build the bundle's cropper: {exc} "
-                           "(or pass crop=False / --no-crop to classify whole images)") from exc
+        raise RuntimeError(
+            f"{directory}: cannot build the bundle's cropper: {exc} "
+            "(or pass crop=False / --no-crop to classify whole images)"
+        ) from exc
 
 
 def _box_list(boxes: Sequence[Any] | None, inputs: Any) -> list[Any] | None:
@@ -311,8 +355,9 @@ def _box_list(boxes: Sequence[Any] | None, inputs: Any) -> list[Any] | None:
     return box_list
 
 
-def _choices_from_boxes(box_list: list[Any], index: int, hw: tuple[int, int],
-                        scale: tuple[float, float] = (1.0, 1.0)) -> list[CropChoice]:
+def _choices_from_boxes(
+    box_list: list[Any], index: int, hw: tuple[int, int], scale: tuple[float, float] = (1.0, 1.0)
+) -> list[CropChoice]:
     """Crop choices for image ``index`` from user boxes (original pixels ``hw``), clamped to the image
     and mapped onto the decoded image (``scale``: (x, y) original pixels per decoded pixel)."""
     if index >= len(box_list):

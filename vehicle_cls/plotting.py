@@ -1,5 +1,6 @@
 """Drawing results: each vehicle's box, mask, label and score on the image, or a failed input's error
 in red (what ``Result.plot`` and ``vehicle-cls predict --save-images`` show)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -62,8 +63,9 @@ def _blend_masks(pil: Image.Image, result: Result) -> Image.Image:
     return pil if arr is None else Image.fromarray(arr.round().astype(np.uint8))
 
 
-def _label(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, color: tuple[int, int, int],
-           font: Any) -> None:
+def _label(
+    draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, color: tuple[int, int, int], font: Any
+) -> None:
     """``text`` in white on a ``color`` box just above ``xy`` (below it at the image top)."""
     x, y = xy
     left, top, right, bottom = draw.textbbox((x, y), text, font=font)

@@ -1,4 +1,5 @@
 """One progress-bar helper for every long loop (pipeline, evaluation, crop cache, training, downloads)."""
+
 from __future__ import annotations
 
 import sys
@@ -24,8 +25,14 @@ class _NoBar:
         pass
 
 
-def progress_bar(total: int | None = None, enabled: bool | None = True, desc: str = "", unit: str = "it",
-                 leave: bool = True, **tqdm_options: Any) -> Any:
+def progress_bar(
+    total: int | None = None,
+    enabled: bool | None = True,
+    desc: str = "",
+    unit: str = "it",
+    leave: bool = True,
+    **tqdm_options: Any,
+) -> Any:
     """A tqdm bar on stderr (``update``/``set_postfix``/``close``), or a silent stand-in when ``enabled``
     is False; ``None`` means "when stderr is a terminal". ``tqdm_options`` go to tqdm (e.g. unit_scale)."""
     if enabled is None:

@@ -5,6 +5,7 @@ A ``Result`` is the answer for one input image (one video frame): every ``Vehicl
 or the one-line reason it failed. Plain arrays and plain Python values, so results are easy to
 filter, serialize (strict JSON, never a bare NaN) and draw.
 """
+
 from __future__ import annotations
 
 import json
@@ -172,8 +173,9 @@ class Result:
         return iter(self.vehicles)
 
     @classmethod
-    def failed(cls, source: str, index: int, error: str, frame: int | None = None,
-               timestamp: float | None = None) -> Result:
+    def failed(
+        cls, source: str, index: int, error: str, frame: int | None = None, timestamp: float | None = None
+    ) -> Result:
         """A result for an input that could not be processed; ``error`` is made one line."""
         return cls(source=source, index=index, frame=frame, timestamp=timestamp, error=one_line(error))
 
@@ -197,24 +199,35 @@ class Result:
         """Flat rows for tables (CSV, DataFrame, Parquet): one per vehicle, or one with empty
         vehicle fields for a failed input or one where nothing was found, so no input is lost."""
         h, w = self.image_size if self.image_size is not None else (None, None)
-        base = {"source": self.source, "index": int(self.index),
-                "frame": None if self.frame is None else int(self.frame), "timestamp": _num(self.timestamp),
-                "image_height": h, "image_width": w, "error": self.error}
+        base = {
+            "source": self.source,
+            "index": int(self.index),
+            "frame": None if self.frame is None else int(self.frame),
+            "timestamp": _num(self.timestamp),
+            "image_height": h,
+            "image_width": w,
+            "error": self.error,
+        }
         rows = []
         for i, v in enumerate(self.vehicles or [None]):
             box = v.box if v is not None and v.box is not None else (None,) * 4
             det = v.detection if v is not None else None
-            rows.append({
-                **base,
-                "vehicle": None if v is None else i,
-                "label": None if v is None else v.label,
-                "score": None if v is None else _num(v.score),
-                "class_index": None if v is None or v.class_index is None else int(v.class_index),
-                "x1": _num(box[0], 2), "y1": _num(box[1], 2), "x2": _num(box[2], 2), "y2": _num(box[3], 2),
-                "detector_class": None if det is None else det.class_name,
-                "detector_score": None if det is None else _num(det.score),
-                "fallback": None if v is None else bool(v.fallback),
-            })
+            rows.append(
+                {
+                    **base,
+                    "vehicle": None if v is None else i,
+                    "label": None if v is None else v.label,
+                    "score": None if v is None else _num(v.score),
+                    "class_index": None if v is None or v.class_index is None else int(v.class_index),
+                    "x1": _num(box[0], 2),
+                    "y1": _num(box[1], 2),
+                    "x2": _num(box[2], 2),
+                    "y2": _num(box[3], 2),
+                    "detector_class": None if det is None else det.class_name,
+                    "detector_score": None if det is None else _num(det.score),
+                    "fallback": None if v is None else bool(v.fallback),
+                }
+            )
         return rows
 
     def plot(self, image: Any = None, line_width: int | None = None, masks: bool = True) -> Image.Image:
@@ -228,9 +241,15 @@ class Result:
         return draw_result(Image.fromarray(load_image(image)), self, line_width, masks)
 
 
-def label_vehicle(probs: np.ndarray, classes: Sequence[str], topk: int = 5, box: Box | None = None,
-                  detection: Detection | None = None, mask: np.ndarray | None = None,
-                  fallback: bool = False) -> Vehicle:
+def label_vehicle(
+    probs: np.ndarray,
+    classes: Sequence[str],
+    topk: int = 5,
+    box: Box | None = None,
+    detection: Detection | None = None,
+    mask: np.ndarray | None = None,
+    fallback: bool = False,
+) -> Vehicle:
     """A ``Vehicle`` from one probability row: label, score and the ``topk`` best classes.
 
     Raises ``ValueError`` (one line) when the row is not finite, e.g. a model with NaN weights, so
@@ -244,32 +263,63 @@ def label_vehicle(probs: np.ndarray, classes: Sequence[str], topk: int = 5, box:
     best = int(order[0])
     return Vehicle(
         box=None if box is None else tuple(float(v) for v in box),  # type: ignore[arg-type]
-        detection=detection, mask=mask, label=str(classes[best]), score=float(probs[best]), class_index=best,
-        topk=[(str(classes[int(i)]), float(probs[int(i)])) for i in order], fallback=bool(fallback),
+        detection=detection,
+        mask=mask,
+        label=str(classes[best]),
+        score=float(probs[best]),
+        class_index=best,
+        topk=[(str(classes[int(i)]), float(probs[int(i)])) for i in order],
+        fallback=bool(fallback),
     )
 
 
 # --- the output schema, written once: the typed fields of to_dict() and to_rows() -----------------
 #: A field is (name, type); a type is "string", "int64", "float64", "bool", ("list", type) or
 #: ("struct", fields). Tables (Parquet through Ray, ``arrow_schema``) are built from these.
-DETECTION_FIELDS: tuple = (("box", ("list", "float64")), ("score", "float64"), ("class_id", "int64"),
-                           ("class_name", "string"))
+DETECTION_FIELDS: tuple = (
+    ("box", ("list", "float64")),
+    ("score", "float64"),
+    ("class_id", "int64"),
+    ("class_name", "string"),
+)
 VEHICLE_FIELDS: tuple = (
-    ("box", ("list", "float64")), ("detection", ("struct", DETECTION_FIELDS)), ("label", "string"),
-    ("score", "float64"), ("class_index", "int64"),
+    ("box", ("list", "float64")),
+    ("detection", ("struct", DETECTION_FIELDS)),
+    ("label", "string"),
+    ("score", "float64"),
+    ("class_index", "int64"),
     ("topk", ("list", ("struct", (("label", "string"), ("score", "float64"))))),  # [label, score] pairs in JSON
-    ("fallback", "bool"), ("has_mask", "bool"),
+    ("fallback", "bool"),
+    ("has_mask", "bool"),
 )
 RESULT_FIELDS: tuple = (  # Result.to_dict(), one row per input
-    ("source", "string"), ("index", "int64"), ("frame", "int64"), ("timestamp", "float64"),
-    ("image_size", ("list", "int64")), ("error", "string"), ("vehicles", ("list", ("struct", VEHICLE_FIELDS))),
+    ("source", "string"),
+    ("index", "int64"),
+    ("frame", "int64"),
+    ("timestamp", "float64"),
+    ("image_size", ("list", "int64")),
+    ("error", "string"),
+    ("vehicles", ("list", ("struct", VEHICLE_FIELDS))),
 )
 ROW_FIELDS: tuple = (  # Result.to_rows(), one flat row per vehicle
-    ("source", "string"), ("index", "int64"), ("frame", "int64"), ("timestamp", "float64"),
-    ("image_height", "int64"), ("image_width", "int64"), ("error", "string"),
-    ("vehicle", "int64"), ("label", "string"), ("score", "float64"), ("class_index", "int64"),
-    ("x1", "float64"), ("y1", "float64"), ("x2", "float64"), ("y2", "float64"),
-    ("detector_class", "string"), ("detector_score", "float64"), ("fallback", "bool"),
+    ("source", "string"),
+    ("index", "int64"),
+    ("frame", "int64"),
+    ("timestamp", "float64"),
+    ("image_height", "int64"),
+    ("image_width", "int64"),
+    ("error", "string"),
+    ("vehicle", "int64"),
+    ("label", "string"),
+    ("score", "float64"),
+    ("class_index", "int64"),
+    ("x1", "float64"),
+    ("y1", "float64"),
+    ("x2", "float64"),
+    ("y2", "float64"),
+    ("detector_class", "string"),
+    ("detector_score", "float64"),
+    ("fallback", "bool"),
 )
 ROW_KINDS = ("image", "vehicle")
 

@@ -3,6 +3,7 @@
 Every entry point (Pipeline, Cropper, Classifier, training, CLI) asks these helpers instead of
 repeating its own rule, so "auto" means the same thing everywhere.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -65,8 +66,14 @@ def cpu_has_fast_bf16() -> bool:
     return "AMX" in str(capability).upper()
 
 
-def resolve_precision(precision: str, device: torch.device | str, *, training: bool = False,
-                      capabilities: Capabilities | None = None, what: str = "the model") -> str:
+def resolve_precision(
+    precision: str,
+    device: torch.device | str,
+    *,
+    training: bool = False,
+    capabilities: Capabilities | None = None,
+    what: str = "the model",
+) -> str:
     """``"auto"`` -> the fastest precision that keeps agreement on ``device``: bf16 on CUDA cards that
     support it (else fp16), bf16 on CPUs with native bf16, else fp32. Explicit values are checked.
 

@@ -1,6 +1,7 @@
 """How a loaded state dict fits a model: the missing, unexpected, misshaped and wrong-kind tensors,
 computed once for every loader (the detector's checkpoints, the classifier's bundles), which then
 word the error their own way."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,7 @@ class FitReport:
 
 
 def dtype_kind(dtype: torch.dtype) -> str:
-    """"floating", "complex", "bool" or "integer": a tensor of another float type can be cast to the
+    """ "floating", "complex", "bool" or "integer": a tensor of another float type can be cast to the
     model's, one of another kind cannot without changing what it means."""
     if dtype.is_floating_point:
         return "floating"
@@ -40,10 +41,16 @@ def fit_report(expected: Mapping[str, torch.Tensor], loaded: Mapping[str, torch.
     return FitReport(
         missing=[k for k in expected if k not in loaded],
         unexpected=[k for k in loaded if k not in expected],
-        shape_mismatch=[(k, tuple(loaded[k].shape), tuple(expected[k].shape)) for k in both
-                        if tuple(loaded[k].shape) != tuple(expected[k].shape)],
-        dtype_mismatch=[(k, loaded[k].dtype, expected[k].dtype) for k in both
-                        if dtype_kind(loaded[k].dtype) != dtype_kind(expected[k].dtype)],
+        shape_mismatch=[
+            (k, tuple(loaded[k].shape), tuple(expected[k].shape))
+            for k in both
+            if tuple(loaded[k].shape) != tuple(expected[k].shape)
+        ],
+        dtype_mismatch=[
+            (k, loaded[k].dtype, expected[k].dtype)
+            for k in both
+            if dtype_kind(loaded[k].dtype) != dtype_kind(expected[k].dtype)
+        ],
     )
 
 

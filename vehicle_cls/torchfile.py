@@ -4,6 +4,7 @@ A pickle can run code when loaded; ``weights_only`` lets through only tensors, n
 plain containers. torch's own refusal is several lines advising to turn that protection off; here
 it becomes one line that names the file and the global it refused.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,7 +35,9 @@ def describe_load_error(path: str | os.PathLike, exc: BaseException) -> str:
     text = str(exc)
     refused = _GLOBAL.search(text)
     if refused is not None:
-        return (f"{os.fspath(path)}: refused to load global '{refused.group(1)}' (a weights file may hold only "
-                "tensors, numbers, strings and plain containers; this one could run code)")
+        return (
+            f"{os.fspath(path)}: refused to load global '{refused.group(1)}' (a weights file may hold only "
+            "tensors, numbers, strings and plain containers; this one could run code)"
+        )
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
     return f"{os.fspath(path)}: not a readable torch file ({type(exc).__name__}: {first})"

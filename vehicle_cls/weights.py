@@ -9,6 +9,7 @@ Files fetched by URL (not by registry name) are cached under a folder named by a
 so two URLs that end in the same file name never share an entry. When the download cannot
 happen (offline, firewall) the error says which URL to fetch by hand and the exact path to put it at.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,8 +48,10 @@ class WeightsInfo:
 
 
 KNOWN_WEIGHTS: dict[str, WeightsInfo] = {
-    **{name: WeightsInfo(url=c.weights_url, filename=c.weights_file, licence=ZOO_LICENCE, description=c.description)
-       for name, c in DETECTOR_CONFIGS.items()},
+    **{
+        name: WeightsInfo(url=c.weights_url, filename=c.weights_file, licence=ZOO_LICENCE, description=c.description)
+        for name, c in DETECTOR_CONFIGS.items()
+    },
     "resnet50_imagenet_v1": WeightsInfo(
         url="https://download.pytorch.org/models/resnet50-0676ba61.pth",
         filename="resnet50-0676ba61.pth",
@@ -93,8 +96,12 @@ def _default_dir() -> Path:
     return cache_dir()
 
 
-def fetch_weights(name_or_url: str, cache_dir: str | os.PathLike | None = None, sha256: str | None = None,
-                  progress: bool | None = None) -> Path:
+def fetch_weights(
+    name_or_url: str,
+    cache_dir: str | os.PathLike | None = None,
+    sha256: str | None = None,
+    progress: bool | None = None,
+) -> Path:
     """Return the local path of known weights (by registry name) or of a URL, downloading on first use.
 
     An existing local file path is returned as is. ``sha256`` overrides the registry's checksum.
@@ -122,8 +129,9 @@ def fetch_weights(name_or_url: str, cache_dir: str | os.PathLike | None = None, 
     return dest
 
 
-def find_cached(name_or_url: str, cache_dir: str | os.PathLike | None = None,
-                sha256: str | None = None) -> tuple[Path | None, str | None]:
+def find_cached(
+    name_or_url: str, cache_dir: str | os.PathLike | None = None, sha256: str | None = None
+) -> tuple[Path | None, str | None]:
     """(the cached file, None), or (None, why the file in the cache is not valid), or (None, None).
 
     ``fetch_weights`` and ``vehicle-cls download --list`` both ask this, so they always agree. A file put
@@ -160,7 +168,8 @@ def _cached_problem(path: Path, sha256: str | None, sha256_prefix: str | None) -
                     digest.update(chunk)
             got = digest.hexdigest()
             if (sha256 is not None and got != sha256) or (
-                    sha256_prefix is not None and not got.startswith(sha256_prefix.lower())):
+                sha256_prefix is not None and not got.startswith(sha256_prefix.lower())
+            ):
                 want = sha256 if sha256 is not None else f"{sha256_prefix}..."
                 return f"sha256 {got[:16]}... is not the expected {want}"
             return None
@@ -236,9 +245,7 @@ def _download(url: str, dest: Path, sha256: str | None, sha256_prefix: str | Non
                 finally:
                     bar.close()
             if total is not None and received != total:
-                raise WeightsError(
-                    _offline_message(url, dest, f"download incomplete: {received} of {total} bytes")
-                )
+                raise WeightsError(_offline_message(url, dest, f"download incomplete: {received} of {total} bytes"))
             out.flush()
             os.fsync(out.fileno())
         got = digest.hexdigest()

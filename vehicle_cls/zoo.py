@@ -2,6 +2,7 @@
 detectron2's config file for it, and where its weights download from. The detector (``cropper.rcnn``),
 the detectron2 backend, the weights cache (``weights.KNOWN_WEIGHTS``) and the synthetic test weights
 all read this one table."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,14 +32,25 @@ class DetectorConfig:
         return f"{self.name}-{parts[-2]}-{parts[-1]}"
 
 
-DETECTOR_CONFIGS: dict[str, DetectorConfig] = {c.name: c for c in (
-    DetectorConfig("faster_rcnn_R_101_FPN_3x", False, "COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml",
-                   "COCO-Detection/faster_rcnn_R_101_FPN_3x/137851257/model_final_f6e8b1.pkl",
-                   "detectron2 COCO Faster R-CNN R101-FPN 3x, box AP 42.0"),
-    DetectorConfig("mask_rcnn_R_101_FPN_3x", True, "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml",
-                   "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x/138205316/model_final_a3ec72.pkl",
-                   "detectron2 COCO Mask R-CNN R101-FPN 3x, box AP 42.9, mask AP 38.6"),
-)}
+DETECTOR_CONFIGS: dict[str, DetectorConfig] = {
+    c.name: c
+    for c in (
+        DetectorConfig(
+            "faster_rcnn_R_101_FPN_3x",
+            False,
+            "COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml",
+            "COCO-Detection/faster_rcnn_R_101_FPN_3x/137851257/model_final_f6e8b1.pkl",
+            "detectron2 COCO Faster R-CNN R101-FPN 3x, box AP 42.0",
+        ),
+        DetectorConfig(
+            "mask_rcnn_R_101_FPN_3x",
+            True,
+            "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml",
+            "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x/138205316/model_final_a3ec72.pkl",
+            "detectron2 COCO Mask R-CNN R101-FPN 3x, box AP 42.9, mask AP 38.6",
+        ),
+    )
+}
 
 
 def detector_config(name: str) -> DetectorConfig:

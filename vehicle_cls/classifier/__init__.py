@@ -1,4 +1,5 @@
 """The second stage: a torchvision backbone that names the vehicle in a crop, saved as a bundle."""
+
 from vehicle_cls.bundle import BundleError
 from vehicle_cls.classifier.backend import ClassifierBackend
 from vehicle_cls.classifier.classifier import Classifier

@@ -4,6 +4,7 @@ A backend owns its model, its class names and its preprocessing; callers (``Clas
 ``Pipeline``, evaluation) only use the members below and learn what it can do from ``capabilities``
 (precisions, device images, compile, memory-sized batches), never from its name.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -44,8 +45,9 @@ class ClassifierBackend(Protocol):
         """Probabilities (N, C) as a float32 torch tensor for a stack of ``transform`` outputs
         (``precision``: resolved, one of ``capabilities.precisions``)."""
 
-    def prepare_crops(self, image: np.ndarray, choices: Sequence[CropChoice], mask_fill: Sequence[int] = ...,
-                      tensor: Any = None) -> Any:
+    def prepare_crops(
+        self, image: np.ndarray, choices: Sequence[CropChoice], mask_fill: Sequence[int] = ..., tensor: Any = None
+    ) -> Any:
         """Model inputs for the chosen crops (box, mask) of one RGB image."""
 
     def classify(self, prepared: Sequence[Any], precision: str = "fp32", batch_size: int | None = ...) -> np.ndarray:

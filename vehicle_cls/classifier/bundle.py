@@ -2,6 +2,7 @@
 and ``config.json`` belong to ``vehicle_cls.bundle``). Reading checks the weights against the config
 and refuses a mismatch with a message that names what differs.
 """
+
 from __future__ import annotations
 
 import os
@@ -73,15 +74,22 @@ def check_weights_fit(
     reported = set()
     if problems:  # the head mismatch is already said; do not repeat its weight and bias
         reported = {head_weight_key, head_weight_key[: -len("weight")] + "bias"}
-    mismatched = [f"{k} is {got} but {arch} needs {needed}"
-                  for k, got, needed in report.shape_mismatch if k not in reported]
+    mismatched = [
+        f"{k} is {got} but {arch} needs {needed}" for k, got, needed in report.shape_mismatch if k not in reported
+    ]
     wrong_kind = [f"{k} is {got} but {arch} needs {needed}" for k, got, needed in report.dtype_mismatch]
     if wrong_kind:
-        problems.append("dtype mismatch: " + "; ".join(wrong_kind[:5]) + (
-            f" ({len(wrong_kind)} in all)" if len(wrong_kind) > 5 else ""))
+        problems.append(
+            "dtype mismatch: "
+            + "; ".join(wrong_kind[:5])
+            + (f" ({len(wrong_kind)} in all)" if len(wrong_kind) > 5 else "")
+        )
     if mismatched:
-        problems.append("shape mismatch: " + "; ".join(mismatched[:5]) + (
-            f" ({len(mismatched)} in all)" if len(mismatched) > 5 else ""))
+        problems.append(
+            "shape mismatch: "
+            + "; ".join(mismatched[:5])
+            + (f" ({len(mismatched)} in all)" if len(mismatched) > 5 else "")
+        )
     if (missing or unexpected) and len(missing) + len(unexpected) > 10:
         problems.append(f"the weights look like a different architecture than config's arch {arch!r}")
     if problems:

@@ -3,6 +3,7 @@
 Saved and loaded as a bundle directory (see ``bundle.py``); ``Classifier.load`` opens torch and
 Keras bundles (``"backend": "keras"``) alike, and every method works the same for both.
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,8 +48,9 @@ class Classifier:
             classes = list(classes)
             if not classes or len(set(classes)) != len(classes):
                 raise ValueError("classes must be a non-empty list of distinct names")
-            backend: ClassifierBackend = TorchClassifierBackend(model, arch or "custom", classes, preprocess, dropout,
-                                                                device)
+            backend: ClassifierBackend = TorchClassifierBackend(
+                model, arch or "custom", classes, preprocess, dropout, device
+            )
         elif isinstance(model, ClassifierBackend):
             backend = model.to(resolve_device(device))
         else:
@@ -88,8 +90,9 @@ class Classifier:
 
     def resolve_precision(self, precision: str = DEFAULT_PRECISION) -> str:
         """``precision`` as this classifier runs it on its device ("auto": the fastest its backend supports)."""
-        return resolve_precision(precision, self.device, capabilities=self.backend.capabilities,
-                                 what=f"the {self.backend.name} classifier")
+        return resolve_precision(
+            precision, self.device, capabilities=self.backend.capabilities, what=f"the {self.backend.name} classifier"
+        )
 
     def __repr__(self) -> str:
         return f"Classifier(arch={self.arch!r}, classes={len(self.classes)}, backend={self.backend!r})"
@@ -133,8 +136,9 @@ class Classifier:
         return write_bundle(directory, self.backend.bundle_part(), cropper=cropper, training=training)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, device: str | torch.device = "auto",
-             config: dict[str, Any] | None = None) -> Classifier:
+    def load(
+        cls, directory: str | os.PathLike, device: str | torch.device = "auto", config: dict[str, Any] | None = None
+    ) -> Classifier:
         """Open a bundle (torch or Keras; ``config``: its ``config.json`` when already read by
         ``bundle.read_config``); refuses weights that do not fit ``config.json``."""
         config = config if config is not None else read_config(directory)
@@ -166,16 +170,22 @@ class Classifier:
         """One image -> the model input ``predict_proba`` takes (stacked); for DataLoaders."""
         return self.backend.transform(image)
 
-    def predict_proba_images(self, images: Sequence[np.ndarray], precision: str = "fp32",
-                             batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+    def predict_proba_images(
+        self, images: Sequence[np.ndarray], precision: str = "fp32", batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> np.ndarray:
         """Softmax probabilities (N, C) for whole RGB uint8 HxWx3 images, ``batch_size`` at a time."""
         opts = InferenceOptions(batch_size=batch_size, precision=precision)
-        probs = classify_crops(self.backend, [CropJob(im) for im in images],
-                               precision=self.resolve_precision(opts.precision), batch_size=opts.batch_size)
+        probs = classify_crops(
+            self.backend,
+            [CropJob(im) for im in images],
+            precision=self.resolve_precision(opts.precision),
+            batch_size=opts.batch_size,
+        )
         return np.concatenate(probs) if probs else np.zeros((0, len(self.classes)), dtype=np.float32)
 
-    def predict(self, images: Any, topk: int = 5, batch_size: int = 32, precision: str = DEFAULT_PRECISION
-                ) -> list[Result]:
+    def predict(
+        self, images: Any, topk: int = 5, batch_size: int = 32, precision: str = DEFAULT_PRECISION
+    ) -> list[Result]:
         """One ``Result`` per image (anything ``load_image`` accepts, or a list of them), the whole
         image classified (no cropper; ``Pipeline`` adds one), ``batch_size`` images at a time;
         bad inputs get ``error`` set. The arguments are checked as ``InferenceOptions`` fields."""

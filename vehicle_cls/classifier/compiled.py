@@ -3,6 +3,7 @@
 ``CompiledCopies`` hands ``classifier.forward.classify_logits`` a compiled module in place of each prepared copy
 (fp32: the model itself), compiled once per copy and again only when the copy is rebuilt.
 """
+
 from __future__ import annotations
 
 from typing import cast

@@ -5,6 +5,7 @@ weights cache (``weights.fetch_weights``: temporary file, checksum, atomic renam
 ``vehicle-cls download --list`` shows. Offline, a ``WeightsUnavailableError`` says which URL to
 fetch and where to put the file.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,8 +49,11 @@ def supported_archs() -> list[str]:
     import torchvision
     from torchvision.models import list_models
 
-    return [m for m in list_models(module=torchvision.models)
-            if m not in UNSUPPORTED and any(m.startswith(prefix) for prefix, _ in _HEAD_PATHS)]
+    return [
+        m
+        for m in list_models(module=torchvision.models)
+        if m not in UNSUPPORTED and any(m.startswith(prefix) for prefix, _ in _HEAD_PATHS)
+    ]
 
 
 def _head_path_or_none(arch: str) -> str | None:
@@ -145,8 +149,7 @@ def load_pretrained_state(url: str, arch: str, progress: bool = True) -> dict[st
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # the file is there but unreadable: not a network problem
         raise WeightsUnavailableError(
-            f"cannot read cached {arch} weights {path} ({type(exc).__name__}: {exc}); "
-            f"delete it and fetch {url} again"
+            f"cannot read cached {arch} weights {path} ({type(exc).__name__}: {exc}); delete it and fetch {url} again"
         ) from exc
 
 

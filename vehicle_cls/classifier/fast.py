@@ -4,6 +4,7 @@ to bf16/fp16 (not only autocast) and channels_last; one cached copy per (precisi
 For ``precision="fp32"`` nothing here is used: the model itself is the exact reference. The copies
 serve inference only; the original model (what ``save`` writes) is left untouched.
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,8 +30,9 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
         return model
 
 
-def prepare_classifier(model: nn.Module, device: torch.device | str, precision: str,
-                       channels_last: bool = True) -> nn.Module:
+def prepare_classifier(
+    model: nn.Module, device: torch.device | str, precision: str, channels_last: bool = True
+) -> nn.Module:
     """An inference copy of a torchvision classifier: BatchNorms folded into the convs, weights in
     the precision's dtype, channels_last; for "fp32" the model itself (the exact reference)."""
     dtype = precision_dtype(precision)

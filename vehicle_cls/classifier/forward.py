@@ -1,5 +1,6 @@
 """The classifier's forward pass at inference: fp32 runs the model as it is (the exact reference),
 bf16/fp16 run its prepared copy from ``classifier.fast``; logits always come back fp32."""
+
 from __future__ import annotations
 
 import torch
@@ -9,8 +10,9 @@ from vehicle_cls.classifier.fast import InferenceCopies
 from vehicle_cls.runtime import precision_dtype
 
 
-def classify_logits(copies: InferenceCopies, model: nn.Module, batch: torch.Tensor, precision: str,
-                    device: torch.device | str) -> torch.Tensor:
+def classify_logits(
+    copies: InferenceCopies, model: nn.Module, batch: torch.Tensor, precision: str, device: torch.device | str
+) -> torch.Tensor:
     """fp32 logits of ``model`` for an NCHW batch: fp32 runs the model as it is (the reference),
     bf16/fp16 run its prepared copy (folded norms, low-precision weights, channels_last)."""
     net = copies.get(model, precision, device)

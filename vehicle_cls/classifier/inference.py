@@ -4,6 +4,7 @@
 ``Pipeline``, ``Classifier.predict`` and ``train.evaluate`` all call it; they differ only in how they
 decode and which crops they choose (detector, user boxes, whole images, dataset crops).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -40,8 +41,11 @@ def classify_crops(
     ``batch_size`` at a time (None: the torch backend sizes it to free CUDA memory)."""
     with torch.inference_mode():
         prepared = [engine.prepare_crops(j.image, j.choices, fill, tensor=j.tensor) for j in jobs if j.choices]
-        probs = (engine.classify(prepared, precision, batch_size) if prepared
-                 else np.zeros((0, len(engine.classes)), dtype=np.float32))
+        probs = (
+            engine.classify(prepared, precision, batch_size)
+            if prepared
+            else np.zeros((0, len(engine.classes)), dtype=np.float32)
+        )
     out, start = [], 0
     for job in jobs:
         out.append(probs[start : start + len(job.choices)])
@@ -53,7 +57,14 @@ def label_crops(probs: np.ndarray, job: CropJob, classes: Sequence[str], topk: i
     """The vehicles of one job, boxes and detections in original pixels; ``ValueError`` (one line)
     when a probability row is not finite, so the caller fails that one input."""
     return [
-        label_vehicle(row, classes, topk, choice.original_box(job.scale), choice.original_detection(job.scale),
-                      choice.mask, choice.fallback)
+        label_vehicle(
+            row,
+            classes,
+            topk,
+            choice.original_box(job.scale),
+            choice.original_detection(job.scale),
+            choice.mask,
+            choice.fallback,
+        )
         for row, choice in zip(probs, job.choices)
     ]

@@ -16,6 +16,7 @@ normalised with ``mean``/``std``. ``preprocess_images`` is THE inference preproc
 ``preprocess_tensor`` is the same for one CHW tensor (use it in training's eval transform);
 ``crop_resize_on_device`` does the same from boxes of a decoded image with ``roi_align``.
 """
+
 from __future__ import annotations
 
 import math
@@ -62,10 +63,15 @@ class Preprocess:
         if not 1 <= self.input_size <= MAX_INPUT_SIZE:
             raise ValueError(f"Preprocess.input_size must be in 1..{MAX_INPUT_SIZE} pixels, not {self.input_size}")
         values = (*self.mean, *self.std)
-        if len(values) == 6 and not (all(math.isfinite(v) for v in values) and all(0.0 <= m <= 1.0 for m in self.mean)
-                                     and all(MIN_STD <= s <= 1.0 for s in self.std)):
-            raise ValueError(f"Preprocess.mean must be in [0, 1] and .std in [{MIN_STD}, 1] (0-1 RGB scale), "
-                             f"not mean={list(self.mean)} std={list(self.std)}")
+        if len(values) == 6 and not (
+            all(math.isfinite(v) for v in values)
+            and all(0.0 <= m <= 1.0 for m in self.mean)
+            and all(MIN_STD <= s <= 1.0 for s in self.std)
+        ):
+            raise ValueError(
+                f"Preprocess.mean must be in [0, 1] and .std in [{MIN_STD}, 1] (0-1 RGB scale), "
+                f"not mean={list(self.mean)} std={list(self.std)}"
+            )
         if self.resize not in RESIZE_MODES:
             raise ValueError(f"Preprocess.resize must be one of {RESIZE_MODES}, not {self.resize!r}")
         if self.interpolation not in INTERPOLATIONS:
@@ -161,9 +167,7 @@ def preprocess_images(
     return torch.stack([preprocess_tensor(_as_chw(im).to(device), cfg) for im in images])
 
 
-def crop_resize_on_device(
-    image: torch.Tensor, boxes: torch.Tensor | None, cfg: Preprocess
-) -> torch.Tensor:
+def crop_resize_on_device(image: torch.Tensor, boxes: torch.Tensor | None, cfg: Preprocess) -> torch.Tensor:
     """Crops of one RGB CHW image (uint8 or 0..255 float, any device) -> (K, 3, S, S) normalised.
 
     ``boxes`` are (K, 4) xyxy in original pixels (continuous coordinates: pixel i spans [i, i+1)).

@@ -5,6 +5,7 @@
 which one they hold. Crops are cut and resized on the model's device with ``roi_align``. On CUDA,
 ``classify`` sizes its batches to free memory unless given a size, and halves a batch that runs out.
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,8 +46,15 @@ class TorchClassifierBackend:
     name = "torch"
     fork_safe = True  # DataLoader worker processes may run its transform
 
-    def __init__(self, model: nn.Module, arch: str, classes: Sequence[str], preprocess: Preprocess | None = None,
-                 dropout: float = 0.2, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model: nn.Module,
+        arch: str,
+        classes: Sequence[str],
+        preprocess: Preprocess | None = None,
+        dropout: float = 0.2,
+        device: str | torch.device = "cpu",
+    ):
         self.arch = arch
         self.classes = list(classes)
         self.preprocess = preprocess or Preprocess()
@@ -67,8 +75,9 @@ class TorchClassifierBackend:
 
     # ---- bundle -----------------------------------------------------------------------------
     @classmethod
-    def load(cls, directory: str | os.PathLike, device: str | torch.device = "cpu",
-             config: dict[str, Any] | None = None) -> TorchClassifierBackend:
+    def load(
+        cls, directory: str | os.PathLike, device: str | torch.device = "cpu", config: dict[str, Any] | None = None
+    ) -> TorchClassifierBackend:
         """Open a torch bundle (``config``: its ``config.json`` when already read); refuses weights that
         do not fit ``config.json``."""
         config = config if config is not None else read_config(directory)
@@ -80,8 +89,12 @@ class TorchClassifierBackend:
             raise bundle.BundleError(f"{Path(directory) / CONFIG_NAME}: {exc}") from None
         state = bundle.read_weights(directory)
         bundle.check_weights_fit(
-            model.state_dict(), state, head_weight_key=_head_weight_key(model, arch),
-            num_classes=len(classes), arch=arch, where=str(directory),
+            model.state_dict(),
+            state,
+            head_weight_key=_head_weight_key(model, arch),
+            num_classes=len(classes),
+            arch=arch,
+            where=str(directory),
         )
         model.load_state_dict(state, strict=True)
         return cls(model, arch, classes, preprocess, config.get("dropout") or 0.0, device)
@@ -89,17 +102,28 @@ class TorchClassifierBackend:
     def bundle_part(self) -> BundlePart:
         """Our share of a bundle: arch, classes, dropout, preprocessing and ``model.safetensors``."""
         model = getattr(self.model, "_orig_mod", self.model)  # torch.compile wrapper -> plain names
-        return bundle.torch_part(model.state_dict(), {
-            "arch": self.arch, "classes": list(self.classes), "dropout": self.dropout,
-            "preprocess": self.preprocess.to_dict()})
+        return bundle.torch_part(
+            model.state_dict(),
+            {
+                "arch": self.arch,
+                "classes": list(self.classes),
+                "dropout": self.dropout,
+                "preprocess": self.preprocess.to_dict(),
+            },
+        )
 
     # ---- placement --------------------------------------------------------------------------
     @property
     def capabilities(self) -> Capabilities:
         """Every precision (fp16 on CUDA), device images, torch.compile, batches sized to free CUDA memory."""
         cuda = self.device.type == "cuda"
-        return Capabilities(precisions=("fp32", "bf16", "fp16") if cuda else ("fp32", "bf16"), device_images=True,
-                            masks=True, compile=True, memory_batches=True)
+        return Capabilities(
+            precisions=("fp32", "bf16", "fp16") if cuda else ("fp32", "bf16"),
+            device_images=True,
+            masks=True,
+            compile=True,
+            memory_batches=True,
+        )
 
     def to(self, device: str | torch.device) -> TorchClassifierBackend:
         self.device = resolve_device(device)
@@ -143,8 +167,13 @@ class TorchClassifierBackend:
             image = load_image(image)
         return preprocess_images([image], self.preprocess, "cpu")[0]
 
-    def prepare_crops(self, image: np.ndarray, choices: Sequence[CropChoice],
-                      mask_fill: Sequence[int] = DEFAULT_MASK_FILL, tensor: torch.Tensor | None = None) -> torch.Tensor:
+    def prepare_crops(
+        self,
+        image: np.ndarray,
+        choices: Sequence[CropChoice],
+        mask_fill: Sequence[int] = DEFAULT_MASK_FILL,
+        tensor: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """(K, 3, S, S) model inputs for the chosen crops of one RGB image, computed on the device
         (``tensor``: the image as CHW uint8, e.g. pinned memory, when the caller has it)."""
         if tensor is None:
@@ -174,8 +203,9 @@ class TorchClassifierBackend:
             return torch.zeros((0, 3, cfg.input_size, cfg.input_size), device=self.device)
         return torch.stack(crops)
 
-    def classify(self, prepared: Sequence[torch.Tensor], precision: str = "fp32",
-                 batch_size: int | None = DEFAULT_BATCH_SIZE) -> np.ndarray:
+    def classify(
+        self, prepared: Sequence[torch.Tensor], precision: str = "fp32", batch_size: int | None = DEFAULT_BATCH_SIZE
+    ) -> np.ndarray:
         """Probabilities (M, C) for the crops of several ``prepare_crops`` calls, ``batch_size`` at a time
         (None: on CUDA as many as free memory allows, measured once per input setting). A batch that
         runs out of device memory is retried at half the size; no crop is dropped."""
@@ -217,8 +247,13 @@ class TorchClassifierBackend:
         per_image = probe_bytes_per_image(forward, sample.to(self.device))
         free = cuda_free_bytes(self.device)
         size = memory_batch_size(free, per_image, self.batch_limits)
-        logger.info("classifier batch %d on %s (%.1f MiB per image, %.0f MiB free)",
-                    size, self.device, per_image / 2**20, free / 2**20)
+        logger.info(
+            "classifier batch %d on %s (%.1f MiB per image, %.0f MiB free)",
+            size,
+            self.device,
+            per_image / 2**20,
+            free / 2**20,
+        )
         self._memory_batch[key] = size
         return size
 
@@ -233,4 +268,3 @@ def _head_weight_key(model: nn.Module, arch: str) -> str:
     path = head_path(arch)
     head = model.get_submodule(path)
     return f"{path}.{len(head) - 1}.weight" if isinstance(head, nn.Sequential) else f"{path}.weight"
-

@@ -3,6 +3,7 @@
 Each subcommand module defines ``register(subparsers)``, which adds its parser and sets
 ``func(args) -> int`` as the default; modules import heavy libraries only inside ``func``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,7 @@ EXIT_ERROR = 1  # the command could not run (missing weights, bad config, ...)
 def build_parser() -> argparse.ArgumentParser:
     from vehicle_cls import __version__
 
-    parser = argparse.ArgumentParser(
-        prog="vehicle-cls", description="Find the vehicle in a photo and tell what it is."
-    )
+    parser = argparse.ArgumentParser(prog="vehicle-cls", description="Find the vehicle in a photo and tell what it is.")
     parser.add_argument("--version", action="version", version=f"vehicle-cls {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -1,4 +1,5 @@
 """``vehicle-cls crop``: crop every image of a dataset once (detector or ground-truth boxes) into a cache."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,30 +23,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="cache folder for crops/, manifest.jsonl and cache.json")
     p.add_argument("--layout", default="auto", help="auto, stanford, kaggle, folders, csv, seed_csv (default: auto)")
     p.add_argument("--split", default="train", help="dataset split to crop (default: train)")
-    p.add_argument("--mode", choices=("detector", "gt"), default="detector",
-                   help="detector: run the Cropper; gt: crop the annotated boxes (default: detector)")
+    p.add_argument(
+        "--mode",
+        choices=("detector", "gt"),
+        default="detector",
+        help="detector: run the Cropper; gt: crop the annotated boxes (default: detector)",
+    )
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--checkpoint", help="detector checkpoint (.pkl/.pth in detectron2 model-zoo format)")
     weights.add_argument("--zoo", help=f"detector model-zoo name, downloaded once (default: {DEFAULT_ZOO})")
-    p.add_argument("--config", default=None,
-                   help="detector config for --checkpoint (faster_rcnn_R_101_FPN_3x or mask_rcnn_R_101_FPN_3x)")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="detector config for --checkpoint (faster_rcnn_R_101_FPN_3x or mask_rcnn_R_101_FPN_3x)",
+    )
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "detectron2"))
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     p.add_argument("--min-size-test", type=int, default=None, help="detector input shorter side (default 800)")
     p.add_argument("--max-size-test", type=int, default=None, help="detector input longer-side cap (default 1333)")
     pol = p.add_argument_group("crop policy (detector mode)")
-    pol.add_argument("--classes", nargs="+", default=["car", "truck", "bus"],
-                     help="COCO classes kept (default: car truck bus)")
+    pol.add_argument(
+        "--classes", nargs="+", default=["car", "truck", "bus"], help="COCO classes kept (default: car truck bus)"
+    )
     pol.add_argument("--min-score", type=float, default=0.5)
     pol.add_argument("--select", choices=("largest", "score", "all"), default="largest")
     pol.add_argument("--margin", type=float, default=0.0, help="fraction of the box width/height added on each side")
     pol.add_argument("--square", action="store_true", help="grow the box to a square")
-    pol.add_argument("--no-fallback", action="store_true",
-                     help="record an error instead of keeping the whole image when nothing is found")
+    pol.add_argument(
+        "--no-fallback",
+        action="store_true",
+        help="record an error instead of keeping the whole image when nothing is found",
+    )
     pol.add_argument("--mask", action="store_true", help="blank pixels outside the instance mask (mask model only)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--format", dest="image_format", choices=("jpg", "png"), default="jpg",
-                   help="crop files: JPEG q95 or PNG")
+    p.add_argument(
+        "--format", dest="image_format", choices=("jpg", "png"), default="jpg", help="crop files: JPEG q95 or PNG"
+    )
     p.add_argument("--retry-errors", action="store_true", help="retry items the manifest records as failed")
     p.add_argument("--endpoint-url", default=None, help="S3 endpoint for s3:// datasets (default: AWS_ENDPOINT_URL)")
     p.add_argument("--cache-dir", default=None, help="where s3:// datasets are mirrored")
@@ -57,8 +70,13 @@ def _cropper(args: argparse.Namespace):
     from vehicle_cls.cropper import Cropper, CropPolicy
 
     policy = CropPolicy(
-        classes=tuple(args.classes), min_score=args.min_score, select=args.select, margin=args.margin,
-        square=args.square, fallback=not args.no_fallback, mask=args.mask,
+        classes=tuple(args.classes),
+        min_score=args.min_score,
+        select=args.select,
+        margin=args.margin,
+        square=args.square,
+        fallback=not args.no_fallback,
+        mask=args.mask,
     )
     common = {"backend": args.backend, "device": args.device, "policy": policy}
     for name in ("min_size_test", "max_size_test"):
@@ -84,8 +102,13 @@ def run(args: argparse.Namespace) -> int:
     cropper = _cropper(args) if args.mode == "detector" else None
     cache = CropCache(args.out)
     stats = cache.build(
-        dataset, cropper, args.mode, batch_size=args.batch_size, image_format=args.image_format,
-        retry_errors=args.retry_errors, progress=not args.no_progress,
+        dataset,
+        cropper,
+        args.mode,
+        batch_size=args.batch_size,
+        image_format=args.image_format,
+        retry_errors=args.retry_errors,
+        progress=not args.no_progress,
     )
     print(
         f"{dataset.name}: {stats.total} images; {stats.cropped} cropped now ({stats.fallback} whole-image fallbacks), "

@@ -1,4 +1,5 @@
 """``vehicle-cls download NAME``: fetch known weights into the cache (or list them)."""
+
 from __future__ import annotations
 
 import argparse

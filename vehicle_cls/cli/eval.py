@@ -10,6 +10,7 @@
 ``splits.json``) is first evaluated on its own ``--split`` (its report goes under ``--out``), and runs
 compared together must hold the same samples in that split.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,22 +29,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", metavar="DIR", help="classifier bundle (e.g. runs/x/best)")
     p.add_argument("--data", metavar="PATH|URI", help="dataset (folder, CSV, s3://...); default: the run's own splits")
     p.add_argument("--layout", default="auto", help="dataset layout (default: auto)")
-    p.add_argument("--split", default=None,
-                   help="split to evaluate, refused when --data has no such split (default: test; a --data "
-                   "without a test split is evaluated whole, reported as split 'all')")
-    p.add_argument("--crop", default="none", metavar="none|gt|cache",
-                   help="whole images, ground-truth boxes, or the detector crops of --cache DIR (a crop cache "
-                   "made by `vehicle-cls crop`; --crop DIR also works)")
+    p.add_argument(
+        "--split",
+        default=None,
+        help="split to evaluate, refused when --data has no such split (default: test; a --data "
+        "without a test split is evaluated whole, reported as split 'all')",
+    )
+    p.add_argument(
+        "--crop",
+        default="none",
+        metavar="none|gt|cache",
+        help="whole images, ground-truth boxes, or the detector crops of --cache DIR (a crop cache "
+        "made by `vehicle-cls crop`; --crop DIR also works)",
+    )
     p.add_argument("--cache", metavar="DIR", help="crop cache folder for --crop cache")
     p.add_argument("--out", required=True, metavar="DIR", help="report folder")
     p.add_argument("--name", help="name of this evaluation in reports (default: derived)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="auto",
-                   help="auto (CUDA when available, else CPU), cpu, cuda, ... (default: auto)")
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, ... (default: auto)"
+    )
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
-    p.add_argument("--compare", nargs="+", metavar="REPORT_OR_RUN_DIR",
-                   help="write a side-by-side comparison of these reports or training runs (torch or Keras) instead")
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="REPORT_OR_RUN_DIR",
+        help="write a side-by-side comparison of these reports or training runs (torch or Keras) instead",
+    )
     p.set_defaults(func=run)
 
 
@@ -52,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.crop == "cache":
         if not args.cache:
-            print("vehicle-cls eval: error: --crop cache needs --cache DIR (made by `vehicle-cls crop`)",
-                  file=sys.stderr)
+            print(
+                "vehicle-cls eval: error: --crop cache needs --cache DIR (made by `vehicle-cls crop`)", file=sys.stderr
+            )
             return EXIT_ERROR
         args.crop = args.cache
     from vehicle_cls.data.s3 import is_s3_uri
@@ -78,13 +92,25 @@ def run(args: argparse.Namespace) -> int:
     samples, classes, where = _samples(args, clf)
     name = args.name or f"{args.split} / crop={args.crop if args.crop in ('none', 'gt') else 'cache'}"
     info = {"model": str(args.model), "dataset": where, "split": args.split}
-    result = evaluate(clf, samples, dataset_classes=classes, crop=args.crop, batch_size=args.batch_size,
-                      num_workers=args.workers, precision=args.precision, name=name, info=info,
-                      progress=sys.stderr.isatty())
+    result = evaluate(
+        clf,
+        samples,
+        dataset_classes=classes,
+        crop=args.crop,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        precision=args.precision,
+        name=name,
+        info=info,
+        progress=sys.stderr.isatty(),
+    )
     if result.metrics.num_samples == 0:  # no silent "top-1 0.00%": nothing was scored
         first = f"; first: {result.failed[0][0]}: {result.failed[0][1]}" if result.failed else ""
-        print(f"vehicle-cls eval: error: no image of {where} could be scored ({len(result.failed)} unreadable"
-              f"{first}); no report written", file=sys.stderr)
+        print(
+            f"vehicle-cls eval: error: no image of {where} could be scored ({len(result.failed)} unreadable"
+            f"{first}); no report written",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     history = (clf.training or {}).get("history")
     files = write_report(result, args.out, history=history)
@@ -148,14 +174,29 @@ def _compare_reports(args: argparse.Namespace) -> list:
         if reference is None:
             reference = (run_dir, key)
         elif key != reference[1]:
-            raise ValueError(f"{run_dir} and {reference[0]}: their {args.split} splits hold different samples; "
-                             "compare runs trained with the same data section and split_seed")
+            raise ValueError(
+                f"{run_dir} and {reference[0]}: their {args.split} splits hold different samples; "
+                "compare runs trained with the same data section and split_seed"
+            )
         clf = Classifier.load(run_dir / "best", device=args.device)
         name = f"{run_dir.name} ({clf.backend.name})"
-        info = {"model": str(run_dir / "best"), "dataset": f"{run_dir / 'splits.json'}:{args.split}",
-                "split": args.split, "backend": clf.backend.name}
-        result = evaluate(clf, samples, dataset_classes=splits.classes, crop=args.crop, batch_size=args.batch_size,
-                          num_workers=args.workers, precision=args.precision, name=name, info=info)
+        info = {
+            "model": str(run_dir / "best"),
+            "dataset": f"{run_dir / 'splits.json'}:{args.split}",
+            "split": args.split,
+            "backend": clf.backend.name,
+        }
+        result = evaluate(
+            clf,
+            samples,
+            dataset_classes=splits.classes,
+            crop=args.crop,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            precision=args.precision,
+            name=name,
+            info=info,
+        )
         out = Path(args.out) / "runs" / run_dir.name
         write_report(result, out, history=(clf.training or {}).get("history"))
         print_summary(result)
@@ -166,9 +207,10 @@ def _compare_reports(args: argparse.Namespace) -> list:
 def print_summary(result) -> None:
     """Top-1/top-5 and per-class accuracy as a few lines."""
     m = result.metrics
-    print(f"{result.name}: {m.num_samples} images, top-1 {m.top1:.2%}, top-5 {m.top5:.2%}, "
-          f"mean per-class {m.mean_class_accuracy:.2%}"
-          + (f", {len(result.failed)} unreadable" if result.failed else ""))
+    print(
+        f"{result.name}: {m.num_samples} images, top-1 {m.top1:.2%}, top-5 {m.top5:.2%}, "
+        f"mean per-class {m.mean_class_accuracy:.2%}" + (f", {len(result.failed)} unreadable" if result.failed else "")
+    )
     width = max(len(c) for c in m.classes) if m.classes else 0
     for c, n, a in zip(m.classes, m.per_class_count, m.per_class_accuracy):
         if n:

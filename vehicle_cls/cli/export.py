@@ -7,6 +7,7 @@ writes the classifier alone (network + softmax on the preprocessed batch) with a
 sidecar. ``--check IMAGES...`` runs the export and PyTorch on those images and prints the worst
 differences as JSON; an image that cannot be read is reported and the others still compared.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,16 +25,21 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("export", help=HELP, description=__doc__.split("\n\n", 1)[1])
     p.add_argument("--model", metavar="DIR", required=True, help="model bundle directory")
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="(default: onnx)")
-    p.add_argument("--out", metavar="PATH", required=True,
-                   help="export directory (onnx: the whole pipeline), or FILE.onnx / FILE.pt (the classifier)")
-    p.add_argument("--check", nargs="*", metavar="IMAGE", default=None,
-                   help="images to compare the export with PyTorch on")
+    p.add_argument(
+        "--out",
+        metavar="PATH",
+        required=True,
+        help="export directory (onnx: the whole pipeline), or FILE.onnx / FILE.pt (the classifier)",
+    )
+    p.add_argument(
+        "--check", nargs="*", metavar="IMAGE", default=None, help="images to compare the export with PyTorch on"
+    )
     p.set_defaults(func=run)
     return p
 
 
 def output_kind(fmt: str, out: str) -> str:
-    """"pipeline" or "classifier" for ``--out``; a suffix that is not the format's is an error up front."""
+    """ "pipeline" or "classifier" for ``--out``; a suffix that is not the format's is an error up front."""
     suffix = Path(out).suffix.lower()
     if suffix == SUFFIXES[fmt]:
         return "classifier"

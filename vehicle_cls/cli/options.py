@@ -1,6 +1,7 @@
 """Command-line flags derived from ``InferenceOptions``: one flag per field (``--batch-size``, ``--no-crop``,
 ``--compile [MODE]``, ...), its help, choices and default taken from the field, so ``predict`` and
 ``serve`` never list the settings again; ``options_from_args`` reads them back through the one check."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,9 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_option_arguments(parser: argparse.ArgumentParser, skip: Collection[str] = (),
-                         aliases: Mapping[str, Sequence[str]] | None = None) -> None:
+def add_option_arguments(
+    parser: argparse.ArgumentParser, skip: Collection[str] = (), aliases: Mapping[str, Sequence[str]] | None = None
+) -> None:
     """Add a flag for every ``InferenceOptions`` field but ``skip`` (``aliases``: more flags for a field);
     a flag not given leaves the field's default (``options_from_args``)."""
     types = typing.get_type_hints(InferenceOptions)

@@ -6,6 +6,7 @@ when stdout is not a terminal, to stdout; prints a readable table on a terminal.
 every input succeeded, 3 (``EXIT_SOME_INPUTS_FAILED``) when some failed (their lines are still
 written), 1 when the command could not run, 2 for bad usage.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,14 +31,23 @@ Exit status: 0 every input succeeded; 3 some inputs failed (their lines are stil
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``predict`` subcommand."""
-    p = subparsers.add_parser("predict", help=HELP, description=DESCRIPTION,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "predict", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders, glob patterns or video files")
     p.add_argument("--model", metavar="DIR", help="model bundle directory (written by training or Classifier.save)")
-    p.add_argument("--out", metavar="FILE", help="write results here: .jsonl (one JSON object per image or frame), "
-                   ".csv or .parquet (one flat row per vehicle); default: JSON Lines on stdout when not a terminal")
-    p.add_argument("--save-vis", metavar="DIR", help="save one annotated image per input image (every vehicle "
-                   "drawn) and one annotated .mp4 per input video into DIR")
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        help="write results here: .jsonl (one JSON object per image or frame), "
+        ".csv or .parquet (one flat row per vehicle); default: JSON Lines on stdout when not a terminal",
+    )
+    p.add_argument(
+        "--save-vis",
+        metavar="DIR",
+        help="save one annotated image per input image (every vehicle "
+        "drawn) and one annotated .mp4 per input video into DIR",
+    )
     add_option_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -50,9 +60,11 @@ def run(args: argparse.Namespace) -> int:
     from vehicle_cls.io.writers import ResultWriter, output_format
 
     if not args.model:
-        print("vehicle-cls predict: error: --model DIR is required: a model bundle directory "
-              "(config.json + model.safetensors, written by `vehicle-cls train` or Classifier.save)",
-              file=sys.stderr)
+        print(
+            "vehicle-cls predict: error: --model DIR is required: a model bundle directory "
+            "(config.json + model.safetensors, written by `vehicle-cls train` or Classifier.save)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     from vehicle_cls.io.images import IMAGE_EXTENSIONS
     from vehicle_cls.io.inputs import VIDEO_EXTENSIONS
@@ -106,8 +118,10 @@ def run(args: argparse.Namespace) -> int:
             vis.close()
         if out is not None:
             out.close()
-    print(f"{total} inputs, {failed} failed, {vehicles} vehicles" + (f"; results in {args.out}" if args.out else ""),
-          file=sys.stderr)
+    print(
+        f"{total} inputs, {failed} failed, {vehicles} vehicles" + (f"; results in {args.out}" if args.out else ""),
+        file=sys.stderr,
+    )
     return EXIT_SOME_INPUTS_FAILED if failed else EXIT_OK
 
 

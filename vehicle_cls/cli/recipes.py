@@ -1,4 +1,5 @@
 """``vehicle-cls recipes [NAME]``: list the training recipes shipped with the package, or print one."""
+
 from __future__ import annotations
 
 import argparse

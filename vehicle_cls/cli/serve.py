@@ -2,6 +2,7 @@
 
 Needs the ``serve`` extra (FastAPI + uvicorn); both are imported only when the command runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,17 +28,26 @@ over 50 times the other) are refused for that image; a body not sent within 60 s
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``serve`` subcommand."""
-    p = subparsers.add_parser("serve", help=HELP, description=DESCRIPTION,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "serve", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", metavar="DIR", required=True, help="model bundle directory")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p.add_argument("--max-wait-ms", type=float, default=10.0,
-                   help="how long the first image waits for a batch to fill (default: 10)")
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=10.0,
+        help="how long the first image waits for a batch to fill (default: 10)",
+    )
     p.add_argument("--max-files", type=int, default=16, help="images per request (default: 16)")
     p.add_argument("--max-file-mb", type=float, default=10.0, help="size limit per image in MB (default: 10)")
-    p.add_argument("--max-megapixels", type=float, default=40.0,
-                   help="decoded pixels per image, in millions (default: 40; a large JPEG counts as decoded reduced)")
+    p.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=40.0,
+        help="decoded pixels per image, in millions (default: 40; a large JPEG counts as decoded reduced)",
+    )
     # --batch-size (alias --max-batch-size): images per model call, concurrent requests batched up to it
     add_option_arguments(p, skip=("frame_stride",), aliases={"batch_size": ("--max-batch-size",)})
     p.set_defaults(func=run)
@@ -50,8 +60,9 @@ def import_serving() -> Any:
         import fastapi  # noqa: F401
         import uvicorn
     except ImportError as exc:
-        raise ImportError("vehicle-cls serve needs FastAPI and uvicorn: "
-                          f"pip install vehicle-cls[serve] ({exc})") from exc
+        raise ImportError(
+            f"vehicle-cls serve needs FastAPI and uvicorn: pip install vehicle-cls[serve] ({exc})"
+        ) from exc
     return uvicorn
 
 
@@ -73,8 +84,14 @@ def run(args: argparse.Namespace) -> int:
     from vehicle_cls.serve.app import ServeConfig, create_app
 
     pipe = Pipeline.load(args.model, options)
-    config = ServeConfig(options=pipe.options, max_wait_ms=args.max_wait_ms,
-                         limits=Limits(max_files=args.max_files, max_file_bytes=int(args.max_file_mb * 2**20),
-                                       max_pixels=int(args.max_megapixels * 1e6)))
+    config = ServeConfig(
+        options=pipe.options,
+        max_wait_ms=args.max_wait_ms,
+        limits=Limits(
+            max_files=args.max_files,
+            max_file_bytes=int(args.max_file_mb * 2**20),
+            max_pixels=int(args.max_megapixels * 1e6),
+        ),
+    )
     uvicorn.run(create_app(pipe, config), host=args.host, port=args.port, log_level="info")
     return 0

@@ -2,6 +2,7 @@
 
 Multi-GPU / multi-node: ``torchrun --nproc_per_node N -m vehicle_cls train --config recipe.yaml``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,11 +21,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "model on TensorFlow from the same recipe. The run directory (run.out_dir) gets last.pt, "
         "best/ (a bundle for Classifier.load / Pipeline.load), history.json, splits.json and tb/.",
     )
-    p.add_argument("--config", "-c", required=True, metavar="RECIPE",
-                   help="recipe file, or a shipped recipe name (vehicle-cls recipes)")
+    p.add_argument(
+        "--config",
+        "-c",
+        required=True,
+        metavar="RECIPE",
+        help="recipe file, or a shipped recipe name (vehicle-cls recipes)",
+    )
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="recipe overrides")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in run.out_dir from its last.pt (last.npz for model.backend=keras)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in run.out_dir from its last.pt (last.npz for model.backend=keras)",
+    )
     p.add_argument("--out", metavar="DIR", help="run directory (same as run.out_dir=DIR)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -59,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     if int(os.environ.get("RANK", "0")) != 0:
         return EXIT_OK
-    state = ("stopped early" if result.stopped_early
-             else "interrupted (run.max_steps)" if result.interrupted else "done")
+    state = "stopped early" if result.stopped_early else "interrupted (run.max_steps)" if result.interrupted else "done"
     print(f"{state}: {result.epochs_completed} epochs, {result.global_step} steps in {result.run_dir}")
     if result.best_dir is not None:
         metric = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"

@@ -3,6 +3,7 @@
 Names are imported lazily, so ``vehicle_cls.cropper.policy`` (numpy only) loads without torch: the
 ONNX runtime (``vehicle_cls.onnx``) chooses crops with the same ``CropPolicy``.
 """
+
 from __future__ import annotations
 
 import importlib

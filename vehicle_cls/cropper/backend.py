@@ -3,6 +3,7 @@
 A backend owns its network, weights and test settings; ``Cropper`` and ``Pipeline`` only use the members
 below and learn what it can do from ``capabilities``, never from its name or its attributes.
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable

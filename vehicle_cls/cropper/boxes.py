@@ -1,4 +1,5 @@
 """Box arithmetic exactly as detectron2 does it (xyxy, widths without +1, clamped log-scale deltas)."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,9 @@ import torch
 SCALE_CLAMP = math.log(1000.0 / 16)
 
 
-def apply_deltas(deltas: torch.Tensor, boxes: torch.Tensor, weights=(1.0, 1.0, 1.0, 1.0),
-                 scale_clamp: float = SCALE_CLAMP) -> torch.Tensor:
+def apply_deltas(
+    deltas: torch.Tensor, boxes: torch.Tensor, weights=(1.0, 1.0, 1.0, 1.0), scale_clamp: float = SCALE_CLAMP
+) -> torch.Tensor:
     """Decode (N, k*4) deltas against (N, 4) boxes into (N, k*4) boxes (Box2BoxTransform.apply_deltas)."""
     deltas = deltas.float()
     boxes = boxes.to(deltas.dtype)

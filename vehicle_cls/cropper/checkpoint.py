@@ -3,6 +3,7 @@
 A pickle can run arbitrary code when loaded, so zoo files go through an unpickler that only builds
 numpy arrays, dtypes and plain containers; any other global is refused with an error naming it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -137,8 +138,9 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | os
     """Strictly copy ``state`` into ``model``: a missing, unexpected or misshaped tensor is an error naming it."""
     expected = {k: v for k, v in model.state_dict().items() if not _ignored(k)}
     state = {k: v for k, v in state.items() if not _ignored(k)}
-    for name, default in ((n, d) for n in expected for suffix, d in _OPTIONAL_NORM_BUFFERS.items()
-                          if n.endswith(f".norm.{suffix}")):
+    for name, default in (
+        (n, d) for n in expected for suffix, d in _OPTIONAL_NORM_BUFFERS.items() if n.endswith(f".norm.{suffix}")
+    ):
         if name not in state:
             state[name] = torch.full_like(expected[name], default)
     report = fit_report(expected, state)
@@ -154,8 +156,10 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | os
     if report.shape_mismatch:
         k, got, needed = report.shape_mismatch[0]
         more = len(report.shape_mismatch) - 1
-        raise CheckpointError(f"{source}: tensor {k!r} has shape {got}, the network needs {needed}"
-                              + (f" (and {more} more misshaped)" if more else ""))
+        raise CheckpointError(
+            f"{source}: tensor {k!r} has shape {got}, the network needs {needed}"
+            + (f" (and {more} more misshaped)" if more else "")
+        )
     result = model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=False)
     leftover = [k for k in result.missing_keys if not _ignored(k)] + list(result.unexpected_keys)
     if leftover:  # pragma: no cover - guarded by the checks above

@@ -1,5 +1,6 @@
 """Detect -> choose, written once: the pipeline, ``Cropper.crop`` and the crop cache all call
 ``detect_and_choose`` and differ only in what they do with the chosen crops."""
+
 from __future__ import annotations
 
 import logging

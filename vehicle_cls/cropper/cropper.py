@@ -1,4 +1,5 @@
 """``Cropper``: detectron2's COCO R101-FPN finds the vehicles, ``CropPolicy`` picks the crop."""
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,9 @@ class Cropper:
     ``detect(images)`` gives one :class:`Detections` per image and ``choose(images)`` the crops.
     """
 
-    def __init__(self, backend: DetectorBackend, config: str, weights: str, policy: CropPolicy | None = None,
-                 batch_size: int = 1):
+    def __init__(
+        self, backend: DetectorBackend, config: str, weights: str, policy: CropPolicy | None = None, batch_size: int = 1
+    ):
         self.backend = backend
         self.config = config
         self.weights = weights  # zoo name or path: what to_config records
@@ -47,16 +49,27 @@ class Cropper:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
         self.batch_size = batch_size
         if self.policy.mask and not backend.capabilities.masks:
-            raise ValueError(f"CropPolicy(mask=True) needs the mask model; {config} has no mask head "
-                             "(use config='mask_rcnn_R_101_FPN_3x')")
+            raise ValueError(
+                f"CropPolicy(mask=True) needs the mask model; {config} has no mask head "
+                "(use config='mask_rcnn_R_101_FPN_3x')"
+            )
 
     # ---------------------------------------------------------------- construction
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, config: str = "faster_rcnn_R_101_FPN_3x",
-                        backend: str = "torch", device: str | torch.device = "auto",
-                        policy: CropPolicy | dict | str | None = None, *, precision: str = "fp32",
-                        channels_last: bool = False, batch_size: int = 1, weights_name: str | None = None,
-                        **settings: Any) -> Cropper:
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        config: str = "faster_rcnn_R_101_FPN_3x",
+        backend: str = "torch",
+        device: str | torch.device = "auto",
+        policy: CropPolicy | dict | str | None = None,
+        *,
+        precision: str = "fp32",
+        channels_last: bool = False,
+        batch_size: int = 1,
+        weights_name: str | None = None,
+        **settings: Any,
+    ) -> Cropper:
         """Load detectron2 weights (.pkl zoo file, .pth, or our .safetensors) into the chosen backend.
 
         ``settings``: test settings (``min_size_test=800, max_size_test=1333, score_thresh_test=0.05,
@@ -73,8 +86,10 @@ class Cropper:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
         test_settings, policy = _split_settings(policy, settings)
         if policy.mask and not mask_on:
-            raise ValueError(f"CropPolicy(mask=True) needs the mask model; {config} has no mask head "
-                             "(use config='mask_rcnn_R_101_FPN_3x')")
+            raise ValueError(
+                f"CropPolicy(mask=True) needs the mask model; {config} has no mask head "
+                "(use config='mask_rcnn_R_101_FPN_3x')"
+            )
         if backend == "detectron2":
             from vehicle_cls.cropper.detectron2_backend import (
                 INSTALL_HINT,
@@ -90,8 +105,9 @@ class Cropper:
         return cropper
 
     @classmethod
-    def from_zoo(cls, name: str = "faster_rcnn_R_101_FPN_3x", *, cache_dir: str | os.PathLike | None = None,
-                 **kwargs: Any) -> Cropper:
+    def from_zoo(
+        cls, name: str = "faster_rcnn_R_101_FPN_3x", *, cache_dir: str | os.PathLike | None = None, **kwargs: Any
+    ) -> Cropper:
         """Download (first use) and load a detectron2 model-zoo checkpoint by config name."""
         from vehicle_cls.weights import fetch_weights
 
@@ -110,10 +126,14 @@ class Cropper:
         if "weights" not in d:
             raise ValueError("cropper config has no 'weights' (zoo name or path)")
         kwargs: dict[str, Any] = dict(
-            config=d.get("config", "faster_rcnn_R_101_FPN_3x"), backend=d.get("backend", "torch"),
-            device=device, policy=CropPolicy.from_dict(d.get("policy", {}), prefix="cropper.policy."),
-            precision=d.get("precision", "fp32"), channels_last=d.get("channels_last", False),
-            batch_size=d.get("batch_size", 1), **d.get("test_settings", {}),
+            config=d.get("config", "faster_rcnn_R_101_FPN_3x"),
+            backend=d.get("backend", "torch"),
+            device=device,
+            policy=CropPolicy.from_dict(d.get("policy", {}), prefix="cropper.policy."),
+            precision=d.get("precision", "fp32"),
+            channels_last=d.get("channels_last", False),
+            batch_size=d.get("batch_size", 1),
+            **d.get("test_settings", {}),
         )
         kwargs.update(overrides)
         if kwargs["backend"] == "detectron2":
@@ -162,8 +182,10 @@ class Cropper:
         return self.backend.capabilities
 
     def __repr__(self) -> str:
-        return (f"Cropper(config={self.config!r}, weights={self.weights!r}, backend={self.backend.name!r}, "
-                f"device={str(self.device)!r}, policy={self.policy})")
+        return (
+            f"Cropper(config={self.config!r}, weights={self.weights!r}, backend={self.backend.name!r}, "
+            f"device={str(self.device)!r}, policy={self.policy})"
+        )
 
     # ---------------------------------------------------------------- inference
     def detect(self, images: Any, batch_size: int | None = None, grouping: str = "auto") -> list[Detections]:
@@ -207,8 +229,9 @@ class Cropper:
         the fast path, see :mod:`vehicle_cls.cropper.fast`; "auto": the fastest the backend supports, see
         runtime.resolve_precision). ``parts`` (torch backend): detector parts run in low precision, default
         the ones that keep agreement."""
-        precision = resolve_precision(precision, self.device, capabilities=self.capabilities,
-                                      what=f"the {self.backend.name} detector")
+        precision = resolve_precision(
+            precision, self.device, capabilities=self.capabilities, what=f"the {self.backend.name} detector"
+        )
         self.backend.set_precision(precision, parts)
 
     def choose(self, images: Any, batch_size: int | None = None) -> list[list[CropChoice]]:
@@ -223,7 +246,9 @@ class Cropper:
         decoded = [_decode(im) for im in _as_list(images)]
         arrays: dict[int, np.ndarray] = {  # the inputs that decoded, by position, as arrays: cut with numpy
             i: d.cpu().numpy() if isinstance(d, torch.Tensor) else d
-            for i, d in enumerate(decoded) if not isinstance(d, Detections)}
+            for i, d in enumerate(decoded)
+            if not isinstance(d, Detections)
+        }
         out: list[list[np.ndarray]] = [[] for _ in decoded]
         for i, chosen in zip(arrays, detect_and_choose(self, list(arrays.values()), batch_size=batch_size)):
             if chosen.error:
@@ -232,8 +257,9 @@ class Cropper:
         return out
 
 
-def _split_settings(policy: CropPolicy | dict | str | None, settings: dict[str, Any]
-                    ) -> tuple[InferenceSettings, CropPolicy]:
+def _split_settings(
+    policy: CropPolicy | dict | str | None, settings: dict[str, Any]
+) -> tuple[InferenceSettings, CropPolicy]:
     check_keys(settings, _POLICY_FIELDS | _SETTING_FIELDS, what="cropper option", error=TypeError)
     test = InferenceSettings(**{k: v for k, v in settings.items() if k in _SETTING_FIELDS})
     if policy is None:
@@ -250,8 +276,9 @@ def _split_settings(policy: CropPolicy | dict | str | None, settings: dict[str, 
     return test, CropPolicy.from_dict(base)
 
 
-def _make_backend(backend: str, config: str, state: dict, settings: InferenceSettings, device: Any,
-                  channels_last: bool, source: str) -> DetectorBackend:
+def _make_backend(
+    backend: str, config: str, state: dict, settings: InferenceSettings, device: Any, channels_last: bool, source: str
+) -> DetectorBackend:
     """The named backend, in fp32 (``Cropper.set_precision`` then sets what was asked for)."""
     from vehicle_cls.cropper.detectron2_backend import (
         Detectron2DetectorBackend,
@@ -271,8 +298,9 @@ def _make_backend(backend: str, config: str, state: dict, settings: InferenceSet
     return TorchDetectorBackend(config, state, settings, device, "fp32", channels_last, source)
 
 
-def plan_batches(shapes: list[tuple[int, int]], batch_size: int, grouping: str,
-                 settings: InferenceSettings | None = None) -> list[list[int]]:
+def plan_batches(
+    shapes: list[tuple[int, int]], batch_size: int, grouping: str, settings: InferenceSettings | None = None
+) -> list[list[int]]:
     """Indices into ``shapes`` (original HxW) per forward pass, for a resolved ``grouping``
     (``settings``, the test sizes, are needed for "size")."""
     if grouping == "single":

@@ -1,4 +1,5 @@
 """The detectron2 backend: the same checkpoint run by an installed detectron2 (imported lazily)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,8 +32,14 @@ class Detectron2DetectorBackend:
 
     name = "detectron2"
 
-    def __init__(self, config: str, state: dict[str, torch.Tensor], settings: InferenceSettings,
-                 device: str | torch.device = "cpu", source: str = "<state dict>"):
+    def __init__(
+        self,
+        config: str,
+        state: dict[str, torch.Tensor],
+        settings: InferenceSettings,
+        device: str | torch.device = "cpu",
+        source: str = "<state dict>",
+    ):
         try:
             from detectron2 import model_zoo
             from detectron2.config import get_cfg
@@ -92,6 +99,13 @@ class Detectron2DetectorBackend:
         for im, out in zip(images, outputs):
             inst = out["instances"].to("cpu")
             masks = inst.pred_masks.numpy().astype(bool) if inst.has("pred_masks") else None
-            dets.append(Detections(inst.pred_boxes.tensor.numpy(), inst.scores.numpy(), inst.pred_classes.numpy(),
-                                   masks, (int(im.shape[0]), int(im.shape[1]))))
+            dets.append(
+                Detections(
+                    inst.pred_boxes.tensor.numpy(),
+                    inst.scores.numpy(),
+                    inst.pred_classes.numpy(),
+                    masks,
+                    (int(im.shape[0]), int(im.shape[1])),
+                )
+            )
         return dets

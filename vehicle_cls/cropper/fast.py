@@ -5,6 +5,7 @@ and (opt-in) parts in bf16/fp16.
 fp32 without ``prepare_detector`` stays the exact reference. The prepared copy serves inference only;
 the original module (what ``save`` writes) is left untouched.
 """
+
 from __future__ import annotations
 
 import copy
@@ -52,8 +53,12 @@ DETECTOR_LOW_PRECISION_PARTS: tuple[str, ...] = ()
 DETECTOR_PARTS = ("backbone", "rpn_head", "box_head", "mask_head")
 
 
-def prepare_detector(model: GeneralizedRCNN, device: torch.device | str, precision: str,
-                     parts: tuple[str, ...] = DETECTOR_LOW_PRECISION_PARTS) -> GeneralizedRCNN:
+def prepare_detector(
+    model: GeneralizedRCNN,
+    device: torch.device | str,
+    precision: str,
+    parts: tuple[str, ...] = DETECTOR_LOW_PRECISION_PARTS,
+) -> GeneralizedRCNN:
     """An inference copy of our GeneralizedRCNN for ``precision``: FrozenBN folded into the convs,
     everything channels_last, ``parts`` in the precision's dtype, the rest fp32; anchors and the box
     predictor (class logits and box deltas) always fp32. On the CPU the ROI poolers use one weighted
@@ -74,8 +79,11 @@ def prepare_detector(model: GeneralizedRCNN, device: torch.device | str, precisi
                 pooler.kernel = "embedding_bag"
     if dtype is not None:  # anchors, pixel mean and the box predictor stay fp32
         modules: dict[str, nn.Module | None] = {
-                   "backbone": fast.backbone, "rpn_head": fast.proposal_generator.rpn_head,
-                   "box_head": heads.box_head, "mask_head": getattr(heads, "mask_head", None)}
+            "backbone": fast.backbone,
+            "rpn_head": fast.proposal_generator.rpn_head,
+            "box_head": heads.box_head,
+            "mask_head": getattr(heads, "mask_head", None),
+        }
         for name in parts:
             part = modules[name]
             if part is not None:

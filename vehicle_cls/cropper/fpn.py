@@ -1,4 +1,5 @@
 """Feature pyramid on res2..res5 (detectron2 names fpn_lateral{l} / fpn_output{l}) plus the p6 max pool."""
+
 from __future__ import annotations
 
 import torch
@@ -20,8 +21,9 @@ class FPN(nn.Module):
         self.levels = tuple(range(2, 2 + len(in_channels)))
         for level, ch in zip(self.levels, in_channels):
             self.add_module(f"fpn_lateral{level}", Conv2d(ch, out_channels, kernel_size=1, bias=True))
-            self.add_module(f"fpn_output{level}", Conv2d(out_channels, out_channels, kernel_size=3, padding=1,
-                                                         bias=True))
+            self.add_module(
+                f"fpn_output{level}", Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=True)
+            )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.bottom_up(x)

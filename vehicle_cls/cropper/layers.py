@@ -1,4 +1,5 @@
 """Small detectron2-compatible layers: FrozenBatchNorm2d and a Conv2d that carries its norm."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,6 +1,7 @@
 """Which detected box becomes the crop: class filter, score threshold, largest / best / all, margin, square, mask.
 
 The choices are ``crops.CropChoice`` values; cutting them is ``crops.cut``."""
+
 from __future__ import annotations
 
 import math
@@ -88,8 +89,12 @@ class CropPolicy:
             order = np.array([int(np.argmax(areas))])  # first (highest score) of equal areas
         items = vehicles.to_list()
         return [
-            CropChoice(expand_box(items[i].box, det.image_size, self.margin, self.square), items[i], False,
-                       items[i].mask if self.mask else None)
+            CropChoice(
+                expand_box(items[i].box, det.image_size, self.margin, self.square),
+                items[i],
+                False,
+                items[i].mask if self.mask else None,
+            )
             for i in order
         ]
 

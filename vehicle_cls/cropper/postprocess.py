@@ -1,4 +1,5 @@
 """Back to original pixels: scale, clip, drop empty boxes; paste 28x28 mask probabilities with grid_sample."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,8 +13,14 @@ from vehicle_cls.cropper.boxes import clip_boxes, nonempty
 _PASTE_FLOATS = 1 << 25
 
 
-def paste_masks(mask_probs: torch.Tensor, boxes: torch.Tensor, height: int, width: int,
-                threshold: float = 0.5, per_box: bool | None = None) -> torch.Tensor:
+def paste_masks(
+    mask_probs: torch.Tensor,
+    boxes: torch.Tensor,
+    height: int,
+    width: int,
+    threshold: float = 0.5,
+    per_box: bool | None = None,
+) -> torch.Tensor:
     """(N, M, M) probabilities inside (N, 4) boxes -> (N, H, W) bool, sampled at pixel centres.
 
     Same arithmetic as detectron2's ``_do_paste_mask`` (grid_sample, align_corners=False). On the
@@ -59,8 +66,9 @@ def _sample(probs: torch.Tensor, boxes: torch.Tensor, y0: int, y1: int, x0: int,
     return F.grid_sample(probs, grid, align_corners=False)[:, 0]
 
 
-def to_original(result: dict[str, torch.Tensor], resized_size: tuple[Any, Any], original_size: tuple[Any, Any]
-                ) -> dict[str, torch.Tensor]:
+def to_original(
+    result: dict[str, torch.Tensor], resized_size: tuple[Any, Any], original_size: tuple[Any, Any]
+) -> dict[str, torch.Tensor]:
     """Boxes to original pixels, clipped, empty ones dropped (with their scores, classes, ``mask_probs``).
 
     Sizes are ints, or 0-dim float64 tensors in an export (the scale is then computed in float64 as
@@ -75,11 +83,16 @@ def to_original(result: dict[str, torch.Tensor], resized_size: tuple[Any, Any], 
     return {"boxes": boxes[keep], **{k: v[keep] for k, v in result.items() if k != "boxes"}}
 
 
-def postprocess(result: dict[str, torch.Tensor], resized_size: tuple[int, int], original_size: tuple[int, int],
-                mask_threshold: float = 0.5) -> dict[str, torch.Tensor]:
+def postprocess(
+    result: dict[str, torch.Tensor],
+    resized_size: tuple[int, int],
+    original_size: tuple[int, int],
+    mask_threshold: float = 0.5,
+) -> dict[str, torch.Tensor]:
     """detector_postprocess: boxes to original pixels, clipped, empty ones dropped; masks pasted."""
     out = to_original(result, resized_size, original_size)
     if "mask_probs" in out:
-        out["masks"] = paste_masks(out.pop("mask_probs"), out["boxes"], original_size[0], original_size[1],
-                                   mask_threshold)
+        out["masks"] = paste_masks(
+            out.pop("mask_probs"), out["boxes"], original_size[0], original_size[1], mask_threshold
+        )
     return out

@@ -1,4 +1,5 @@
 """detectron2's GeneralizedRCNN (R101-FPN Faster / Mask R-CNN) for inference, with detectron2's parameter names."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -58,8 +59,9 @@ class GeneralizedRCNN(nn.Module):
         s = settings or InferenceSettings()
         self.settings = s
         self.backbone = FPN(ResNet())
-        self.proposal_generator = RPN(pre_nms_topk=s.rpn_pre_nms_topk_test, post_nms_topk=s.rpn_post_nms_topk_test,
-                                      nms_thresh=s.rpn_nms_thresh)
+        self.proposal_generator = RPN(
+            pre_nms_topk=s.rpn_pre_nms_topk_test, post_nms_topk=s.rpn_post_nms_topk_test, nms_thresh=s.rpn_nms_thresh
+        )
         self.roi_heads = StandardROIHeads(80, mask_on, s.score_thresh_test, s.nms_thresh_test, s.detections_per_image)
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN_BGR).view(3, 1, 1), persistent=False)
 
@@ -67,20 +69,26 @@ class GeneralizedRCNN(nn.Module):
     def mask_on(self) -> bool:
         return self.roi_heads.mask_on
 
-    def forward(self, images: list[torch.Tensor], original_sizes: list[tuple[int, int]]
-                ) -> list[dict[str, torch.Tensor]]:
+    def forward(
+        self, images: list[torch.Tensor], original_sizes: list[tuple[int, int]]
+    ) -> list[dict[str, torch.Tensor]]:
         """Resized BGR float CHW tensors (0-255) -> per image boxes/scores/classes(/masks) in original pixels."""
         batch, sizes = batch_images(images, self.pixel_mean, self.backbone.size_divisibility)
         return self.inference(batch, sizes, original_sizes)
 
-    def inference(self, batch: torch.Tensor, sizes: list[tuple[int, int]], original_sizes: list[tuple[int, int]]
-                  ) -> list[dict[str, torch.Tensor]]:
+    def inference(
+        self, batch: torch.Tensor, sizes: list[tuple[int, int]], original_sizes: list[tuple[int, int]]
+    ) -> list[dict[str, torch.Tensor]]:
         """Run on an already normalized and padded batch (N, 3, H, W), in the batch's dtype."""
         features = self.backbone(batch)
         proposals = self.proposal_generator(features, sizes)
         results = self.roi_heads(features, [p[0] for p in proposals], sizes)
         return [
-            postprocess({k: (v.float() if v.is_floating_point() else v) for k, v in r.items()}, size, orig,
-                        self.settings.mask_threshold)
+            postprocess(
+                {k: (v.float() if v.is_floating_point() else v) for k, v in r.items()},
+                size,
+                orig,
+                self.settings.mask_threshold,
+            )
             for r, size, orig in zip(results, sizes, original_sizes)
         ]

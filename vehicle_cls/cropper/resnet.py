@@ -1,4 +1,5 @@
 """ResNet-101 bottom-up network as in detectron2: FrozenBN, stride on the 1x1 conv (STRIDE_IN_1X1)."""
+
 from __future__ import annotations
 
 import torch
@@ -17,7 +18,12 @@ class BasicStem(nn.Module):
     def __init__(self, in_channels: int = 3, out_channels: int = 64):
         super().__init__()
         self.conv1 = Conv2d(
-            in_channels, out_channels, kernel_size=7, stride=2, padding=3, bias=False,
+            in_channels,
+            out_channels,
+            kernel_size=7,
+            stride=2,
+            padding=3,
+            bias=False,
             norm=FrozenBatchNorm2d(out_channels),
         )
 
@@ -29,20 +35,41 @@ class BasicStem(nn.Module):
 class BottleneckBlock(nn.Module):
     """1x1 -> 3x3 -> 1x1 bottleneck; with ``stride_in_1x1`` the stride sits on conv1 (MSRA weights)."""
 
-    def __init__(self, in_channels: int, out_channels: int, bottleneck_channels: int, stride: int = 1,
-                 stride_in_1x1: bool = True):
+    def __init__(
+        self, in_channels: int, out_channels: int, bottleneck_channels: int, stride: int = 1, stride_in_1x1: bool = True
+    ):
         super().__init__()
         self.shortcut: Conv2d | None = None
         if in_channels != out_channels:
-            self.shortcut = Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False,
-                                   norm=FrozenBatchNorm2d(out_channels))
+            self.shortcut = Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size=1,
+                stride=stride,
+                bias=False,
+                norm=FrozenBatchNorm2d(out_channels),
+            )
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.conv1 = Conv2d(in_channels, bottleneck_channels, kernel_size=1, stride=stride_1x1, bias=False,
-                            norm=FrozenBatchNorm2d(bottleneck_channels))
-        self.conv2 = Conv2d(bottleneck_channels, bottleneck_channels, kernel_size=3, stride=stride_3x3,
-                            padding=1, bias=False, norm=FrozenBatchNorm2d(bottleneck_channels))
-        self.conv3 = Conv2d(bottleneck_channels, out_channels, kernel_size=1, bias=False,
-                            norm=FrozenBatchNorm2d(out_channels))
+        self.conv1 = Conv2d(
+            in_channels,
+            bottleneck_channels,
+            kernel_size=1,
+            stride=stride_1x1,
+            bias=False,
+            norm=FrozenBatchNorm2d(bottleneck_channels),
+        )
+        self.conv2 = Conv2d(
+            bottleneck_channels,
+            bottleneck_channels,
+            kernel_size=3,
+            stride=stride_3x3,
+            padding=1,
+            bias=False,
+            norm=FrozenBatchNorm2d(bottleneck_channels),
+        )
+        self.conv3 = Conv2d(
+            bottleneck_channels, out_channels, kernel_size=1, bias=False, norm=FrozenBatchNorm2d(out_channels)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu_(self.conv1(x))

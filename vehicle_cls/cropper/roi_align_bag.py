@@ -10,14 +10,21 @@ On the CPU this is ~20x faster than torchvision's scalar kernel and equal to it 
 (|diff| ~1e-6, tests/cropper/test_roi_align_bag.py). The fp32 reference detector keeps torchvision's kernel
 (detectron2's exact numbers); the fast path uses this one.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 
-def roi_align_bag(features: torch.Tensor, rois: torch.Tensor, output_size: int, spatial_scale: float,
-                  sampling_ratio: int = 0, aligned: bool = True) -> torch.Tensor:
+def roi_align_bag(
+    features: torch.Tensor,
+    rois: torch.Tensor,
+    output_size: int,
+    spatial_scale: float,
+    sampling_ratio: int = 0,
+    aligned: bool = True,
+) -> torch.Tensor:
     """``torchvision.ops.roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned)``.
 
     ``features`` (N, C, H, W) float; ``rois`` (R, 5) as (batch index, x1, y1, x2, y2) in input pixels.
@@ -49,12 +56,14 @@ def roi_align_bag(features: torch.Tensor, rois: torch.Tensor, output_size: int, 
         ly, lx = int(span_y[sel[0]]), int(span_x[sel[0]])
         rows = (first_y[sel, :, None] + torch.arange(ly, device=rois.device)).clamp(max=height - 1)  # (r, S, ly)
         cols = (first_x[sel, :, None] + torch.arange(lx, device=rois.device)).clamp(max=width - 1)  # (r, S, lx)
-        index = ((batch[sel, None, None, None, None] * height + rows[:, :, None, :, None]) * width
-                 + cols[:, None, :, None, :])  # (r, S, S, ly, lx)
+        index = (batch[sel, None, None, None, None] * height + rows[:, :, None, :, None]) * width + cols[
+            :, None, :, None, :
+        ]  # (r, S, S, ly, lx)
         weight = wy[sel, :, None, :ly, None] * wx[sel, None, :, None, :lx]
         bags = len(sel) * s * s
-        pooled = F.embedding_bag(index.reshape(bags, -1), table, mode="sum",
-                                 per_sample_weights=weight.reshape(bags, -1).to(table.dtype))
+        pooled = F.embedding_bag(
+            index.reshape(bags, -1), table, mode="sum", per_sample_weights=weight.reshape(bags, -1).to(table.dtype)
+        )
         output[sel] = pooled.view(len(sel), s, s, c)
     return output.permute(0, 3, 1, 2)
 
@@ -66,8 +75,9 @@ def _grid(length: torch.Tensor, bins: int, sampling_ratio: int) -> torch.Tensor:
     return torch.ceil(length / bins).clamp(min=0).long()
 
 
-def _axis_support(start: torch.Tensor, length: torch.Tensor, grid: torch.Tensor, size: int, bins: int
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _axis_support(
+    start: torch.Tensor, length: torch.Tensor, grid: torch.Tensor, size: int, bins: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per roi and bin along one axis: the summed bilinear weights of the support pixels (R, bins, L),
     the first support pixel (R, bins) and each roi's support span (R,): its widest bin's, <= L."""
     r = len(start)
@@ -75,8 +85,11 @@ def _axis_support(start: torch.Tensor, length: torch.Tensor, grid: torch.Tensor,
     bin_size = (length / bins)[:, None, None]
     step = torch.arange(samples, device=start.device, dtype=start.dtype)
     # the sample positions, as torchvision computes them: start + ph * bin + (iy + 0.5) * bin / grid
-    pos = (start[:, None, None] + torch.arange(bins, device=start.device, dtype=start.dtype)[None, :, None] * bin_size
-           + (step + 0.5) * bin_size / grid.clamp(min=1).to(start.dtype)[:, None, None])
+    pos = (
+        start[:, None, None]
+        + torch.arange(bins, device=start.device, dtype=start.dtype)[None, :, None] * bin_size
+        + (step + 0.5) * bin_size / grid.clamp(min=1).to(start.dtype)[:, None, None]
+    )
     used = (step < grid[:, None, None]) & (pos >= -1.0) & (pos <= size)
     pos = pos.clamp(min=0.0)
     low = pos.long()  # floor: pos >= 0

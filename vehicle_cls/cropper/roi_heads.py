@@ -1,4 +1,5 @@
 """Box and mask heads on the proposals: ROIAlignV2 pooling, FC box head, class-specific decode, mask head."""
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,13 @@ from vehicle_cls.cropper.roi_align_bag import roi_align_bag
 POOLING_KERNELS = ("torchvision", "embedding_bag")
 
 
-def assign_levels(boxes: torch.Tensor, min_level: int = 2, max_level: int = 5,
-                  canonical_box_size: float = 224.0, canonical_level: int = 4) -> torch.Tensor:
+def assign_levels(
+    boxes: torch.Tensor,
+    min_level: int = 2,
+    max_level: int = 5,
+    canonical_box_size: float = 224.0,
+    canonical_level: int = 4,
+) -> torch.Tensor:
     """Pyramid level index (0-based from ``min_level``) per box: floor(4 + log2(sqrt(area)/224 + 1e-8))."""
     sizes = torch.sqrt(box_area(boxes))
     levels = torch.floor(canonical_level + torch.log2(sizes / canonical_box_size + 1e-8))
@@ -29,8 +35,14 @@ def assign_levels(boxes: torch.Tensor, min_level: int = 2, max_level: int = 5,
 class ROIPooler(nn.Module):
     """Multi-level ``roi_align(aligned=True)`` (detectron2's ROIAlignV2) over p2..p5."""
 
-    def __init__(self, output_size: int, strides=(4, 8, 16, 32), sampling_ratio: int = 0, aligned: bool = True,
-                 kernel: str = "torchvision"):
+    def __init__(
+        self,
+        output_size: int,
+        strides=(4, 8, 16, 32),
+        sampling_ratio: int = 0,
+        aligned: bool = True,
+        kernel: str = "torchvision",
+    ):
         super().__init__()
         if kernel not in POOLING_KERNELS:
             raise ValueError(f"kernel must be one of {POOLING_KERNELS}, not {kernel!r}")
@@ -163,9 +175,16 @@ class MaskRCNNConvUpsampleHead(nn.Module):
 class StandardROIHeads(nn.Module):
     """Box head + predictor (and mask head): test-time inference only."""
 
-    def __init__(self, num_classes: int = 80, mask_on: bool = False, score_thresh: float = 0.05,
-                 nms_thresh: float = 0.5, detections_per_image: int = 100,
-                 in_features=("p2", "p3", "p4", "p5"), strides=(4, 8, 16, 32)):
+    def __init__(
+        self,
+        num_classes: int = 80,
+        mask_on: bool = False,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        detections_per_image: int = 100,
+        in_features=("p2", "p3", "p4", "p5"),
+        strides=(4, 8, 16, 32),
+    ):
         super().__init__()
         self.in_features = tuple(in_features)
         self.box_pooler = ROIPooler(7, strides)
@@ -180,8 +199,9 @@ class StandardROIHeads(nn.Module):
         self.nms_thresh = nms_thresh
         self.detections_per_image = detections_per_image
 
-    def forward(self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor],
-                image_sizes: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
+    def forward(
+        self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor], image_sizes: list[tuple[int, int]]
+    ) -> list[dict[str, torch.Tensor]]:
         """Per image: ``boxes`` (resized pixels), ``scores``, ``classes`` and, with masks, ``mask_probs`` (N,28,28)."""
         feats = [features[f] for f in self.in_features]
         x = self.box_head(self.box_pooler(feats, proposals))  # no proposals: every step runs on 0 rows
@@ -200,8 +220,9 @@ class StandardROIHeads(nn.Module):
             self._predict_masks(feats, results)
         return results
 
-    def _inference_single(self, boxes: torch.Tensor, scores: torch.Tensor, image_size: tuple[int, int]
-                          ) -> dict[str, torch.Tensor]:
+    def _inference_single(
+        self, boxes: torch.Tensor, scores: torch.Tensor, image_size: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
         """fast_rcnn_inference_single_image: drop background, threshold, per-class NMS, top-k."""
         valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
         boxes, scores = boxes[valid], scores[valid]  # a mask, not a branch: the same numbers, and it exports

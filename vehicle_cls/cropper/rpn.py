@@ -1,4 +1,5 @@
 """Region proposal network: detectron2's anchors (unrounded, fixed strides), head and proposal filter."""
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,13 @@ def topk_size(n: int | torch.Tensor, k: int) -> int | torch.Tensor:
 class AnchorGenerator(nn.Module):
     """One anchor size per level (32..512), three aspect ratios; cached per grid size and device."""
 
-    def __init__(self, sizes=(32, 64, 128, 256, 512), strides=(4, 8, 16, 32, 64),
-                 aspect_ratios=(0.5, 1.0, 2.0), offset: float = 0.0):
+    def __init__(
+        self,
+        sizes=(32, 64, 128, 256, 512),
+        strides=(4, 8, 16, 32, 64),
+        aspect_ratios=(0.5, 1.0, 2.0),
+        offset: float = 0.0,
+    ):
         super().__init__()
         self.strides = tuple(strides)
         self.offset = offset
@@ -91,9 +97,15 @@ class StandardRPNHead(nn.Module):
 class RPN(nn.Module):
     """Proposals per image: per-level top-k by logit, clip, keep w>0 and h>0, NMS per level, top-k."""
 
-    def __init__(self, in_features=("p2", "p3", "p4", "p5", "p6"), strides=(4, 8, 16, 32, 64),
-                 pre_nms_topk: int = 1000, post_nms_topk: int = 1000, nms_thresh: float = 0.7,
-                 min_box_size: float = 0.0):
+    def __init__(
+        self,
+        in_features=("p2", "p3", "p4", "p5", "p6"),
+        strides=(4, 8, 16, 32, 64),
+        pre_nms_topk: int = 1000,
+        post_nms_topk: int = 1000,
+        nms_thresh: float = 0.7,
+        min_box_size: float = 0.0,
+    ):
         super().__init__()
         self.in_features = tuple(in_features)
         self.anchor_generator = AnchorGenerator(strides=strides)
@@ -103,8 +115,9 @@ class RPN(nn.Module):
         self.nms_thresh = nms_thresh
         self.min_box_size = min_box_size
 
-    def forward(self, features: dict[str, torch.Tensor], image_sizes: list[tuple[int, int]]
-                ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, features: dict[str, torch.Tensor], image_sizes: list[tuple[int, int]]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Return, per image, (boxes (R, 4) float32 in resized pixels, objectness logits (R,))."""
         feats = [features[f] for f in self.in_features]
         anchors = self.anchor_generator(feats)
@@ -113,8 +126,7 @@ class RPN(nn.Module):
         # (N, A, H, W) -> (N, H*W*A); (N, A*4, H, W) -> (N, H*W*A, 4)
         logits = [x.permute(0, 2, 3, 1).flatten(1).float() for x in logits]
         deltas = [
-            x.view(x.shape[0], -1, 4, x.shape[-2], x.shape[-1]).permute(0, 3, 4, 1, 2).flatten(1, -2)
-            for x in deltas
+            x.view(x.shape[0], -1, 4, x.shape[-2], x.shape[-1]).permute(0, 3, 4, 1, 2).flatten(1, -2) for x in deltas
         ]
         device = feats[0].device
         batch_idx = torch.arange(n, device=device)

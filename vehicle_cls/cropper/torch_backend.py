@@ -1,4 +1,5 @@
 """The pure torch/torchvision backend: our GeneralizedRCNN with detectron2's preprocessing."""
+
 from __future__ import annotations
 
 import contextlib
@@ -26,9 +27,16 @@ class TorchDetectorBackend:
 
     name = "torch"
 
-    def __init__(self, config: str, state: dict[str, torch.Tensor], settings: InferenceSettings,
-                 device: str | torch.device = "cpu", precision: str = "fp32", channels_last: bool = False,
-                 source: str = "<state dict>"):
+    def __init__(
+        self,
+        config: str,
+        state: dict[str, torch.Tensor],
+        settings: InferenceSettings,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        channels_last: bool = False,
+        source: str = "<state dict>",
+    ):
         self.device = torch.device(device)
         self.config = config
         self.settings = settings
@@ -51,8 +59,11 @@ class TorchDetectorBackend:
     def capabilities(self) -> Capabilities:
         """fp32, bf16 and (on CUDA) fp16; device images where the fast path preprocesses on CUDA."""
         cuda = self.device.type == "cuda"
-        return Capabilities(precisions=("fp32", "bf16", "fp16") if cuda else ("fp32", "bf16"), masks=self.mask_on,
-                            device_images=cuda and self._fast is not None)
+        return Capabilities(
+            precisions=("fp32", "bf16", "fp16") if cuda else ("fp32", "bf16"),
+            masks=self.mask_on,
+            device_images=cuda and self._fast is not None,
+        )
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
@@ -103,8 +114,9 @@ def _no_tf32(device: torch.device) -> Any:
     if device.type != "cuda":
         return contextlib.nullcontext()
     cudnn = torch.backends.cudnn
-    return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
-                       allow_tf32=False)
+    return cudnn.flags(
+        enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic, allow_tf32=False
+    )
 
 
 def _to_detections(out: dict[str, torch.Tensor], image_size: tuple[int, int]) -> Detections:

@@ -1,4 +1,5 @@
 """detectron2's test-time input pipeline: RGB -> BGR, PIL bilinear resize, mean subtraction, pad to 32."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,9 @@ def preprocess_image(image_rgb: np.ndarray, short_edge: int = 800, max_size: int
     return torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1))).float()
 
 
-def batch_images(images: list[torch.Tensor], pixel_mean: torch.Tensor, size_divisibility: int = 32
-                 ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+def batch_images(
+    images: list[torch.Tensor], pixel_mean: torch.Tensor, size_divisibility: int = 32
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """Subtract the mean, then zero-pad bottom/right to a common size divisible by ``size_divisibility``."""
     sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
     max_h = max(s[0] for s in sizes)
@@ -54,8 +56,9 @@ def batch_images(images: list[torch.Tensor], pixel_mean: torch.Tensor, size_divi
     return batch, sizes
 
 
-def preprocess_on_device(image_rgb: np.ndarray | torch.Tensor, short_edge: int, max_size: int,
-                         device: torch.device | str) -> torch.Tensor:
+def preprocess_on_device(
+    image_rgb: np.ndarray | torch.Tensor, short_edge: int, max_size: int, device: torch.device | str
+) -> torch.Tensor:
     """``preprocess_image`` on ``device`` (the CUDA path): RGB uint8 HxWx3 -> resized BGR float32 CHW.
 
     The upload is pinned and non-blocking; the resize is torch's bilinear (antialiased when

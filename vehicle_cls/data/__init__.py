@@ -5,6 +5,7 @@ Readers are sequences of ``Sample(path, label, box)`` with ``.classes`` and ``.p
 (``SampleDataset``, ``collate_skip_bad``) lives in ``vehicle_cls.data.torch_dataset`` so that
 importing the readers does not import torch.
 """
+
 from __future__ import annotations
 
 from vehicle_cls.data.crop_cache import CropCache, CropStats

@@ -13,6 +13,7 @@ A manifest line: ``source``, ``split``, ``label``, ``file`` (crop path relative 
 keeps several. A crash loses at most the item in flight; running ``build`` again skips every
 source already in the manifest (``retry_errors=True`` retries the failed ones).
 """
+
 from __future__ import annotations
 
 import errno
@@ -90,11 +91,15 @@ class CropCache:
         try:
             config = json.loads(self.config_path.read_text("utf-8"))
         except (ValueError, OSError) as exc:
-            raise DatasetError(f"{self.config_path}: not a crop-cache settings file ({one_line(exc)}); restore it, "
-                               "or crop into another folder") from None
+            raise DatasetError(
+                f"{self.config_path}: not a crop-cache settings file ({one_line(exc)}); restore it, "
+                "or crop into another folder"
+            ) from None
         if not isinstance(config, dict):
-            raise DatasetError(f"{self.config_path}: not a crop-cache settings file (a JSON {type(config).__name__}, "
-                               "not an object); restore it, or crop into another folder")
+            raise DatasetError(
+                f"{self.config_path}: not a crop-cache settings file (a JSON {type(config).__name__}, "
+                "not an object); restore it, or crop into another folder"
+            )
         return config
 
     def entries(self) -> dict[str, dict]:
@@ -142,8 +147,14 @@ class CropCache:
             if split is not None and entry.get("split") != split:
                 continue
             if classes and not -1 <= entry["label"] < len(classes):
-                problems.append(Problem(str(self.manifest_path), None, entry["source"],
-                                        f"label {entry['label']} is not one of the {len(classes)} classes"))
+                problems.append(
+                    Problem(
+                        str(self.manifest_path),
+                        None,
+                        entry["source"],
+                        f"label {entry['label']} is not one of the {len(classes)} classes",
+                    )
+                )
                 continue
             if entry.get("error"):
                 problems.append(Problem(str(self.manifest_path), None, entry["source"], str(entry["error"])))
@@ -152,12 +163,18 @@ class CropCache:
                 samples.append(Sample(str(self.root / crop["file"]), int(entry["label"])))
         if problems:  # never silent: training on 5 of 30 images says so
             shown = "; ".join(f"{p.item}: {p.reason}" for p in problems[:3])
-            logger.warning("%s: %d of %d images have no crop (failed; `vehicle-cls crop --retry-errors` retries them): "
-                           "%s%s", self.root, len(problems), len(problems) + len({s.path for s in samples}), shown,
-                           "; ..." if len(problems) > 3 else "")
+            logger.warning(
+                "%s: %d of %d images have no crop (failed; `vehicle-cls crop --retry-errors` retries them): %s%s",
+                self.root,
+                len(problems),
+                len(problems) + len({s.path for s in samples}),
+                shown,
+                "; ..." if len(problems) > 3 else "",
+            )
         name = f"crops/{config.get('dataset', self.root.name)}" + (f"/{split}" if split else "")
-        return SampleList(samples, config.get("classes", []), name, root=self.root, split=split, box_format="xyxy",
-                          problems=problems)
+        return SampleList(
+            samples, config.get("classes", []), name, root=self.root, split=split, box_format="xyxy", problems=problems
+        )
 
     def build(
         self,
@@ -201,7 +218,8 @@ class CropCache:
         for i, sample in enumerate(dataset):
             entry = done.get(_key(sample.path))
             if entry is not None and not (
-                    (retry_errors or is_transient_record(entry.get("error"))) and entry.get("error")):
+                (retry_errors or is_transient_record(entry.get("error"))) and entry.get("error")
+            ):
                 stats.already_done += 1
             else:
                 todo.append(i)
@@ -210,7 +228,7 @@ class CropCache:
         bar = progress_bar(len(todo), progress, f"crop ({mode})", "img")
         try:
             for start in range(0, len(todo), max(1, batch_size if mode == "detector" else 1)):
-                chunk = todo[start:start + max(1, batch_size if mode == "detector" else 1)]
+                chunk = todo[start : start + max(1, batch_size if mode == "detector" else 1)]
                 images: dict[int, np.ndarray] = {}
                 for i in chunk:
                     try:
@@ -224,8 +242,9 @@ class CropCache:
                     # a detector exception propagates (the run stops; a rerun resumes after the last item)
                     chosen = detect_and_choose(cropper, [images[i] for i in order], policy, isolate=False)
                     for i, c in zip(order, chosen):
-                        self._crop_detected(writer, stats, dataset[i], images[i], c, policy, split, image_format,
-                                            jpeg_quality)
+                        self._crop_detected(
+                            writer, stats, dataset[i], images[i], c, policy, split, image_format, jpeg_quality
+                        )
                 elif images:
                     for i, image in images.items():
                         self._crop_gt(writer, stats, dataset[i], image, split, box_format, image_format, jpeg_quality)
@@ -245,13 +264,18 @@ class CropCache:
             writer.close()
             self._entries = None
         logger.info(
-            "%s: %d cropped (%d fallback), %d failed, %d already done", self.root, stats.cropped, stats.fallback,
-            stats.failed, stats.already_done,
+            "%s: %d cropped (%d fallback), %d failed, %d already done",
+            self.root,
+            stats.cropped,
+            stats.fallback,
+            stats.failed,
+            stats.already_done,
         )
         return stats
 
-    def _check_settings(self, dataset: Sequence[Sample], cropper: Any, policy: Any, mode: str,
-                        image_format: str) -> None:
+    def _check_settings(
+        self, dataset: Sequence[Sample], cropper: Any, policy: Any, mode: str, image_format: str
+    ) -> None:
         settings = {
             "mode": mode,
             "cropper": _jsonable(cropper.to_config()) if mode == "detector" and hasattr(cropper, "to_config") else None,
@@ -281,22 +305,25 @@ class CropCache:
         try:
             choices = chosen.choices
             if not choices:
-                self._record(writer, stats, sample, split, "detector",
-                             error="no vehicle found (policy has no fallback)")
+                self._record(
+                    writer, stats, sample, split, "detector", error="no vehicle found (policy has no fallback)"
+                )
                 return
             crops = []
             for k, choice in enumerate(choices):
                 pixels = cut(image, choice, policy.mask_fill)
                 file = self._save(sample.path, k, pixels, image_format, quality)
                 d = choice.detection
-                crops.append({
-                    "file": file,
-                    "box": None if choice.box is None else [round(float(v), 2) for v in choice.box],
-                    "detector_class": None if d is None else d.class_name,
-                    "detector_class_id": None if d is None else int(d.class_id),
-                    "detector_score": None if d is None else round(float(d.score), 6),
-                    "fallback": bool(choice.fallback),
-                })
+                crops.append(
+                    {
+                        "file": file,
+                        "box": None if choice.box is None else [round(float(v), 2) for v in choice.box],
+                        "detector_class": None if d is None else d.class_name,
+                        "detector_class_id": None if d is None else int(d.class_id),
+                        "detector_score": None if d is None else round(float(d.score), 6),
+                        "fallback": bool(choice.fallback),
+                    }
+                )
         except Exception as exc:
             self._record(writer, stats, sample, split, "detector", error=_failure(exc))
             return
@@ -314,8 +341,16 @@ class CropCache:
         except Exception as exc:
             self._record(writer, stats, sample, split, "gt", error=_failure(exc))
             return
-        crops = [{"file": file, "box": box, "detector_class": None, "detector_class_id": None,
-                  "detector_score": None, "fallback": fallback}]
+        crops = [
+            {
+                "file": file,
+                "box": box,
+                "detector_class": None,
+                "detector_class_id": None,
+                "detector_score": None,
+                "fallback": fallback,
+            }
+        ]
         self._record(writer, stats, sample, split, "gt", crops=crops)
 
     def _record(self, writer, stats, sample, split, mode, *, crops=None, error=None) -> None:
@@ -419,9 +454,28 @@ def _entry_problem(entry: Any) -> str | None:
 
 
 # a fault of the machine, not of the image: the run stops and a rerun retries (never "failed" for good)
-TRANSIENT_ERRNOS = frozenset(getattr(errno, name) for name in (
-    "ENOSPC", "EDQUOT", "EIO", "EROFS", "ENOMEM", "EAGAIN", "ETIMEDOUT", "ESTALE", "ENFILE", "EMFILE", "EINTR",
-    "ENOLCK", "ECONNRESET", "ENETDOWN", "ENETUNREACH", "EHOSTUNREACH") if hasattr(errno, name))
+TRANSIENT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ENOSPC",
+        "EDQUOT",
+        "EIO",
+        "EROFS",
+        "ENOMEM",
+        "EAGAIN",
+        "ETIMEDOUT",
+        "ESTALE",
+        "ENFILE",
+        "EMFILE",
+        "EINTR",
+        "ENOLCK",
+        "ECONNRESET",
+        "ENETDOWN",
+        "ENETUNREACH",
+        "EHOSTUNREACH",
+    )
+    if hasattr(errno, name)
+)
 
 
 class _TransientFault(Exception):

@@ -9,6 +9,7 @@ Example, the course project's ``car_dataset_labels.csv`` (columns ``img_name,cla
 Labels are class names, or integer ids when ``classes`` is given (``label_offset=1`` for 1-based
 ids). Malformed rows are reported with the CSV line number and skipped or refused per ``on_error``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -80,8 +81,9 @@ class CsvImages(SampleList):
             classes = _classes_from(raw_labels)
             if not classes:
                 which = f" for split {split!r}" if split is not None else ""
-                raise DatasetError(f"{csv_path}: no labelled rows{which} (only a header?); nothing to train or "
-                                   "evaluate on", problems)
+                raise DatasetError(
+                    f"{csv_path}: no labelled rows{which} (only a header?); nothing to train or evaluate on", problems
+                )
         lookup = {c: i for i, c in enumerate(classes)}
         samples: list[Sample] = []
         seen: dict[tuple[str, tuple | None], int] = {}
@@ -109,8 +111,13 @@ class CsvImages(SampleList):
             samples.append(Sample(str(path), label, box))
         settle_problems(problems, on_error, f"CSV {csv_path}")
         super().__init__(
-            samples, classes, name or csv_path.stem + (f"/{split}" if split else ""),
-            root=root, split=split, box_format=box_format, problems=problems,
+            samples,
+            classes,
+            name or csv_path.stem + (f"/{split}" if split else ""),
+            root=root,
+            split=split,
+            box_format=box_format,
+            problems=problems,
         )
         self.annotation_file = str(csv_path)
 
@@ -158,8 +165,9 @@ def _read_rows(
                 continue
             item = row[index[path_column]].strip() if len(row) > index[path_column] else None
             if len(row) < needed:
-                problems.append(Problem(str(csv_path), start, item,
-                                        f"expected at least {needed} columns, got {len(row)}"))
+                problems.append(
+                    Problem(str(csv_path), start, item, f"expected at least {needed} columns, got {len(row)}")
+                )
                 continue
             if not item:
                 problems.append(Problem(str(csv_path), start, None, "empty image path"))
@@ -169,8 +177,11 @@ def _read_rows(
                 try:
                     box = tuple(float(row[index[c]]) for c in box_columns)
                 except ValueError:
-                    problems.append(Problem(str(csv_path), start, item,
-                                            f"box is not 4 numbers: {[row[index[c]] for c in box_columns]}"))
+                    problems.append(
+                        Problem(
+                            str(csv_path), start, item, f"box is not 4 numbers: {[row[index[c]] for c in box_columns]}"
+                        )
+                    )
                     continue
                 reason = check_box(box)
                 if reason is not None:

@@ -4,6 +4,7 @@ Kaggle ("stanford-car-dataset-by-classes-folder"): ``car_data/{train,test}/<clas
 plus optional ``names.csv`` (the 196 names in devkit order) and ``anno_{train,test}.csv``
 (``image_name,x_min,y_min,x_max,y_max,label`` with devkit boxes and 1-based class ids).
 """
+
 from __future__ import annotations
 
 import csv
@@ -69,12 +70,14 @@ class ClassFolders(SampleList):
             classes = [d.name for d in dirs]
         samples, problems = _read_class_dirs(root, dirs, list(classes), recursive)
         settle_problems(problems, on_error, f"class folders {root}")
-        super().__init__(samples, classes, name or root.name, root=root, split=split, box_format="xyxy",
-                         problems=problems)
+        super().__init__(
+            samples, classes, name or root.name, root=root, split=split, box_format="xyxy", problems=problems
+        )
 
 
-def _read_class_dirs(root: Path, dirs: list[Path], classes: list[str], recursive: bool
-                     ) -> tuple[list[Sample], list[Problem]]:
+def _read_class_dirs(
+    root: Path, dirs: list[Path], classes: list[str], recursive: bool
+) -> tuple[list[Sample], list[Problem]]:
     index = {folder_name(c): i for i, c in enumerate(classes)}
     samples: list[Sample] = []
     problems: list[Problem] = []
@@ -84,11 +87,18 @@ def _read_class_dirs(root: Path, dirs: list[Path], classes: list[str], recursive
         label = index.get(d.name)
         images = _images_in(d, recursive)
         if not images and label is not None:
-            logger.warning("%s: class folder %r has no images; the model keeps an output for it that no "
-                           "image trains", d, d.name)
+            logger.warning(
+                "%s: class folder %r has no images; the model keeps an output for it that no image trains", d, d.name
+            )
         if label is None:
-            problems.append(Problem(str(d), None, None,
-                                    f"folder is not one of the {len(classes)} classes ({len(images)} images skipped)"))
+            problems.append(
+                Problem(
+                    str(d),
+                    None,
+                    None,
+                    f"folder is not one of the {len(classes)} classes ({len(images)} images skipped)",
+                )
+            )
             continue
         samples.extend(Sample(str(p), label) for p in images)
     return samples, problems
@@ -132,7 +142,12 @@ class KaggleCars(SampleList):
             problems += more
         settle_problems(problems, on_error, f"Kaggle cars {split} ({split_dir})")
         super().__init__(
-            samples, classes, f"kaggle_cars/{split}", root=split_dir, split=split, box_format="devkit",
+            samples,
+            classes,
+            f"kaggle_cars/{split}",
+            root=split_dir,
+            split=split,
+            box_format="devkit",
             problems=problems,
         )
         self.annotation_file = None if anno_csv is None else str(anno_csv)
@@ -195,10 +210,14 @@ def _attach_boxes(samples: list[Sample], anno_csv: Path, classes: list[str]) -> 
         if label == -2:
             continue
         if label != s.label:
-            problems.append(Problem(
-                str(anno_csv), line_no, name,
-                f"label {classes[label]!r} disagrees with the folder {classes[s.label]!r}",
-            ))
+            problems.append(
+                Problem(
+                    str(anno_csv),
+                    line_no,
+                    name,
+                    f"label {classes[label]!r} disagrees with the folder {classes[s.label]!r}",
+                )
+            )
             continue
         kept.append(Sample(s.path, s.label, box))
     for name, (line_no, _, label) in rows.items():

@@ -1,4 +1,5 @@
 """``open_dataset``: one entry point for every layout, local or ``s3://``, with layout detection."""
+
 from __future__ import annotations
 
 import logging
@@ -40,8 +41,9 @@ def detect_layout(path: str | os.PathLike) -> str:
         return "stanford"
     if (path / SEED_CSV_NAME).is_file():
         return "seed_csv"
-    if any((c / s).is_dir()
-           for c in (path, path / "car_data", path / "car_data" / "car_data") for s in ("train", "test")):
+    if any(
+        (c / s).is_dir() for c in (path, path / "car_data", path / "car_data" / "car_data") for s in ("train", "test")
+    ):
         return "kaggle"
     return "folders"
 
@@ -71,13 +73,23 @@ def open_dataset(
     """
     dataset = _open(uri_or_path, layout, split, cache_dir, endpoint_url, on_error, require_split, kwargs)
     if require_split and split and dataset.split != split:
-        raise MissingSplitError(f"{uri_or_path}: has no {split!r} split (no split folders or split column); "
-                                "give the split's own folder or file, or no split to use every image")
+        raise MissingSplitError(
+            f"{uri_or_path}: has no {split!r} split (no split folders or split column); "
+            "give the split's own folder or file, or no split to use every image"
+        )
     return dataset
 
 
-def _open(uri_or_path: str | os.PathLike, layout: str, split: str | None, cache_dir: str | os.PathLike | None,
-          endpoint_url: str | None, on_error: str, require_split: bool, kwargs: dict[str, Any]) -> SampleList:
+def _open(
+    uri_or_path: str | os.PathLike,
+    layout: str,
+    split: str | None,
+    cache_dir: str | os.PathLike | None,
+    endpoint_url: str | None,
+    on_error: str,
+    require_split: bool,
+    kwargs: dict[str, Any],
+) -> SampleList:
     from vehicle_cls.data.s3 import is_s3_uri, sync_s3_prefix
 
     if layout not in LAYOUTS:
@@ -86,7 +98,10 @@ def _open(uri_or_path: str | os.PathLike, layout: str, split: str | None, cache_
         local, stats = sync_s3_prefix(str(uri_or_path), cache_dir, endpoint_url=endpoint_url)
         logger.info(
             "%s: %d files cached, %d downloaded, %d resumed",
-            uri_or_path, stats.skipped, stats.downloaded, stats.resumed,
+            uri_or_path,
+            stats.skipped,
+            stats.downloaded,
+            stats.resumed,
         )
         dataset = open_dataset(local, layout, split, on_error=on_error, require_split=require_split, **kwargs)
         dataset = confine_to(dataset, local, str(uri_or_path))
@@ -144,8 +159,15 @@ def confine_to(dataset: SampleList, root: str | os.PathLike, uri: str) -> Sample
         return dataset
     shown = "; ".join(str(p) for p in refused[:3]) + (f"; ... ({len(refused) - 3} more)" if len(refused) > 3 else "")
     logger.warning("%s: refused %d row(s) naming files outside the mirrored prefix: %s", uri, len(refused), shown)
-    confined = SampleList(kept, dataset.classes, dataset.name, root=dataset.root, split=dataset.split,
-                          box_format=dataset.box_format, problems=[*dataset.problems, *refused])
+    confined = SampleList(
+        kept,
+        dataset.classes,
+        dataset.name,
+        root=dataset.root,
+        split=dataset.split,
+        box_format=dataset.box_format,
+        problems=[*dataset.problems, *refused],
+    )
     for name in ("annotation_file",):
         if hasattr(dataset, name):
             setattr(confined, name, getattr(dataset, name))

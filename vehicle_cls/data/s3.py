@@ -9,6 +9,7 @@ under the real name. A later run skips files already complete (same size and ETa
 ``.vehicle_cls_s3.jsonl``, or an MD5 equal to a single-part ETag) and continues a ``.part`` file
 with a ranged GET when the object's ETag is unchanged (``If-Match``), else downloads it afresh.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -171,8 +172,10 @@ def _sync_objects(
     if todo:
         logger.info("downloading %d of %d objects from %s into %s", len(todo), len(objects), uri, local)
         with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
-            futures = [(key, rel, size, etag, pool.submit(_download, client, bucket, key, local / rel, size, etag))
-                       for key, rel, size, etag in todo]
+            futures = [
+                (key, rel, size, etag, pool.submit(_download, client, bucket, key, local / rel, size, etag))
+                for key, rel, size, etag in todo
+            ]
             for key, rel, size, etag, future in futures:
                 try:
                     resumed, nbytes = future.result()
@@ -234,7 +237,7 @@ def _list(client: Any, bucket: str, prefix: str) -> list[tuple[str, str, int, st
         if key.endswith("/"):
             continue  # folder marker
         try:
-            rel = _safe_relpath(key[len(folder):])
+            rel = _safe_relpath(key[len(folder) :])
         except ValueError:
             logger.warning("skipping S3 key with an unsafe path: %s", key)
             continue
@@ -259,8 +262,9 @@ def _one_to_one(objects: list[tuple[str, str, int, str]], folder: str) -> list[t
         if rel.split("/", 1)[0].startswith(_RESERVED):
             logger.warning("skipping S3 key %s: its name is reserved for the mirror's own files", key)
         elif any(len(part.encode("utf-8", "surrogateescape")) > _NAME_MAX for part in rel.split("/")):
-            logger.warning("skipping S3 key %s: a name in it is longer than a local file name may be "
-                           "(%d bytes)", key, _NAME_MAX)
+            logger.warning(
+                "skipping S3 key %s: a name in it is longer than a local file name may be (%d bytes)", key, _NAME_MAX
+            )
         else:
             kept.append(obj)
     by_rel: dict[str, list[tuple[str, str, int, str]]] = {}
@@ -272,8 +276,12 @@ def _one_to_one(objects: list[tuple[str, str, int, str]], folder: str) -> list[t
         if len(group) > 1:
             for o in group:
                 if not exact or o is not exact[0]:
-                    logger.warning("skipping S3 key %s: it maps to the same local file %s as %s", o[0], rel,
-                                   ", ".join(x[0] for x in group if x is not o))
+                    logger.warning(
+                        "skipping S3 key %s: it maps to the same local file %s as %s",
+                        o[0],
+                        rel,
+                        ", ".join(x[0] for x in group if x is not o),
+                    )
         if len(group) == 1 or exact:
             unique.append(exact[0] if exact else group[0])
     rels = {o[1] for o in unique}
@@ -281,14 +289,16 @@ def _one_to_one(objects: list[tuple[str, str, int, str]], folder: str) -> list[t
     out = []
     for obj in unique:
         key, rel = obj[0], obj[1]
-        base = next((rel.removesuffix(s) for s in _PARTIAL_SUFFIXES
-                     if rel.endswith(s) and rel.removesuffix(s) in rels), None)
+        base = next(
+            (rel.removesuffix(s) for s in _PARTIAL_SUFFIXES if rel.endswith(s) and rel.removesuffix(s) in rels), None
+        )
         if rel in folders:
             inside = next(o[0] for o in unique if o[1].startswith(rel + "/"))
             logger.warning("skipping S3 key %s: other keys use it as a folder (e.g. %s)", key, inside)
         elif base is not None:
-            logger.warning("skipping S3 key %s: its local file would be the partial download of %s%s",
-                           key, folder, base)
+            logger.warning(
+                "skipping S3 key %s: its local file would be the partial download of %s%s", key, folder, base
+            )
         else:
             out.append(obj)
     return out

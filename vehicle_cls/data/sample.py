@@ -8,6 +8,7 @@ Boxes are (x1, y1, x2, y2) as the source writes them. ``box_format`` says how to
 ``"devkit"`` = inclusive 1-based pixel indices (Stanford Cars devkit, Kaggle anno_*.csv), so the
 pixels are ``image[y1-1:y2, x1-1:x2]``; ``"xyxy"`` = 0-based pixel edges, ``image[y1:y2, x1:x2]``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -73,8 +74,9 @@ def open_text(path: str | os.PathLike) -> Iterator[TextIO]:
             yield f
     except UnicodeDecodeError as exc:
         byte = exc.object[exc.start] if exc.start < len(exc.object) else 0
-        raise DatasetError(f"{os.fspath(path)}: not UTF-8 text (byte 0x{byte:02x} cannot be decoded); "
-                           "save it as UTF-8") from None
+        raise DatasetError(
+            f"{os.fspath(path)}: not UTF-8 text (byte 0x{byte:02x} cannot be decoded); save it as UTF-8"
+        ) from None
 
 
 def csv_rows(reader: Any, path: str | os.PathLike, problems: list[Problem]) -> Iterator[tuple[int, list[str]]]:
@@ -133,8 +135,9 @@ def check_box(box: Sequence[float], image_size: tuple[int, int] | None = None) -
     return None
 
 
-def pixel_box(box: Sequence[float], image_size: tuple[int, int], box_format: str = "devkit"
-              ) -> tuple[int, int, int, int]:
+def pixel_box(
+    box: Sequence[float], image_size: tuple[int, int], box_format: str = "devkit"
+) -> tuple[int, int, int, int]:
     """Integer slice bounds (x1, y1, x2, y2), clamped to the image, so ``image[y1:y2, x1:x2]`` is the box."""
     if box_format not in BOX_FORMATS:
         raise ValueError(f"box_format must be one of {BOX_FORMATS}, not {box_format!r}")
@@ -208,8 +211,9 @@ class SampleList(Sequence[Sample]):
         counts = Counter(s.label for s in self._samples)
         return {name: counts.get(i, 0) for i, name in enumerate(self.classes)}
 
-    def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None,
-               split: str | None = None) -> SampleList:
+    def subset(
+        self, indices: Sequence[int] | np.ndarray, name: str | None = None, split: str | None = None
+    ) -> SampleList:
         """The samples at ``indices`` (same classes and box format; same split tag unless ``split`` is given)."""
         picked = [self._samples[int(i)] for i in indices]
         return self._derive(picked, name or f"{self.name}[subset]", split)
@@ -220,8 +224,15 @@ class SampleList(Sequence[Sample]):
         )
 
 
-def relabel(samples: Sequence[Sample], classes: Sequence[str], into: Sequence[str], *, what: str = "dataset",
-            target: str = "the model", split: str | None = None) -> SampleList:
+def relabel(
+    samples: Sequence[Sample],
+    classes: Sequence[str],
+    into: Sequence[str],
+    *,
+    what: str = "dataset",
+    target: str = "the model",
+    split: str | None = None,
+) -> SampleList:
     """``samples`` (labelled by index into ``classes``) relabelled into the class list ``into`` by name.
 
     Only the classes that some sample uses must be in ``into``: a class nobody is labelled with (an

@@ -3,6 +3,7 @@
 The validation split is for model selection (early stopping, best checkpoint); the test split is
 only ever evaluated, so ``split_dataset`` refuses a dataset tagged ``split="test"``.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,10 @@ def stratified_split(
 def split_dataset(dataset: SampleList, val_fraction: float = 0.1, seed: int = 0) -> tuple[SampleList, SampleList]:
     """(train, val) subsets of a training dataset by ``stratified_split``; refuses the test split."""
     if getattr(dataset, "split", None) == "test":
-        raise ValueError(f"{dataset.name}: refusing to carve a validation split from the test split "
-                         "(test is for final evaluation only)")
+        raise ValueError(
+            f"{dataset.name}: refusing to carve a validation split from the test split "
+            "(test is for final evaluation only)"
+        )
     train_idx, val_idx = stratified_split(dataset.labels, val_fraction, seed)
     return (
         dataset.subset(train_idx, f"{dataset.name}:train(seed={seed})"),

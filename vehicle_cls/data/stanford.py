@@ -9,6 +9,7 @@ are collected in ``.problems`` with file, row (1-based annotation number, as MAT
 image name; ``on_error="skip"`` (default) drops them with a warning, ``"raise"`` refuses the
 dataset with ``DatasetError``. Structural faults (missing file or field) always raise.
 """
+
 from __future__ import annotations
 
 import logging

@@ -10,6 +10,7 @@ batch and reports it in ``Batch.failed``, so the training loop can count it::
         if len(labels) == 0:
             continue
 """
+
 from __future__ import annotations
 
 import logging

@@ -12,6 +12,7 @@ fields repeated, box as ``x1..y2``), and an image with no vehicle or an error ke
 empty vehicle fields, so a Parquet table loses no input. Ray and pyarrow are imported lazily
 (``pip install vehicle-cls[ray]``).
 """
+
 from __future__ import annotations
 
 import glob as globlib
@@ -80,8 +81,10 @@ def dicts_to_table(rows: Sequence[dict[str, Any]]) -> Any:
         for name in RESULT_COLUMNS:
             value = row.get(name)
             if name == "vehicles":
-                value = [{**v, "topk": [{"label": label, "score": score} for label, score in v.get("topk") or []]}
-                         for v in value or []]
+                value = [
+                    {**v, "topk": [{"label": label, "score": score} for label, score in v.get("topk") or []]}
+                    for v in value or []
+                ]
             columns[name].append(value)
     return pa.Table.from_pydict(columns, schema=schema_for("image"))
 
@@ -91,8 +94,9 @@ def table_to_dicts(table: Any) -> list[dict[str, Any]]:
     out = []
     for row in table.to_pylist():
         row = {name: row.get(name) for name in RESULT_COLUMNS}
-        row["vehicles"] = [{**v, "topk": [[t["label"], t["score"]] for t in v["topk"] or []]}
-                           for v in row["vehicles"] or []]
+        row["vehicles"] = [
+            {**v, "topk": [[t["label"], t["score"]] for t in v["topk"] or []]} for v in row["vehicles"] or []
+        ]
         out.append(row)
     return out
 
@@ -134,8 +138,10 @@ class PipelinePredictor:
         except Exception as exc:  # a whole-batch failure still yields one row per input
             logger.exception("batch of %d failed", len(inputs))
             reason = f"{type(exc).__name__}: {exc}"
-            results = [Result.failed(x.name, i if x.index is None else x.index, f"{x.name}: {reason}")
-                       for i, x in enumerate(inputs)]
+            results = [
+                Result.failed(x.name, i if x.index is None else x.index, f"{x.name}: {reason}")
+                for i, x in enumerate(inputs)
+            ]
         return results_to_table(results, self.rows)
 
 
@@ -159,9 +165,11 @@ def input_dataset(inputs: Any, recursive: bool = True) -> Any:
         text = os.fspath(inputs)
         if "://" in text:  # object storage or any filesystem Ray knows: read bytes, decode in actors
             return ray.data.read_binary_files(
-                text, include_paths=True,
-                file_extensions=sorted({e.lstrip(".") for e in IMAGE_EXTENSIONS}
-                                       | {e.lstrip(".").upper() for e in IMAGE_EXTENSIONS}),
+                text,
+                include_paths=True,
+                file_extensions=sorted(
+                    {e.lstrip(".") for e in IMAGE_EXTENSIONS} | {e.lstrip(".").upper() for e in IMAGE_EXTENSIONS}
+                ),
             )
         if os.path.isdir(text):
             paths = [str(p) for p in iter_image_files(text, recursive=recursive)]
@@ -231,8 +239,9 @@ def predict_with_ray(
     return write_predictions(predictions, output, batch_size=batch_size, rows=rows)
 
 
-def write_predictions(predictions: Any, output: str | os.PathLike[str], batch_size: int = 256,
-                      rows: str = "image") -> RayPredictSummary:
+def write_predictions(
+    predictions: Any, output: str | os.PathLike[str], batch_size: int = 256, rows: str = "image"
+) -> RayPredictSummary:
     """Write a predictions Dataset: one JSONL / Parquet file (atomic, counted) or a Parquet folder.
     ``rows`` says which rows the Dataset holds ("image" or "vehicle"); ``failed`` counts rows with an error."""
     path = os.fspath(output)

@@ -8,6 +8,7 @@ the class names and the exact preprocessing so another runtime can reproduce it.
 and reports the largest absolute probability difference. onnx/onnxruntime are imported only here
 (``pip install vehicle-cls[export]``).
 """
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,13 @@ class ExportCheck:
     broken: list[str] = field(default_factory=list)  # one line per image that could not be read
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": self.format, "images": self.images, "max_abs_diff": self.max_abs_diff,
-                "top1_agree": self.top1_agree, "broken": self.broken}
+        return {
+            "format": self.format,
+            "images": self.images,
+            "max_abs_diff": self.max_abs_diff,
+            "top1_agree": self.top1_agree,
+            "broken": self.broken,
+        }
 
 
 def _torch_classifier(classifier: Classifier) -> nn.Module:
@@ -83,10 +89,16 @@ def export_classifier(classifier: Classifier, out: str | os.PathLike, fmt: str =
                 torch.jit.trace(model, example).save(str(out))
         else:
             _export_onnx(model, example, out)
-    sidecar = {"format": fmt, "input": "float32 NCHW (N, 3, S, S), preprocessed and normalised",
-               "output": "float32 (N, classes) softmax probabilities", "arch": classifier.arch,
-               "classes": classifier.classes, "preprocessing": classifier.preprocess.to_dict(),
-               "input_name": "input", "output_name": "probabilities"}
+    sidecar = {
+        "format": fmt,
+        "input": "float32 NCHW (N, 3, S, S), preprocessed and normalised",
+        "output": "float32 (N, classes) softmax probabilities",
+        "arch": classifier.arch,
+        "classes": classifier.classes,
+        "preprocessing": classifier.preprocess.to_dict(),
+        "input_name": "input",
+        "output_name": "probabilities",
+    }
     Path(str(out) + ".json").write_text(json.dumps(sidecar, indent=2))
     model.model.to(memory_format=torch.channels_last)  # as the pipeline keeps it
     classifier.model.to(classifier.device)
@@ -96,10 +108,17 @@ def export_classifier(classifier: Classifier, out: str | os.PathLike, fmt: str =
 def _export_onnx(model: nn.Module, example: torch.Tensor, out: Path) -> None:
     import_onnx()
     batch = torch.export.Dim("batch", min=1, max=1024)
-    program = torch.onnx.export(model, (example,), dynamo=True, input_names=["input"],
-                                output_names=["probabilities"], opset_version=ONNX_OPSET,
-                                dynamic_shapes={"x": {0: batch}}, external_data=False,
-                                verbose=False)  # no "[torch.onnx] ..." progress prints on stdout
+    program = torch.onnx.export(
+        model,
+        (example,),
+        dynamo=True,
+        input_names=["input"],
+        output_names=["probabilities"],
+        opset_version=ONNX_OPSET,
+        dynamic_shapes={"x": {0: batch}},
+        external_data=False,
+        verbose=False,
+    )  # no "[torch.onnx] ..." progress prints on stdout
     if program is None:  # only the legacy (dynamo=False) exporter returns None
         raise RuntimeError(f"{out}: torch.onnx.export(dynamo=True) returned no ONNXProgram")
     program.save(str(out), external_data=False)
@@ -150,8 +169,13 @@ def check_export(classifier: Classifier, path: str | os.PathLike, images: Sequen
     got = run_export(path, batch.numpy())
     if got.shape != want.shape:
         raise RuntimeError(f"{path}: output shape {got.shape}, PyTorch gives {want.shape}")
-    return ExportCheck(_format_of(path), len(decoded), float(np.abs(got - want).max()),
-                       float((got.argmax(1) == want.argmax(1)).mean()), broken)
+    return ExportCheck(
+        _format_of(path),
+        len(decoded),
+        float(np.abs(got - want).max()),
+        float((got.argmax(1) == want.argmax(1)).mean()),
+        broken,
+    )
 
 
 def _format_of(path: str | os.PathLike) -> str:

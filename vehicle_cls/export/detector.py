@@ -8,6 +8,7 @@ graph). It is traced by the TorchScript-based exporter (``dynamo=False``): the m
 data-dependent steps are masks and dynamic sizes, not Python branches, so one trace serves every
 image size. The eager model computes the same numbers as before (detectron2 parity is unchanged).
 """
+
 from __future__ import annotations
 
 import os
@@ -55,8 +56,7 @@ def _size(n: int | torch.Tensor, dtype: torch.dtype = torch.float32) -> int | to
     return n.to(dtype) if isinstance(n, torch.Tensor) else n
 
 
-def export_detector(model: GeneralizedRCNN, out: str | os.PathLike, example_size: tuple[int, int] = (320, 480)
-                    ) -> Path:
+def export_detector(model: GeneralizedRCNN, out: str | os.PathLike, example_size: tuple[int, int] = (320, 480)) -> Path:
     """Write ``model`` (fp32, CPU) as an ONNX graph with dynamic height and width at ``out``; returns ``out``."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +68,14 @@ def export_detector(model: GeneralizedRCNN, out: str | os.PathLike, example_size
     dynamic = {"image": {2: "height", 3: "width"}, **{n: {0: "detections"} for n in names}}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings (sizes are traced)
-        torch.onnx.export(graph, (image, original), str(out), dynamo=False, opset_version=ONNX_OPSET,
-                          input_names=INPUT_NAMES, output_names=names, dynamic_axes=dynamic)
+        torch.onnx.export(
+            graph,
+            (image, original),
+            str(out),
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=INPUT_NAMES,
+            output_names=names,
+            dynamic_axes=dynamic,
+        )
     return out

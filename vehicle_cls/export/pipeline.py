@@ -6,6 +6,7 @@ detector's test settings and crop policy), ``detector.onnx`` (:mod:`vehicle_cls.
 absent without a cropper), ``crops.onnx`` (ROIAlign of the chosen boxes to the classifier's input
 size, the op the torch classifier crops with) and ``classifier.onnx`` (:mod:`vehicle_cls.export.classifier`).
 """
+
 from __future__ import annotations
 
 import json
@@ -52,9 +53,17 @@ def export_pipeline(pipeline: Pipeline, out: str | os.PathLike, example_size: tu
     (tmp / (CLASSIFIER_FILE + ".json")).unlink()  # the manifest says it all
     write_crops_graph(tmp / CROPS_FILE, classifier.preprocess.input_size)
     manifest: dict[str, Any] = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "opset": ONNX_OPSET,
-        "classifier": {"file": CLASSIFIER_FILE, "arch": classifier.arch, "classes": list(classifier.classes),
-                       "preprocessing": classifier.preprocess.to_dict(), "input": "input", "output": "probabilities"},
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "opset": ONNX_OPSET,
+        "classifier": {
+            "file": CLASSIFIER_FILE,
+            "arch": classifier.arch,
+            "classes": list(classifier.classes),
+            "preprocessing": classifier.preprocess.to_dict(),
+            "input": "input",
+            "output": "probabilities",
+        },
         "crops": {"file": CROPS_FILE},
         "detector": None,
     }
@@ -64,8 +73,13 @@ def export_pipeline(pipeline: Pipeline, out: str | os.PathLike, example_size: tu
         if model is None or cropper.backend.name != "torch":
             raise ValueError(f"only the torch detector backend exports, not {cropper.backend.name!r}")
         export_detector(model, tmp / DETECTOR_FILE, example_size)
-        manifest["detector"] = {"file": DETECTOR_FILE, "config": cropper.config, "mask_on": bool(cropper.mask_on),
-                                "test_settings": cropper.settings.to_dict(), "policy": cropper.policy.to_dict()}
+        manifest["detector"] = {
+            "file": DETECTOR_FILE,
+            "config": cropper.config,
+            "mask_on": bool(cropper.mask_on),
+            "test_settings": cropper.settings.to_dict(),
+            "policy": cropper.policy.to_dict(),
+        }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     if out.exists():
         shutil.rmtree(out)
@@ -84,18 +98,32 @@ def write_crops_graph(path: Path, size: int) -> None:
         helper.make_node("Squeeze", ["index2d", "one_axis"], ["index_f"]),
         helper.make_node("Cast", ["index_f"], ["index"], to=TensorProto.INT64),
         helper.make_node("Slice", ["rois", "one", "five", "one_axis"], ["boxes"]),
-        helper.make_node("RoiAlign", ["image", "boxes", "index"], ["crops"], mode="avg", output_height=size,
-                         output_width=size, sampling_ratio=0, spatial_scale=1.0,
-                         coordinate_transformation_mode="half_pixel"),
+        helper.make_node(
+            "RoiAlign",
+            ["image", "boxes", "index"],
+            ["crops"],
+            mode="avg",
+            output_height=size,
+            output_width=size,
+            sampling_ratio=0,
+            spatial_scale=1.0,
+            coordinate_transformation_mode="half_pixel",
+        ),
     ]
-    consts = [helper.make_tensor(n, TensorProto.INT64, [1], [v])
-              for n, v in (("zero", 0), ("one", 1), ("five", 5), ("one_axis", 1))]
+    consts = [
+        helper.make_tensor(n, TensorProto.INT64, [1], [v])
+        for n, v in (("zero", 0), ("one", 1), ("five", 5), ("one_axis", 1))
+    ]
     graph = helper.make_graph(
-        nodes, "crops",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "height", "width"]),
-         helper.make_tensor_value_info("rois", TensorProto.FLOAT, ["crops", 5])],
+        nodes,
+        "crops",
+        [
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "height", "width"]),
+            helper.make_tensor_value_info("rois", TensorProto.FLOAT, ["crops", 5]),
+        ],
         [helper.make_tensor_value_info("crops", TensorProto.FLOAT, ["crops", 3, size, size])],
-        initializer=consts)
+        initializer=consts,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
@@ -121,9 +149,15 @@ class PipelineCheck:
 
     @property
     def ok(self) -> bool:
-        return (self.images > 0 and self.detections_equal and self.same_crop and self.top1_agree == 1.0
-                and self.max_box_diff <= self.box_tol and self.max_score_diff <= self.score_tol
-                and (self.min_mask_agree is None or self.min_mask_agree >= MASK_AGREE))
+        return (
+            self.images > 0
+            and self.detections_equal
+            and self.same_crop
+            and self.top1_agree == 1.0
+            and self.max_box_diff <= self.box_tol
+            and self.max_score_diff <= self.score_tol
+            and (self.min_mask_agree is None or self.min_mask_agree >= MASK_AGREE)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -177,9 +211,11 @@ def check_pipeline(pipeline: Pipeline, directory: str | os.PathLike, images: lis
             top1.append(False)
             continue
         for v, u in zip(want_choices, got_choices):
-            if v.fallback != u.fallback or (v.box is None) != (u.box is None) or (
-                    v.box is not None and u.box is not None
-                    and np.abs(np.subtract(v.box, u.box)).max() > check.box_tol):
+            if (
+                v.fallback != u.fallback
+                or (v.box is None) != (u.box is None)
+                or (v.box is not None and u.box is not None and np.abs(np.subtract(v.box, u.box)).max() > check.box_tol)
+            ):
                 check.same_crop = False
         top1.extend((want.argmax(1) == got.argmax(1)).tolist())
         if len(want):
@@ -189,8 +225,9 @@ def check_pipeline(pipeline: Pipeline, directory: str | os.PathLike, images: lis
     return check
 
 
-def match_detections(a: Any, b: Any, min_iou: float = MATCH_IOU, min_score: float | None = None
-                     ) -> list[tuple[int, int]] | None:
+def match_detections(
+    a: Any, b: Any, min_iou: float = MATCH_IOU, min_score: float | None = None
+) -> list[tuple[int, int]] | None:
     """Pairs (i, j) matching each detection of ``a`` to one of ``b``: same class, best IoU, greedy in
     ``a``'s order; None when one has no partner, or (``min_score`` None) the counts differ. With
     ``min_score`` only ``a``'s rows scoring at least that need a partner (two runtimes may order
@@ -203,8 +240,9 @@ def match_detections(a: Any, b: Any, min_iou: float = MATCH_IOU, min_score: floa
     iw = np.clip(np.minimum(x[..., 2], y[..., 2]) - np.maximum(x[..., 0], y[..., 0]), 0, None)
     ih = np.clip(np.minimum(x[..., 3], y[..., 3]) - np.maximum(x[..., 1], y[..., 1]), 0, None)
     inter = iw * ih
-    union = ((x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])
-             + (y[..., 2] - y[..., 0]) * (y[..., 3] - y[..., 1]) - inter)
+    union = (
+        (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1]) + (y[..., 2] - y[..., 0]) * (y[..., 3] - y[..., 1]) - inter
+    )
     iou = np.where(a.classes[:, None] == b.classes[None, :], inter / np.maximum(union, 1e-12), -1.0)
     pairs, taken = [], np.zeros(len(b), dtype=bool)
     for i in range(len(a)):

@@ -1,5 +1,6 @@
 """Pipeline's decoding stage: inputs decoded in order by worker threads under a pixel budget, large
 JPEGs decoded reduced, and (on a device) JPEGs left for one batched device decode per batch."""
+
 from __future__ import annotations
 
 import logging

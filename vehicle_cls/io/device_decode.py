@@ -7,6 +7,7 @@ EXIF orientation is applied here (torchvision applies it on the CPU only) exactl
 ``ImageOps.exif_transpose`` does. What device decoding cannot take (not a JPEG, CMYK, larger than
 ``max_decode_side``, no end marker) is left to the CPU decoder, with the reason returned.
 """
+
 from __future__ import annotations
 
 import io
@@ -38,8 +39,9 @@ class EncodedJpeg:
         return (self.width, self.height) if self.orientation in (5, 6, 7, 8) else (self.height, self.width)
 
 
-def jpeg_for_device(source: Any, max_side: int | None, max_pixels: int = DEFAULT_MAX_PIXELS
-                    ) -> tuple[EncodedJpeg | None, str]:
+def jpeg_for_device(
+    source: Any, max_side: int | None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[EncodedJpeg | None, str]:
     """The JPEG at ``source`` (a path or bytes) ready for ``decode_jpegs``, or (None, why the CPU
     decoder must take it). A path that cannot be read raises ``ImageError``, as ``load_image`` does."""
     if isinstance(source, (str, os.PathLike)):

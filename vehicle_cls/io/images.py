@@ -8,6 +8,7 @@ Paths must name regular files: a FIFO, socket or device is refused before it is 
 blocking read (it would hang). ``max_side`` decodes large JPEGs reduced (Pillow draft mode, a
 1/2, 1/4 or 1/8 scale the decoder gives for free), so a 13000 px photo never needs its full pixels.
 """
+
 from __future__ import annotations
 
 import errno
@@ -109,8 +110,14 @@ def load_image(
     Raises:
         ImageError: the source could not be read or decoded (one line naming it and the reason).
     """
-    return load_image_reduced(source, max_side, channel_order=channel_order, max_pixels=max_pixels,
-                              background=background, exif_transpose=exif_transpose)[0]
+    return load_image_reduced(
+        source,
+        max_side,
+        channel_order=channel_order,
+        max_pixels=max_pixels,
+        background=background,
+        exif_transpose=exif_transpose,
+    )[0]
 
 
 def from_bgr(frame: np.ndarray) -> np.ndarray:
@@ -210,15 +217,21 @@ def _missing_reason(name: str) -> str:
 
 
 def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISFIFO, "FIFO / named pipe"), (stat.S_ISSOCK, "socket"),
-             (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
+    kinds = (
+        (stat.S_ISFIFO, "FIFO / named pipe"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    )
     return next((name for test, name in kinds if test(mode)), "special file")
 
 
 def _unrecognised_reason(data: bytes) -> str:
     if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
-        return ("HEIC/HEIF image: Pillow reads it only with the pillow-heif plugin "
-                "(pip install pillow-heif; then pillow_heif.register_heif_opener())")
+        return (
+            "HEIC/HEIF image: Pillow reads it only with the pillow-heif plugin "
+            "(pip install pillow-heif; then pillow_heif.register_heif_opener())"
+        )
     return "not a recognised image format"
 
 
@@ -243,8 +256,9 @@ def _from_encoded(source: Any, opts: DecodeOptions) -> tuple[np.ndarray, tuple[i
         check_geometry(source, width, height, opts.max_pixels)
         frames = getattr(image, "n_frames", 1)
         if frames > 1:
-            logger.warning("%s: %s image with %d frames; using the first frame only",
-                           describe_source(source), image.format, frames)
+            logger.warning(
+                "%s: %s image with %d frames; using the first frame only", describe_source(source), image.format, frames
+            )
         if opts.exif_transpose and image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
             width, height = height, width  # exif_transpose turns it a quarter
         _draft(image, opts.max_side)
@@ -259,8 +273,9 @@ def _from_encoded(source: Any, opts: DecodeOptions) -> tuple[np.ndarray, tuple[i
         raise ImageError(source, reason) from None
 
 
-def check_encoded(source: Any, data: bytes, max_side: int | None = None,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int] | None:
+def check_encoded(
+    source: Any, data: bytes, max_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[int, int] | None:
     """Header-only ``check_geometry`` of encoded bytes, before anything is decoded: the full size against
     the default limits and the size a decode with ``max_side`` gives (a large JPEG decoded reduced)
     against ``max_pixels``; ``(width, height)`` decoded, or None when the header is unreadable (the
@@ -290,20 +305,20 @@ def _draft(image: Image.Image, max_side: int | None) -> None:
     image.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
 
 
-def check_geometry(source: Any, width: int, height: int, max_pixels: int = DEFAULT_MAX_PIXELS,
-                   max_aspect: float = DEFAULT_MAX_ASPECT) -> None:
+def check_geometry(
+    source: Any, width: int, height: int, max_pixels: int = DEFAULT_MAX_PIXELS, max_aspect: float = DEFAULT_MAX_ASPECT
+) -> None:
     """Refuse (``ImageError``) an image with no pixels, more than ``max_pixels``, or one side more than
     ``max_aspect`` times the other: THE geometry limit, applied by every decode (CLI, library, service)
     and by the cropper to arrays handed to it, so such an image fails alone, before any model sees it."""
     if width <= 0 or height <= 0:
         raise ImageError(source, f"image has no pixels ({width}x{height})")
     if width * height > max_pixels:
-        raise ImageError(
-            source, f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
-        )
+        raise ImageError(source, f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}")
     if max(width, height) > max_aspect * min(width, height):
-        raise ImageError(source, f"image is {width}x{height}: one side is over {max_aspect:g} times the other "
-                                 "(a strip, not a photo)")
+        raise ImageError(
+            source, f"image is {width}x{height}: one side is over {max_aspect:g} times the other (a strip, not a photo)"
+        )
 
 
 def _from_pil(image: Image.Image, source: Any, opts: DecodeOptions) -> np.ndarray:
@@ -370,8 +385,12 @@ def _to_uint8(array: np.ndarray, source: Any) -> np.ndarray:
     raise ImageError(source, f"unsupported pixel type {array.dtype}")
 
 
-def iter_image_files(root: str | os.PathLike, recursive: bool = True, skip_hidden: bool = False,
-                     extensions: Collection[str] = IMAGE_EXTENSIONS) -> Iterator[Path]:
+def iter_image_files(
+    root: str | os.PathLike,
+    recursive: bool = True,
+    skip_hidden: bool = False,
+    extensions: Collection[str] = IMAGE_EXTENSIONS,
+) -> Iterator[Path]:
     """Image files (or files ending in one of ``extensions``) under a folder in sorted order (by
     extension; the decoder has the last word). The one folder walker of the package.
 

@@ -8,6 +8,7 @@ results report. Inputs known to fail (an empty folder, a glob with no
 match, a video that cannot be opened) become items with ``error`` set, so that every input still
 yields a result and nothing is silently lost.
 """
+
 from __future__ import annotations
 
 import glob

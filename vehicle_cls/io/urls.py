@@ -1,4 +1,5 @@
 """Images given as http(s) URLs: fetched into memory with a total time limit and a size limit, never cached."""
+
 from __future__ import annotations
 
 import http.client

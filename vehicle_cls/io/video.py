@@ -1,4 +1,5 @@
 """Writing annotated video (OpenCV, ``pip install vehicle-cls[video]``): one .mp4 per input video."""
+
 from __future__ import annotations
 
 import os

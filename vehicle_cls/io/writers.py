@@ -1,6 +1,7 @@
 """Where ``vehicle-cls predict --out`` writes results, chosen by the file's suffix: JSON Lines (one
 ``Result.to_dict()`` per line), or CSV / Parquet with one flat row per vehicle (``Result.to_rows()``,
 columns ``results.ROW_FIELDS``; an input with no vehicle or an error keeps one row, so none is lost)."""
+
 from __future__ import annotations
 
 import csv
@@ -19,8 +20,9 @@ def output_format(path: str | Path) -> str:
     suffix, ImportError naming the extra when Parquet is asked for without pyarrow."""
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
-        raise ValueError(f"{path}: unknown output format {suffix or '(no suffix)'!r}; "
-                         "use .jsonl (or no suffix), .csv or .parquet")
+        raise ValueError(
+            f"{path}: unknown output format {suffix or '(no suffix)'!r}; use .jsonl (or no suffix), .csv or .parquet"
+        )
     if FORMATS[suffix] == "parquet":
         try:
             import pyarrow.parquet  # noqa: F401

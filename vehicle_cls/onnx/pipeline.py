@@ -1,5 +1,6 @@
 """The exported pipeline on ONNX Runtime: decode -> detect (detector.onnx) -> choose (``CropPolicy``)
 -> crop (crops.onnx) -> classify (classifier.onnx) -> ``Result``; numpy, pillow and onnxruntime only."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,7 @@ def import_onnxruntime() -> Any:
 class Pipeline:
     """An export directory's graphs in ONNX Runtime sessions (CPU unless ``providers`` says otherwise)."""
 
-    def __init__(self, directory: str | os.PathLike, threads: int | None = None,
-                 providers: list[str] | None = None):
+    def __init__(self, directory: str | os.PathLike, threads: int | None = None, providers: list[str] | None = None):
         ort = import_onnxruntime()
         self.directory = Path(directory)
         path = self.directory / MANIFEST
@@ -135,13 +135,20 @@ class Pipeline:
             except Exception as exc:
                 yield Result.failed(item.name, index, f"{item.name}: {one_line(exc)}", item.frame, item.timestamp)
                 continue
-            result = Result(item.name, index, frame=item.frame, timestamp=item.timestamp,
-                            image_size=(int(image.shape[0]), int(image.shape[1])))
+            result = Result(
+                item.name,
+                index,
+                frame=item.frame,
+                timestamp=item.timestamp,
+                image_size=(int(image.shape[0]), int(image.shape[1])),
+            )
             try:
                 choices = self.choose(image)
                 probs = self.classify(image, choices)
-                result.vehicles = [label_vehicle(row, self.classes, topk, c.box, c.detection, c.mask, c.fallback)
-                                   for row, c in zip(probs, choices)]
+                result.vehicles = [
+                    label_vehicle(row, self.classes, topk, c.box, c.detection, c.mask, c.fallback)
+                    for row, c in zip(probs, choices)
+                ]
             except Exception as exc:
                 result.error = f"{item.name}: {type(exc).__name__}: {one_line(exc)}"
             yield result

@@ -4,6 +4,7 @@ ResizeShortestEdge (``cropper.transforms``) and the classifier's resize modes (`
 They repeat those modules' arithmetic because those import torch; tests/export/test_onnx_export.py checks
 that each twin gives the torch function's output.
 """
+
 from __future__ import annotations
 
 import math
@@ -72,8 +73,9 @@ def whole_image(image_rgb: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
     nh, nw = classifier_resized_size(h, w, cfg)
     img = image_rgb.transpose(2, 0, 1).astype(np.float32)
     if (nh, nw) != (h, w):
-        img = np.stack([np.asarray(Image.fromarray(c, mode="F").resize((nw, nh), _RESAMPLE[cfg["interpolation"]]))
-                        for c in img]).clip(0.0, 255.0)
+        img = np.stack(
+            [np.asarray(Image.fromarray(c, mode="F").resize((nw, nh), _RESAMPLE[cfg["interpolation"]])) for c in img]
+        ).clip(0.0, 255.0)
     s = cfg["input_size"]
     top, left = _offsets(nh, nw, cfg)
     if cfg["resize"] == "center_crop":
@@ -86,8 +88,9 @@ def whole_image(image_rgb: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def crop_rois(boxes: list[tuple[float, float, float, float]], cfg: dict[str, Any]
-              ) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+def crop_rois(
+    boxes: list[tuple[float, float, float, float]], cfg: dict[str, Any]
+) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
     """``crop_resize_on_device``'s ROIAlign windows: (K, 5) rois [0, x1, y1, x2, y2] that sample each
     box resized per ``cfg``, and per box the (top, left, h, w) of the valid letterbox area."""
     s = cfg["input_size"]
@@ -117,8 +120,7 @@ def letterbox_mask(out: np.ndarray, valid: list[tuple[int, int, int, int]], cfg:
     return out * keep
 
 
-def paste_masks(mask_probs: np.ndarray, boxes: np.ndarray, height: int, width: int, threshold: float
-                ) -> np.ndarray:
+def paste_masks(mask_probs: np.ndarray, boxes: np.ndarray, height: int, width: int, threshold: float) -> np.ndarray:
     """``cropper.postprocess.paste_masks`` (per box, grid_sample bilinear, zeros outside, align_corners=False)."""
     out = np.zeros((len(boxes), height, width), dtype=bool)
     for i, (probs, box) in enumerate(zip(mask_probs.astype(np.float32), boxes.astype(np.float32))):

@@ -5,6 +5,7 @@ read relative to the installed ``vehicle_cls`` package, so a shipped recipe work
 from any working directory; every other path is the user's (absolute, a URI, or relative to the
 working directory), never to the repository.
 """
+
 from __future__ import annotations
 
 from importlib import resources
@@ -48,8 +49,10 @@ def find_recipe(name_or_path: str | Path) -> Path:
         if shipped.is_file():
             return shipped
         if path.suffix == "":
-            raise FileNotFoundError(f"{name_or_path}: no such recipe file, and not a shipped recipe name "
-                                    f"(shipped: {', '.join(list_recipes())}; `vehicle-cls recipes` lists them)")
+            raise FileNotFoundError(
+                f"{name_or_path}: no such recipe file, and not a shipped recipe name "
+                f"(shipped: {', '.join(list_recipes())}; `vehicle-cls recipes` lists them)"
+            )
     return path
 
 
@@ -57,5 +60,5 @@ def resolve_data_path(value: str | None) -> str | None:
     """``package:REL`` -> the absolute path of REL inside the installed package; anything else unchanged."""
     if value is None or not value.startswith(PACKAGE_PREFIX):
         return value
-    rel = value[len(PACKAGE_PREFIX):].lstrip("/")
+    rel = value[len(PACKAGE_PREFIX) :].lstrip("/")
     return str(Path(str(resources.files("vehicle_cls"))) / rel)

@@ -11,6 +11,7 @@ the model sees it (``uploads.refuse_oversized``: decoded pixels, aspect ratio), 
 retried image by image, so one request never fails another; error bodies carry no server paths and
 no library internals (the server log has them).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -65,17 +66,19 @@ def model_info(pipeline: Any) -> dict[str, Any]:
     clf = pipeline.classifier
     preprocess = getattr(clf, "preprocess", None)
     cropper = getattr(pipeline, "cropper", None)
-    return _without_server_paths({
-        "arch": getattr(clf, "arch", None),
-        "backend": clf.backend.name,
-        "classes": list(clf.classes),
-        "num_classes": len(clf.classes),
-        "preprocessing": preprocess.to_dict() if preprocess is not None else None,
-        "cropper": cropper.to_config() if cropper is not None else None,
-        "device": str(pipeline.device),
-        "precisions": pipeline.precisions,  # what each model runs
-        "max_decode_side": pipeline.options.max_decode_side,  # larger JPEGs are decoded reduced
-    })
+    return _without_server_paths(
+        {
+            "arch": getattr(clf, "arch", None),
+            "backend": clf.backend.name,
+            "classes": list(clf.classes),
+            "num_classes": len(clf.classes),
+            "preprocessing": preprocess.to_dict() if preprocess is not None else None,
+            "cropper": cropper.to_config() if cropper is not None else None,
+            "device": str(pipeline.device),
+            "precisions": pipeline.precisions,  # what each model runs
+            "max_decode_side": pipeline.options.max_decode_side,  # larger JPEGs are decoded reduced
+        }
+    )
 
 
 def _without_server_paths(value: Any) -> Any:
@@ -105,16 +108,24 @@ def create_app(pipeline: Any, config: ServeConfig | None = None) -> FastAPI:
     from vehicle_cls import __version__
 
     cfg = config or ServeConfig()
-    batcher = Batcher(lambda sources: pipeline(sources, batch_size=len(sources), topk=cfg.options.topk),
-                      max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms)
+    batcher = Batcher(
+        lambda sources: pipeline(sources, batch_size=len(sources), topk=cfg.options.topk),
+        max_batch_size=cfg.max_batch_size,
+        max_wait_ms=cfg.max_wait_ms,
+    )
     stats = RequestStats()
     info = model_info(pipeline)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         await batcher.start()
-        logger.info("serving %s on %s (batches up to %d, %g ms)", info["arch"], info["device"],
-                    cfg.max_batch_size, cfg.max_wait_ms)
+        logger.info(
+            "serving %s on %s (batches up to %d, %g ms)",
+            info["arch"],
+            info["device"],
+            cfg.max_batch_size,
+            cfg.max_wait_ms,
+        )
         try:
             yield
         finally:
@@ -137,16 +148,23 @@ def create_app(pipeline: Any, config: ServeConfig | None = None) -> FastAPI:
     @app.get("/info")
     async def get_info() -> dict[str, Any]:
         """The model (classes, preprocessing, cropper, device), batching and limits."""
-        return {**info, "version": __version__, "topk": cfg.options.topk,
-                "batching": {"max_batch_size": cfg.max_batch_size, "max_wait_ms": cfg.max_wait_ms},
-                "limits": asdict(cfg.limits)}
+        return {
+            **info,
+            "version": __version__,
+            "topk": cfg.options.topk,
+            "batching": {"max_batch_size": cfg.max_batch_size, "max_wait_ms": cfg.max_wait_ms},
+            "limits": asdict(cfg.limits),
+        }
 
     @app.get("/metrics")
     async def metrics() -> dict[str, Any]:
         """Request and model-call counters: model_calls < images means requests were batched."""
-        return {**{k: v for k, v in asdict(stats).items() if k != "started"},
-                "uptime_seconds": round(time.time() - stats.started, 3), "queued": batcher.queued(),
-                **batcher.stats.to_dict()}
+        return {
+            **{k: v for k, v in asdict(stats).items() if k != "started"},
+            "uptime_seconds": round(time.time() - stats.started, 3),
+            "queued": batcher.queued(),
+            **batcher.stats.to_dict(),
+        }
 
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
@@ -218,8 +236,11 @@ async def _read_sources(request: Request, limits: Limits) -> list[NamedInput]:
     """The request's images as named inputs indexed by position (reads at most ``limits.max_body_bytes()``)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in ("multipart/form-data", "application/json"):
-        raise UploadError(415, f"content type {kind or '(none)'!r} is not supported: "
-                               "send multipart/form-data files or application/json base64")
+        raise UploadError(
+            415,
+            f"content type {kind or '(none)'!r} is not supported: "
+            "send multipart/form-data files or application/json base64",
+        )
     body = await _read_body(request, limits.max_body_bytes(), limits.body_timeout_s)
     if kind == "application/json":
         return sources_from_json(body, limits)

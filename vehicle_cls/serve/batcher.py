@@ -5,6 +5,7 @@ job, then keeps taking jobs until ``max_batch_size`` are gathered or ``max_wait_
 runs ``predict(sources)`` for the whole group in a single worker thread (so the event loop keeps
 accepting requests while the model runs, and the model is never called concurrently).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -63,8 +64,7 @@ class _Job:
 class Batcher:
     """Run ``predict`` on groups of concurrently submitted sources; ``submit`` awaits their results."""
 
-    def __init__(self, predict: PredictFn, max_batch_size: int = 16, max_wait_ms: float = 10.0,
-                 max_queue: int = 1024):
+    def __init__(self, predict: PredictFn, max_batch_size: int = 16, max_wait_ms: float = 10.0, max_queue: int = 1024):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, not {max_batch_size}")
         if max_wait_ms < 0:
@@ -147,8 +147,12 @@ class Batcher:
             results = await loop.run_in_executor(self._executor, self._predict_dicts, [j.source for j in batch])
         except Exception as exc:  # the model failed: retried image by image, so only the culprit fails
             if len(batch) > 1:
-                logger.warning("model call failed for a batch of %d (%s: %s); retrying its images one by one",
-                               len(batch), type(exc).__name__, one_line(exc))
+                logger.warning(
+                    "model call failed for a batch of %d (%s: %s); retrying its images one by one",
+                    len(batch),
+                    type(exc).__name__,
+                    one_line(exc),
+                )
                 for job in batch:
                     _rewind(job.source)
                     await self._run(loop, [job])
@@ -167,8 +171,10 @@ class Batcher:
     def _predict_dicts(self, sources: list[Any]) -> list[dict[str, Any]]:
         out = list(self.predict(sources))
         if len(out) != len(sources):
-            raise RuntimeError(f"the pipeline returned {len(out)} results for {len(sources)} images "
-                               "(serving needs exactly one result per image)")
+            raise RuntimeError(
+                f"the pipeline returned {len(out)} results for {len(sources)} images "
+                "(serving needs exactly one result per image)"
+            )
         return [r.to_dict() for r in out]
 
 

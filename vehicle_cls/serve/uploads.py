@@ -7,6 +7,7 @@ each image is a ``NamedInput`` (its file name, its position in the request); an 
 present but unreadable (bad base64) stays in the list with an ``Undecodable`` source, so the pipeline
 reports it in that entry's ``error`` and the rest of the request still runs.
 """
+
 from __future__ import annotations
 
 import base64

@@ -1,5 +1,6 @@
 """``StandInCropper``: the members ``Pipeline`` uses from a cropper besides ``detect`` and ``policy``, for
 test and example croppers without a network (they run any precision, take CPU images, predict no masks)."""
+
 from __future__ import annotations
 
 from typing import Any

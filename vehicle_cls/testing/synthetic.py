@@ -29,6 +29,7 @@ classes (car, truck, bus among them):
 Each tensor is drawn from its own generator seeded by ``(seed, crc32(name))``: the values of a
 tensor do not depend on which other tensors exist or on the order of generation.
 """
+
 from __future__ import annotations
 
 import logging

@@ -4,6 +4,7 @@
 ``vehicle-cls train --config recipe.yaml``; ``vehicle_cls.train.evaluate.evaluate`` + ``write_report`` are
 ``vehicle-cls eval``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -25,8 +26,18 @@ _PUBLIC = {
 }
 
 __all__ = [
-    "ConfigError", "DataSplits", "EvalResult", "TrainConfig", "TrainResult", "Trainer",
-    "compute_metrics", "load_config", "prepare_splits", "train", "write_comparison", "write_report",
+    "ConfigError",
+    "DataSplits",
+    "EvalResult",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "compute_metrics",
+    "load_config",
+    "prepare_splits",
+    "train",
+    "write_comparison",
+    "write_report",
 ]
 
 

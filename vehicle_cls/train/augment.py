@@ -3,6 +3,7 @@
 The evaluation transform calls the classifier's ``preprocess_images`` itself, so the tensors a
 model is selected and evaluated on are exactly the tensors it sees at inference time.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -67,8 +68,9 @@ class TrainTransform:
         interp = InterpolationMode.BICUBIC if preprocess.interpolation == "bicubic" else InterpolationMode.BILINEAR
         size = int(preprocess.input_size)
         ops: list[Any] = [
-            v2.RandomResizedCrop(size, scale=tuple(cfg.scale), ratio=tuple(cfg.ratio), interpolation=interp,
-                                 antialias=True)
+            v2.RandomResizedCrop(
+                size, scale=tuple(cfg.scale), ratio=tuple(cfg.ratio), interpolation=interp, antialias=True
+            )
         ]
         if cfg.hflip > 0:
             ops.append(v2.RandomHorizontalFlip(cfg.hflip))
@@ -103,8 +105,9 @@ def build_eval_transform(preprocess: Any) -> Transform:
     return EvalTransform(preprocess)
 
 
-def build_batch_mix(cfg: AugmentConfig, num_classes: int
-                    ) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None:
+def build_batch_mix(
+    cfg: AugmentConfig, num_classes: int
+) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None:
     """MixUp and/or CutMix on a batch (one of them chosen per batch), or None when both are off."""
     if not cfg.enabled or (cfg.mixup_alpha <= 0 and cfg.cutmix_alpha <= 0):
         return None

@@ -3,6 +3,7 @@
 It holds only tensors, numbers, strings and plain containers (the numpy RNG state is stored as a
 tensor), so it loads without unpickling code: a crafted ``last.pt`` is refused in one line, never run.
 """
+
 from __future__ import annotations
 
 import random
@@ -16,8 +17,19 @@ from vehicle_cls.fileio import atomic_writer
 from vehicle_cls.torchfile import TorchFileError, load_torch_file
 
 LAST_NAME = "last.pt"
-REQUIRED_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "step", "rng", "best_metric",
-                 "best_epoch", "bad_epochs", "history")
+REQUIRED_KEYS = (
+    "model",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "epoch",
+    "step",
+    "rng",
+    "best_metric",
+    "best_epoch",
+    "bad_epochs",
+    "history",
+)
 
 
 def seed_everything(seed: int) -> None:
@@ -33,8 +45,13 @@ def rng_states(device: torch.device) -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = legacy
     states = {
         "torch": torch.get_rng_state(),
-        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "python": random.getstate(),
     }
     if device.type == "cuda":
@@ -47,7 +64,8 @@ def set_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"].cpu())
     n = states["numpy"]
     np.random.set_state(
-        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     random.setstate(states["python"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
@@ -70,5 +88,6 @@ def load_last(path: Path, device: torch.device) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise ValueError(
-            f"cannot resume: {path} is not a vehicle_cls training checkpoint (missing {', '.join(missing)})")
+            f"cannot resume: {path} is not a vehicle_cls training checkpoint (missing {', '.join(missing)})"
+        )
     return state

@@ -4,6 +4,7 @@ A recipe is a YAML mapping with the sections ``data``, ``model``, ``optim``, ``a
 ``run``; every key is checked against the dataclass fields, so a typo is an error that names the
 file and the key instead of a silently ignored setting.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -157,8 +158,11 @@ class TrainConfig:
             ("optim.betas", all(0.0 <= b < 1.0 for b in self.optim.betas), "must be two values in [0, 1)"),
             ("optim.warmup_start_factor", 0.0 < self.optim.warmup_start_factor <= 1.0, "must be in (0, 1]"),
             ("optim.min_lr_factor", 0.0 <= self.optim.min_lr_factor <= 1.0, "must be in [0, 1]"),
-            ("optim.grad_clip", self.optim.grad_clip is None or self.optim.grad_clip > 0,
-             "must be null (off) or > 0 (a negative clip flips every gradient)"),
+            (
+                "optim.grad_clip",
+                self.optim.grad_clip is None or self.optim.grad_clip > 0,
+                "must be null (off) or > 0 (a negative clip flips every gradient)",
+            ),
             ("optim.backbone_lr_factor", self.optim.backbone_lr_factor >= 0, "must be >= 0"),
             ("augment.scale", 0 < self.augment.scale[0] <= self.augment.scale[1] <= 1, "must be 0 < lo <= hi <= 1"),
             ("augment.ratio", 0 < self.augment.ratio[0] <= self.augment.ratio[1], "must be 0 < lo <= hi"),
@@ -176,8 +180,11 @@ class TrainConfig:
             ("run.freeze_backbone_epochs", self.run.freeze_backbone_epochs >= 0, "must be >= 0"),
             ("run.early_stopping_patience", self.run.early_stopping_patience >= 0, "must be >= 0"),
             ("run.max_nonfinite_steps", self.run.max_nonfinite_steps >= 1, "must be >= 1"),
-            ("run.threads", self.run.threads is None or self.run.threads >= 1,
-             "must be null (torch's default) or >= 1"),
+            (
+                "run.threads",
+                self.run.threads is None or self.run.threads >= 1,
+                "must be null (torch's default) or >= 1",
+            ),
             ("run.log_every", self.run.log_every >= 1, "must be >= 1"),
         ]
         for key, ok, why in checks:
@@ -210,8 +217,10 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read recipe ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
-                          "save the recipe as UTF-8") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "save the recipe as UTF-8"
+        ) from None
     try:
         raw = _load_yaml(text)
     except _RefusedYaml as exc:
@@ -294,8 +303,10 @@ def _check_expansion(root: yaml.Node) -> None:
             children = [n for pair in node.value for n in pair]
         total = 1 + sum(size(child, depth + 1) for child in children)
         if total > MAX_YAML_VALUES:
-            raise _RefusedYaml(f"expands to more than {MAX_YAML_VALUES} values once its aliases (*name) are "
-                                "expanded; refusing it (an alias bomb?)")
+            raise _RefusedYaml(
+                f"expands to more than {MAX_YAML_VALUES} values once its aliases (*name) are "
+                "expanded; refusing it (an alias bomb?)"
+            )
         sizes[id(node)] = total
         return total
 
@@ -311,8 +322,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if isinstance(key, typing.Hashable) and key in seen:
-                raise _RefusedYaml(f"line {line}: duplicate key {key!r} (first given on line {seen[key]}); "
-                                    "YAML would silently keep only the last one")
+                raise _RefusedYaml(
+                    f"line {line}: duplicate key {key!r} (first given on line {seen[key]}); "
+                    "YAML would silently keep only the last one"
+                )
             if isinstance(key, typing.Hashable):
                 seen[key] = line
         return super().construct_mapping(node, deep=deep)

@@ -6,6 +6,7 @@ which a validation split (for choosing the recipe and the best epoch) is carved.
 trained from scratch at 96 px (bf16 autocast where the CPU has native bf16), then evaluated on the
 test images.
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,21 +37,49 @@ DEMO_RECIPE: dict[str, Any] = {
     },
     "model": {"arch": "resnet18", "weights": None, "dropout": 0.0, "input_size": 96, "resize": "squash"},
     # SGD one-cycle: linear warm-up over a quarter of the run, cosine down to 0
-    "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.0005,
-              "warmup_epochs": 1.75, "warmup_start_factor": 0.04, "schedule": "cosine", "label_smoothing": 0.1},
+    "optim": {
+        "name": "sgd",
+        "lr": 0.1,
+        "momentum": 0.9,
+        "nesterov": True,
+        "weight_decay": 0.0005,
+        "warmup_epochs": 1.75,
+        "warmup_start_factor": 0.04,
+        "schedule": "cosine",
+        "label_smoothing": 0.1,
+    },
     # flips only: the whole photo squashed to 96 px (scale and ratio 1), mirrored half the time
-    "augment": {"enabled": True, "scale": [1.0, 1.0], "ratio": [1.0, 1.0], "hflip": 0.5, "rotation": 0,
-                "color_jitter": 0.0},
+    "augment": {
+        "enabled": True,
+        "scale": [1.0, 1.0],
+        "ratio": [1.0, 1.0],
+        "hflip": 0.5,
+        "rotation": 0,
+        "color_jitter": 0.0,
+    },
     # precision auto: bf16 autocast on this CPU (AVX512-BF16), fp32 on CPUs without native bf16
-    "run": {"epochs": 7, "batch_size": 64, "eval_batch_size": 256, "precision": "auto", "channels_last": True,
-            "seed": 0, "threads": 2, "tensorboard": False},
+    "run": {
+        "epochs": 7,
+        "batch_size": 64,
+        "eval_batch_size": 256,
+        "precision": "auto",
+        "channels_last": True,
+        "seed": 0,
+        "threads": 2,
+        "tensorboard": False,
+    },
 }
 
 # The seed notebook's recipe on the same split and budget: squashed input, no augmentation, no label smoothing.
 BASELINE_OVERRIDES: dict[str, dict[str, Any]] = {  # the seed notebook's plain loop: SGD, constant lr, no extras
     "augment": {"enabled": False},
-    "optim": {"label_smoothing": 0.0, "schedule": "constant", "nesterov": False, "weight_decay": 0.0,
-              "warmup_epochs": 0.0},
+    "optim": {
+        "label_smoothing": 0.0,
+        "schedule": "constant",
+        "nesterov": False,
+        "weight_decay": 0.0,
+        "warmup_epochs": 0.0,
+    },
 }
 
 #: Test top-1 on the demo split, recorded so that `vehicle-cls demo` can show the comparison without
@@ -69,8 +98,11 @@ RECORDED_ON = "2-core Intel Xeon (AMX + AVX512-BF16), bf16 autocast, torch 2.14.
 def recorded_comparison() -> list[str]:
     """Lines describing the recorded recipe and baseline figures (or that they were not recorded)."""
     lines = []
-    for name, what in (("recipe", "demo recipe"), ("baseline", "seed-style baseline"),
-                       ("difference", "recipe - baseline")):
+    for name, what in (
+        ("recipe", "demo recipe"),
+        ("baseline", "seed-style baseline"),
+        ("difference", "recipe - baseline"),
+    ):
         r = RECORDED[name]
         if r["top1"] is None:
             lines.append(f"  {what:<20} not recorded yet")
@@ -78,8 +110,9 @@ def recorded_comparison() -> list[str]:
             sign = "+" if name == "difference" else ""
             interval = "(no interval: one seed)" if r["interval"] is None else f"+- {r['interval']:.1%}"
             note = f", {r['note']}" if r.get("note") else ""
-            lines.append(f"  {what:<20} {r['top1']:{sign}.1%} {interval} "
-                         f"(seeds {', '.join(map(str, r['seeds']))}{note})")
+            lines.append(
+                f"  {what:<20} {r['top1']:{sign}.1%} {interval} (seeds {', '.join(map(str, r['seeds']))}{note})"
+            )
     if RECORDED_ON:
         lines.append(f"  measured on {RECORDED_ON}")
     lines.append(f"  (same split; reproduce with: {COMPARE_COMMAND})")
@@ -91,9 +124,16 @@ def demo_data_dir() -> Path:
     return Path(str(resources.files("vehicle_cls") / "assets" / "demo_vehicle_types"))
 
 
-def demo_config(out_dir: str | Path, *, baseline: bool = False, epochs: int | None = None,
-                threads: int | None = 2, progress: bool = True, seed: int | None = None,
-                precision: str | None = None) -> TrainConfig:
+def demo_config(
+    out_dir: str | Path,
+    *,
+    baseline: bool = False,
+    epochs: int | None = None,
+    threads: int | None = 2,
+    progress: bool = True,
+    seed: int | None = None,
+    precision: str | None = None,
+) -> TrainConfig:
     """The demo recipe (or the baseline) pointing at the shipped photos and ``out_dir``; ``seed`` changes
     the training seed only (the split stays the same)."""
     raw = copy.deepcopy(DEMO_RECIPE)
@@ -128,8 +168,15 @@ class DemoResult:
     result: Any  # EvalResult
 
 
-def run_demo(out_dir: str | Path = "demo_output", *, baseline: bool = False, epochs: int | None = None,
-             threads: int | None = 2, progress: bool = True, examples: int = 6) -> DemoResult:
+def run_demo(
+    out_dir: str | Path = "demo_output",
+    *,
+    baseline: bool = False,
+    epochs: int | None = None,
+    threads: int | None = 2,
+    progress: bool = True,
+    examples: int = 6,
+) -> DemoResult:
     """Train on the shipped photos, evaluate on the held-out test split, write report + annotated examples."""
     from vehicle_cls.classifier import Classifier
     from vehicle_cls.train.evaluate import evaluate
@@ -149,17 +196,33 @@ def run_demo(out_dir: str | Path = "demo_output", *, baseline: bool = False, epo
 
     splits = DataSplits.load(result.run_dir / "splits.json")
     assert splits.test is not None
-    ev = evaluate(clf, splits.test, dataset_classes=splits.classes, batch_size=128, name="demo test split",
-                  info={"model": str(result.best_dir), "dataset": "shipped demo photos", "split": "test"})
+    ev = evaluate(
+        clf,
+        splits.test,
+        dataset_classes=splits.classes,
+        batch_size=128,
+        name="demo test split",
+        info={"model": str(result.best_dir), "dataset": "shipped demo photos", "split": "test"},
+    )
     report_dir = out / "report"
     write_report(ev, report_dir, history=result.history)
     pred_dir = out / "predictions"
     _annotated_examples(clf, splits.test, pred_dir, examples)
     m = ev.metrics
     train_s = sum(row["seconds"] for row in result.history)
-    return DemoResult(result.run_dir, result.best_dir, report_dir, pred_dir, m.top1,
-                      dict(zip(m.classes, m.per_class_accuracy)), m.num_samples, time.perf_counter() - t0,
-                      train_s, train_cpu, ev)
+    return DemoResult(
+        result.run_dir,
+        result.best_dir,
+        report_dir,
+        pred_dir,
+        m.top1,
+        dict(zip(m.classes, m.per_class_accuracy)),
+        m.num_samples,
+        time.perf_counter() - t0,
+        train_s,
+        train_cpu,
+        ev,
+    )
 
 
 def _annotated_examples(clf: Any, test: Any, out: Path, n: int) -> list[Path]:

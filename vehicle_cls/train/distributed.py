@@ -1,5 +1,6 @@
 """torchrun / DDP plumbing for training: this process's rank, the process group, evaluation shards
 and the collective helpers the loop needs (every helper is a no-op in a single process)."""
+
 from __future__ import annotations
 
 import logging

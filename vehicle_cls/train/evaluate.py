@@ -6,6 +6,7 @@ classify stage ``Pipeline`` uses (``classifier.inference``: the backend's ``prep
 ``classify``, torch or Keras alike); a sample that cannot be read is reported and skipped, never
 ending the pass.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,8 +49,13 @@ class EvalResult:
         conf = self.probs[wrong, preds[wrong]] if len(wrong) else np.zeros(0)
         order = wrong[np.argsort(-conf, kind="stable")][:n]
         return [
-            {"source": self.sources[i], "true": self.classes[self.labels[i]], "predicted": self.classes[preds[i]],
-             "probability": float(self.probs[i, preds[i]]), "true_probability": float(self.probs[i, self.labels[i]])}
+            {
+                "source": self.sources[i],
+                "true": self.classes[self.labels[i]],
+                "predicted": self.classes[preds[i]],
+                "probability": float(self.probs[i, preds[i]]),
+                "true_probability": float(self.probs[i, self.labels[i]]),
+            }
             for i in order
         ]
 
@@ -90,8 +96,9 @@ def evaluate(
     for images, y, idx, bad in loader:
         failed += [(f.path, f.reason) for f in bad]
         if images:
-            rows = classify_crops(classifier.backend, [CropJob(im) for im in images], precision=precision,
-                                  batch_size=batch_size)
+            rows = classify_crops(
+                classifier.backend, [CropJob(im) for im in images], precision=precision, batch_size=batch_size
+            )
             probs.append(np.concatenate(rows).astype(np.float32))
             labels.append(np.asarray(y, dtype=np.int64))
             indices.append(np.asarray(idx, dtype=np.int64))
@@ -104,9 +111,16 @@ def evaluate(
     if failed:
         logger.warning("%s: %d of %d images could not be read and were skipped", name, len(failed), len(samples))
     metrics = compute_metrics(probs_a, labels_a, classes)
-    return EvalResult(name, classes, sources, labels_a.astype(np.int64), probs_a.astype(np.float32), metrics,
-                      failed,
-                      dict(info or {}, crop=crop if isinstance(crop, str) else str(getattr(crop, "root", crop))))
+    return EvalResult(
+        name,
+        classes,
+        sources,
+        labels_a.astype(np.int64),
+        probs_a.astype(np.float32),
+        metrics,
+        failed,
+        dict(info or {}, crop=crop if isinstance(crop, str) else str(getattr(crop, "root", crop))),
+    )
 
 
 def _collate_images(items: list[tuple[Any, int, int]]) -> tuple[list[np.ndarray], list[int], list[int], list[Any]]:

@@ -1,6 +1,7 @@
 """Training and validation data loaders: per-rank shards, seeded per epoch, unreadable images skipped,
 and never a training batch of one image (BatchNorm cannot train on it): a last batch of one joins the
 batch before it."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -71,22 +72,36 @@ def build_loaders(cfg: TrainConfig, splits: DataSplits, preprocess: Any, dist: D
     from vehicle_cls.data.torch_dataset import SampleDataset, collate_skip_bad
 
     crop = crop_arg(cfg.data.crop)
-    train_ds = SampleDataset(splits.train, build_train_transform(cfg.augment, preprocess), crop,
-                             box_format=splits.box_format)
+    train_ds = SampleDataset(
+        splits.train, build_train_transform(cfg.augment, preprocess), crop, box_format=splits.box_format
+    )
     val_ds = SampleDataset(splits.val, build_eval_transform(preprocess), crop, box_format=splits.box_format)
     if cfg.run.batch_size % dist.world_size:
         raise ValueError(f"run.batch_size {cfg.run.batch_size} is not divisible by the {dist.world_size} DDP ranks")
     local_batch = cfg.run.batch_size // dist.world_size
     sampler: DistributedSampler[int] = DistributedSampler(
-        train_ds, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.run.seed, drop_last=False)
+        train_ds, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.run.seed, drop_last=False
+    )
     generator = torch.Generator()
     workers = cfg.data.num_workers
-    train = DataLoader(train_ds, batch_sampler=MergeTailBatchSampler(sampler, local_batch), num_workers=workers,
-                       collate_fn=collate_skip_bad, pin_memory=pin_memory, generator=generator,
-                       persistent_workers=False)
-    val = DataLoader(val_ds, batch_size=max(1, cfg.run.eval_batch_size // dist.world_size),
-                     sampler=ShardSampler(len(val_ds), dist.rank, dist.world_size), num_workers=workers,
-                     collate_fn=collate_skip_bad, pin_memory=pin_memory, generator=torch.Generator().manual_seed(0))
+    train = DataLoader(
+        train_ds,
+        batch_sampler=MergeTailBatchSampler(sampler, local_batch),
+        num_workers=workers,
+        collate_fn=collate_skip_bad,
+        pin_memory=pin_memory,
+        generator=generator,
+        persistent_workers=False,
+    )
+    val = DataLoader(
+        val_ds,
+        batch_size=max(1, cfg.run.eval_batch_size // dist.world_size),
+        sampler=ShardSampler(len(val_ds), dist.rank, dist.world_size),
+        num_workers=workers,
+        collate_fn=collate_skip_bad,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(0),
+    )
     if len(train) == 0:
         raise ValueError("the training split is empty")
     return Loaders(train, val, sampler, generator, local_batch)

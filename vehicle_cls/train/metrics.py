@@ -1,4 +1,5 @@
 """Classification metrics from labels and scores: top-k, per-class accuracy, confusion matrix."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -9,6 +9,7 @@ finite), and the run stops rather than save NaN/inf weights. Gradients that over
 with a finite loss stay the GradScaler's job (it skips those steps and lowers its scale); they are
 not counted here.
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,9 +61,16 @@ class NonFiniteGuard:
             raise NonFiniteLossError(
                 f"epoch {epoch + 1} step {step}: the training loss was {value} for {self.in_a_row} step(s) in a row "
                 f"(run.max_nonfinite_steps={self.limit}); stopped, these weights not saved; "
-                f"last good checkpoint: {self.last_good}")
-        logger.warning("epoch %d step %d: loss %s; skipped this step's update (%d in a row, the run stops at %d)",
-                       epoch + 1, step, value, self.in_a_row, self.limit)
+                f"last good checkpoint: {self.last_good}"
+            )
+        logger.warning(
+            "epoch %d step %d: loss %s; skipped this step's update (%d in a row, the run stops at %d)",
+            epoch + 1,
+            step,
+            value,
+            self.in_a_row,
+            self.limit,
+        )
         return False
 
     def save_blocker(self, val_loss: float | None) -> str | None:
@@ -81,7 +89,8 @@ class NonFiniteGuard:
         raise NonFiniteLossError(
             f"epoch {epoch + 1}: {bad or 'a tensor on another rank'} is not finite after the epoch's steps "
             f"(the learning rate may be too high); stopped, these weights not saved; "
-            f"last good checkpoint: {self.last_good}")
+            f"last good checkpoint: {self.last_good}"
+        )
 
 
 def _first_nonfinite(model: nn.Module, optimizer: torch.optim.Optimizer) -> str | None:

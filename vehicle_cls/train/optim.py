@@ -1,5 +1,6 @@
 """Optimizer and learning-rate schedule: parameter groups (no decay on norms and biases, a backbone
 lr factor), SGD/AdamW, linear warmup then cosine or constant."""
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,9 @@ def head_module(model: nn.Module, arch: str) -> nn.Module:
     return model.get_submodule(head_path(arch))
 
 
-def param_groups(model: nn.Module, head: nn.Module, lr: float, weight_decay: float,
-                 backbone_lr_factor: float) -> list[dict]:
+def param_groups(
+    model: nn.Module, head: nn.Module, lr: float, weight_decay: float, backbone_lr_factor: float
+) -> list[dict]:
     """Four groups (backbone/head x decay/no-decay); norm weights and biases (ndim <= 1) get no decay."""
     head_ids = {id(p) for p in head.parameters()}
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {(h, d): [] for h in (False, True) for d in (False, True)}
@@ -27,12 +29,14 @@ def param_groups(model: nn.Module, head: nn.Module, lr: float, weight_decay: flo
     out = []
     for (is_head, decay), params in groups.items():
         if params:
-            out.append({
-                "params": params,
-                "lr": lr * (1.0 if is_head else backbone_lr_factor),
-                "weight_decay": weight_decay if decay else 0.0,
-                "name": f"{'head' if is_head else 'backbone'}{'' if decay else '_no_decay'}",
-            })
+            out.append(
+                {
+                    "params": params,
+                    "lr": lr * (1.0 if is_head else backbone_lr_factor),
+                    "weight_decay": weight_decay if decay else 0.0,
+                    "name": f"{'head' if is_head else 'backbone'}{'' if decay else '_no_decay'}",
+                }
+            )
     return out
 
 
@@ -45,8 +49,9 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, head: nn.Module) -> torc
     return torch.optim.AdamW(groups, lr=o.lr, betas=(float(o.betas[0]), float(o.betas[1])))
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, start_factor: float, schedule: str,
-              min_factor: float) -> float:
+def lr_factor(
+    step: int, total_steps: int, warmup_steps: int, start_factor: float, schedule: str, min_factor: float
+) -> float:
     """Multiplier of the base lr at ``step``: linear warmup, then cosine (or constant) decay."""
     if warmup_steps > 0 and step < warmup_steps:
         return start_factor + (1.0 - start_factor) * step / warmup_steps
@@ -57,8 +62,9 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, start_factor: floa
     return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
-                    ) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-step ``lr_factor`` schedule over ``run.epochs`` epochs."""
     o = cfg.optim
     total = cfg.run.epochs * steps_per_epoch

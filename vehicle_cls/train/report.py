@@ -5,6 +5,7 @@ training curves from the run's history, the confusion matrix, and a grid of the 
 mistakes. ``write_comparison`` puts several reports (full image vs detector crop vs ground-truth
 crop, say) in one table.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,8 +68,15 @@ def write_report(
         if data["worst_mistakes"]:
             files["worst_mistakes"] = plot_mistakes(data["worst_mistakes"], out / "worst_mistakes.png")
     preds = result.preds
-    rows = ({"source": src, "true": result.classes[result.labels[i]], "predicted": result.classes[preds[i]],
-             "probability": round(float(result.probs[i, preds[i]]), 6)} for i, src in enumerate(result.sources))
+    rows = (
+        {
+            "source": src,
+            "true": result.classes[result.labels[i]],
+            "predicted": result.classes[preds[i]],
+            "probability": round(float(result.probs[i, preds[i]]), 6),
+        }
+        for i, src in enumerate(result.sources)
+    )
     atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     files["predictions"] = out / "predictions.jsonl"
     data["files"] = {k: p.name for k, p in files.items()}
@@ -109,20 +117,30 @@ def render_markdown(data: dict[str, Any], history: Sequence[dict[str, Any]] | No
         if "curves" in files:
             lines += ["", f"![training curves]({files['curves']})"]
     if "confusion" in files:
-        lines += ["", "## Confusion matrix (rows: true class, columns: predicted)", "",
-                  f"![confusion]({files['confusion']})"]
+        lines += [
+            "",
+            "## Confusion matrix (rows: true class, columns: predicted)",
+            "",
+            f"![confusion]({files['confusion']})",
+        ]
     if len(data["classes"]) <= 20:
-        lines += ["", "| true \\ predicted | " + " | ".join(data["classes"]) + " |",
-                  "|---|" + "---|" * len(data["classes"])]
-        lines += [f"| {c} | " + " | ".join(str(v) for v in row) + " |"
-                  for c, row in zip(data["classes"], data["confusion"])]
+        lines += [
+            "",
+            "| true \\ predicted | " + " | ".join(data["classes"]) + " |",
+            "|---|" + "---|" * len(data["classes"]),
+        ]
+        lines += [
+            f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(data["classes"], data["confusion"])
+        ]
     if data["worst_mistakes"]:
         lines += ["", "## Most confident mistakes", ""]
         if "worst_mistakes" in files:
             lines += [f"![worst mistakes]({files['worst_mistakes']})", ""]
         lines += ["| image | true | predicted | probability |", "|---|---|---|---|"]
-        lines += [f"| {Path(w['source']).name} | {w['true']} | {w['predicted']} | {w['probability']:.3f} |"
-                  for w in data["worst_mistakes"]]
+        lines += [
+            f"| {Path(w['source']).name} | {w['true']} | {w['predicted']} | {w['probability']:.3f} |"
+            for w in data["worst_mistakes"]
+        ]
     if data["failed"]:
         lines += ["", "## Unreadable images (skipped)", ""]
         lines += [f"- `{f['source']}`: {f['reason']}" for f in data["failed"]]
@@ -130,6 +148,7 @@ def render_markdown(data: dict[str, Any], history: Sequence[dict[str, Any]] | No
 
 
 # --- comparison ----------------------------------------------------------------------------------------
+
 
 def load_report(path: str | os.PathLike) -> dict[str, Any]:
     """A report.json, given its file or the folder holding it."""
@@ -140,7 +159,8 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise FileNotFoundError(
-            f"{path}: no evaluation report here ({exc.strerror}); run `vehicle-cls eval` first") from None
+            f"{path}: no evaluation report here ({exc.strerror}); run `vehicle-cls eval` first"
+        ) from None
     except ValueError as exc:
         raise ValueError(f"{path}: not a valid report.json ({exc})") from None
 
@@ -184,6 +204,7 @@ def write_comparison(report_paths: Sequence[str | os.PathLike], out_dir: str | o
 
 # --- plots ---------------------------------------------------------------------------------------------
 
+
 def _figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -198,8 +219,12 @@ def plot_history(history: Sequence[dict[str, Any]], path: Path) -> Path:
     fig = _figure(10, 4)
     ax_loss, ax_acc = fig.subplots(1, 2)
     epochs = [h["epoch"] for h in history]
-    for key, ax, label in (("train_loss", ax_loss, "train"), ("val_loss", ax_loss, "val"),
-                           ("train_top1", ax_acc, "train"), ("val_top1", ax_acc, "val")):
+    for key, ax, label in (
+        ("train_loss", ax_loss, "train"),
+        ("val_loss", ax_loss, "val"),
+        ("train_top1", ax_acc, "train"),
+        ("val_top1", ax_acc, "val"),
+    ):
         pts = [(e, h[key]) for e, h in zip(epochs, history) if h.get(key) is not None]
         if pts:
             ax.plot(*zip(*pts), marker="o", markersize=3, label=label)
@@ -229,8 +254,15 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path) -> Path:
         for i in range(n):
             for j in range(n):
                 if cm[i, j]:
-                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
-                            color="white" if norm[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(cm[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if norm[i, j] > 0.5 else "black",
+                    )
     ax.set(xlabel="predicted", ylabel="true", title="confusion matrix")
     fig.tight_layout()
     fig.savefig(path)

@@ -4,6 +4,7 @@ Validation is carved (stratified, seeded) from the training data and is the only
 model selection; test comes from a separate split (``data.test``) or is carved out first
 (``data.test_fraction``) and is never seen by the loop.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,13 @@ class DataSplits:
                 return None
             return [[s.path, s.label, None if s.box is None else list(s.box)] for s in samples]
 
-        return {"classes": self.classes, "box_format": self.box_format,
-                "train": rows(self.train), "val": rows(self.val), "test": rows(self.test)}
+        return {
+            "classes": self.classes,
+            "box_format": self.box_format,
+            "train": rows(self.train),
+            "val": rows(self.val),
+            "test": rows(self.test),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataSplits:
@@ -64,8 +70,10 @@ class DataSplits:
         try:
             return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
         except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: not a readable splits file ({type(exc).__name__}: {exc}); "
-                             "delete it to split the dataset again") from None
+            raise ValueError(
+                f"{path}: not a readable splits file ({type(exc).__name__}: {exc}); "
+                "delete it to split the dataset again"
+            ) from None
 
     def summary(self) -> str:
         test = "none" if self.test is None else str(len(self.test))
@@ -106,9 +114,15 @@ def check_readable(samples: SampleList, crop: str) -> None:
     if not isinstance(source, str):
         missing = [s.path for s in samples if source.lookup(s.path) is None]
         if missing:
-            logger.warning("%s: %d of %d training images have no crop in %s (failed or never cropped; rerun "
-                           "`vehicle-cls crop`), e.g. %s", samples.name, len(missing), len(samples), crop,
-                           ", ".join(missing[:3]))
+            logger.warning(
+                "%s: %d of %d training images have no crop in %s (failed or never cropped; rerun "
+                "`vehicle-cls crop`), e.g. %s",
+                samples.name,
+                len(missing),
+                len(samples),
+                crop,
+                ", ".join(missing[:3]),
+            )
     dataset = SampleDataset(samples, crop=source, input_format="numpy")
     first = None
     for i in range(len(dataset)):
@@ -117,8 +131,11 @@ def check_readable(samples: SampleList, crop: str) -> None:
             return
         except Exception as exc:  # noqa: BLE001 - any reason an image cannot be read
             first = first or f"{samples[i].path}: {exc}"
-    raise DatasetError(f"{samples.name}: none of its {len(samples)} images can be read"
-                       + (f" (first: {first})" if first else "") + "; nothing to train on")
+    raise DatasetError(
+        f"{samples.name}: none of its {len(samples)} images can be read"
+        + (f" (first: {first})" if first else "")
+        + "; nothing to train on"
+    )
 
 
 def _cap_per_class(ds: SampleList, cap: int, seed: int) -> SampleList:

@@ -14,6 +14,7 @@ only rank 0 writes files. Temporary files a killed run left in the run directory
 A step with a NaN/inf loss is skipped on every rank and a persistent one stops the run without
 saving (``nonfinite.NonFiniteGuard``).
 """
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,12 @@ def training_precision(requested: str, device: torch.device, input_size: int) ->
     if requested == "auto" and (not runtime.cpu_has_fast_bf16() or input_size < MIN_BF16_CPU_INPUT):
         return "fp32"
     if input_size < MIN_BF16_CPU_INPUT:
-        logger.warning("bf16 training on CPU at %d px (below %d px) gave garbage gradients in torch 2.14.1; "
-                       "consider run.precision=fp32", input_size, MIN_BF16_CPU_INPUT)
+        logger.warning(
+            "bf16 training on CPU at %d px (below %d px) gave garbage gradients in torch 2.14.1; "
+            "consider run.precision=fp32",
+            input_size,
+            MIN_BF16_CPU_INPUT,
+        )
     return precision
 
 
@@ -108,11 +113,17 @@ class Trainer:
     dataset indices this rank trained on (for logging, auditing and tests).
     """
 
-    def __init__(self, cfg: TrainConfig, *, classifier: Any = None, splits: DataSplits | None = None,
-                 on_batch: Callable[[int, int, torch.Tensor], None] | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        classifier: Any = None,
+        splits: DataSplits | None = None,
+        on_batch: Callable[[int, int, torch.Tensor], None] | None = None,
+    ):
         self.cfg = cfg
         self.classifier = classifier
-        self.splits = splits
+        self._given_splits = splits
         self.on_batch = on_batch
 
     # ---- setup ------------------------------------------------------------------------------------
@@ -135,26 +146,27 @@ class Trainer:
             ensure_dir(self.run_dir, "run.out_dir")
             clean_stale_temps(self.run_dir)
         seed_everything(cfg.run.seed)
-        self._setup_splits(resume)
+        self.splits = self._setup_splits(resume)
         self._setup_model()
 
-    def _setup_splits(self, resume: bool) -> None:
+    def _setup_splits(self, resume: bool) -> DataSplits:
+        """The given splits, reused on resume, else ``prepare_splits`` on rank 0 (saved as JSON, read by the rest)."""
         path = self.run_dir / "splits.json"
-        if self.splits is None and resume and path.is_file():
-            self.splits = DataSplits.load(path)
+        splits = self._given_splits
+        if splits is None and resume and path.is_file():
+            splits = DataSplits.load(path)
             logger.info("resume: reusing the splits of %s", path)
         if self.dist.is_main:
-            if self.splits is None:
-                self.splits = prepare_splits(self.cfg.data)
-            if not self.splits.classes:
+            if splits is None:
+                splits = prepare_splits(self.cfg.data)
+            if not splits.classes:
                 raise ValueError(f"data.train {self.cfg.data.train}: the dataset has no classes (no labelled images)")
-            self.splits.save(path)
+            splits.save(path)
             import yaml
 
             atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
         barrier(self.dist)
-        if self.splits is None:  # other ranks read what rank 0 decided
-            self.splits = DataSplits.load(path)
+        return splits if splits is not None else DataSplits.load(path)  # other ranks read what rank 0 decided
 
     def _setup_model(self) -> None:
         cfg = self.cfg
@@ -162,13 +174,17 @@ class Trainer:
             from vehicle_cls.classifier import Classifier, Preprocess
 
             m = cfg.model
-            pre = Preprocess(input_size=m.input_size, resize=m.resize, interpolation=m.interpolation,
-                             crop_fraction=m.crop_fraction)
-            self.classifier = Classifier.create(m.arch, classes=self.splits.classes, weights=m.weights,
-                                                dropout=m.dropout, preprocess=pre, device="cpu")
+            pre = Preprocess(
+                input_size=m.input_size, resize=m.resize, interpolation=m.interpolation, crop_fraction=m.crop_fraction
+            )
+            self.classifier = Classifier.create(
+                m.arch, classes=self.splits.classes, weights=m.weights, dropout=m.dropout, preprocess=pre, device="cpu"
+            )
         clf = self.classifier
         if list(clf.classes) != list(self.splits.classes):
-            raise ValueError(f"classifier classes {clf.classes[:3]}... differ from the dataset's {self.splits.classes[:3]}...")
+            raise ValueError(
+                f"classifier classes {clf.classes[:3]}... differ from the dataset's {self.splits.classes[:3]}..."
+            )
         clf.to(self.device)
         self.model: nn.Module = clf.model
         if cfg.run.channels_last:
@@ -177,8 +193,9 @@ class Trainer:
         self.head = head_module(self.model, clf.arch)
 
     def _loaders(self) -> None:
-        self.loaders = build_loaders(self.cfg, self.splits, self.classifier.preprocess, self.dist,
-                                     pin_memory=self.device.type == "cuda")
+        self.loaders = build_loaders(
+            self.cfg, self.splits, self.classifier.preprocess, self.dist, pin_memory=self.device.type == "cuda"
+        )
         self.steps_per_epoch = len(self.loaders.train)
 
     # ---- helpers ------------------------------------------------------------------------------------
@@ -237,8 +254,17 @@ class Trainer:
             if writer is not None:
                 writer.close()
         best_dir = self.run_dir / BEST_NAME
-        return TrainResult(self.run_dir, best_dir if best_dir.is_dir() else None, state.best, state.best_epoch,
-                           len(state.history), state.step, stopped_early, interrupted, state.history)
+        return TrainResult(
+            self.run_dir,
+            best_dir if best_dir.is_dir() else None,
+            state.best,
+            state.best_epoch,
+            len(state.history),
+            state.step,
+            stopped_early,
+            interrupted,
+            state.history,
+        )
 
     def _build_optimization(self) -> None:
         """Optimizer, lr schedule, fp16 gradient scaler, loss, batch mixing and the non-finite guard."""
@@ -266,8 +292,9 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         set_rng_states(ckpt["rng"])
-        state = _RunState(ckpt["epoch"], ckpt["step"], ckpt["best_metric"], ckpt["best_epoch"], ckpt["bad_epochs"],
-                          ckpt["history"])
+        state = _RunState(
+            ckpt["epoch"], ckpt["step"], ckpt["best_metric"], ckpt["best_epoch"], ckpt["bad_epochs"], ckpt["history"]
+        )
         logger.info("resumed %s at epoch %d (step %d)", last, state.epoch, state.step)
         self.guard.last_good = f"{last} (epoch {state.epoch})"
         return state
@@ -295,18 +322,33 @@ class Trainer:
             t0 = time.perf_counter()
             train_stats, state.step, complete = self._train_epoch(net, epoch, state.step, writer)
             if not complete:
-                logger.info("stopped at step %d (run.max_steps) inside epoch %d; last.pt holds epoch %d",
-                            state.step, epoch + 1, epoch)
+                logger.info(
+                    "stopped at step %d (run.max_steps) inside epoch %d; last.pt holds epoch %d",
+                    state.step,
+                    epoch + 1,
+                    epoch,
+                )
                 return False, True
             self.guard.check_weights(self.model, self.optimizer, epoch)  # never save NaN weights
             val = self._validate()
-            row = {"epoch": epoch + 1, "step": state.step, "lr": self.optimizer.param_groups[0]["lr"],
-                   **train_stats, **val, "seconds": round(time.perf_counter() - t0, 3)}
+            row = {
+                "epoch": epoch + 1,
+                "step": state.step,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                **train_stats,
+                **val,
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
             state.history.append(row)
             self._end_epoch(state, val, row, writer)
             if r.early_stopping_patience and state.bad_epochs >= r.early_stopping_patience:
-                logger.info("early stopping: no %s improvement for %d epochs (best %.4f at epoch %s)",
-                            r.monitor, state.bad_epochs, state.best, state.best_epoch)
+                logger.info(
+                    "early stopping: no %s improvement for %d epochs (best %.4f at epoch %s)",
+                    r.monitor,
+                    state.bad_epochs,
+                    state.best,
+                    state.best_epoch,
+                )
                 return True, False
             if r.max_steps is not None and state.step >= r.max_steps:
                 interrupted = epoch + 1 < r.epochs
@@ -323,8 +365,11 @@ class Trainer:
         metric = val.get(r.monitor)
         blocker = self.guard.save_blocker(val.get("val_loss"))
         higher = r.monitor == "val_top1"
-        improved = blocker is None and metric is not None and (
-            state.best is None or (metric > state.best if higher else metric < state.best))
+        improved = (
+            blocker is None
+            and metric is not None
+            and (state.best is None or (metric > state.best if higher else metric < state.best))
+        )
         if blocker is not None:
             logger.warning("epoch %d: not saved, %s; last good checkpoint: %s", epoch, blocker, self.guard.last_good)
         elif metric is None or improved:
@@ -347,21 +392,35 @@ class Trainer:
 
     def _save_last(self, state: _RunState, epoch: int) -> None:
         """``last.pt`` (everything a resume needs) and ``history.json``."""
-        save_last({
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "epoch": epoch, "step": state.step, "rng": rng_states(self.device),
-            "best_metric": state.best, "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs,
-            "history": state.history, "config": self.cfg.to_dict(), "classes": self.splits.classes,
-        }, self.run_dir / LAST_NAME)
-        atomic_write_text(self.run_dir / "history.json",
-                          json.dumps(_json_history(state.history), indent=1, allow_nan=False) + "\n")
+        save_last(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "epoch": epoch,
+                "step": state.step,
+                "rng": rng_states(self.device),
+                "best_metric": state.best,
+                "best_epoch": state.best_epoch,
+                "bad_epochs": state.bad_epochs,
+                "history": state.history,
+                "config": self.cfg.to_dict(),
+                "classes": self.splits.classes,
+            },
+            self.run_dir / LAST_NAME,
+        )
+        atomic_write_text(
+            self.run_dir / "history.json", json.dumps(_json_history(state.history), indent=1, allow_nan=False) + "\n"
+        )
 
     def _train_epoch(self, net: nn.Module, epoch: int, step: int, writer: Any) -> tuple[dict[str, float], int, bool]:
         r = self.cfg.run
         self.loaders.start_epoch(epoch, r.seed)
         self._train_mode()
-        min_batch = 2 if any(m.training for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)) else 1
+        min_batch = (
+            2 if any(m.training for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)) else 1
+        )
         loss_sum = correct = count = skipped = 0.0
         nonfinite_before = self.guard.total
         show = r.progress and self.dist.is_main and sys.stderr.isatty()
@@ -379,8 +438,12 @@ class Trainer:
             batches += 1
             usable = all_ranks_agree(len(labels) >= min_batch, self.dist, self.device)  # every rank steps, or none
             if not usable and len(labels):
-                logger.warning("epoch %d step %d: skipped a batch of %d usable image(s) (BatchNorm needs 2 or more)",
-                               epoch + 1, step, len(labels))
+                logger.warning(
+                    "epoch %d step %d: skipped a batch of %d usable image(s) (BatchNorm needs 2 or more)",
+                    epoch + 1,
+                    step,
+                    len(labels),
+                )
                 skipped += len(labels)
             if usable:
                 images, labels = self._to_device(images), labels.to(self.device, non_blocking=True)
@@ -410,9 +473,12 @@ class Trainer:
         if batches < self.steps_per_epoch:
             complete = False
         loss_sum, correct, count, skipped = self._reduce([loss_sum, correct, count, skipped])
-        stats = {"train_loss": loss_sum / max(count, 1), "train_top1": correct / max(count, 1),
-                 "train_skipped": int(skipped),
-                 "train_nonfinite": self.guard.total - nonfinite_before}  # the same on every rank: not summed
+        stats = {
+            "train_loss": loss_sum / max(count, 1),
+            "train_top1": correct / max(count, 1),
+            "train_skipped": int(skipped),
+            "train_nonfinite": self.guard.total - nonfinite_before,
+        }  # the same on every rank: not summed
         return stats, step, complete
 
     def _update(self, loss: torch.Tensor) -> None:
@@ -429,8 +495,9 @@ class Trainer:
         """Advance the lr schedule one step, also after a skipped step (without torch's warning that
         the optimizer has not stepped yet: skipping it was deliberate)."""
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before",
-                                    category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message=r"Detected call of `lr_scheduler.step\(\)` before", category=UserWarning
+            )
             self.scheduler.step()
 
     @torch.no_grad()
@@ -455,17 +522,30 @@ class Trainer:
         loss_sum, c1, c5, count, skipped = self._reduce([loss_sum, c1, c5, count, skipped])
         if count == 0:
             return {"val_skipped": int(skipped)}
-        return {"val_loss": loss_sum / count, "val_top1": c1 / count, "val_top5": c5 / count, "val_skipped": int(skipped)}
+        return {
+            "val_loss": loss_sum / count,
+            "val_top1": c1 / count,
+            "val_top5": c5 / count,
+            "val_skipped": int(skipped),
+        }
 
     def _save_best(self, epoch: int, metric: float | None, history: list[dict]) -> None:
         """Write the classifier bundle to ``best/`` (config.json carries the training summary)."""
         summary = {
-            "epoch": epoch, "monitor": self.cfg.run.monitor, "best_metric": metric,
-            "history": _json_history(history), "recipe": self.cfg.to_dict(),
-            "data": {"train": len(self.splits.train), "val": len(self.splits.val),
-                     "test": None if self.splits.test is None else len(self.splits.test),
-                     "dataset": self.cfg.data.train, "crop": self.cfg.data.crop},
-            "precision": self.precision, "world_size": self.dist.world_size,
+            "epoch": epoch,
+            "monitor": self.cfg.run.monitor,
+            "best_metric": metric,
+            "history": _json_history(history),
+            "recipe": self.cfg.to_dict(),
+            "data": {
+                "train": len(self.splits.train),
+                "val": len(self.splits.val),
+                "test": None if self.splits.test is None else len(self.splits.test),
+                "dataset": self.cfg.data.train,
+                "crop": self.cfg.data.crop,
+            },
+            "precision": self.precision,
+            "world_size": self.dist.world_size,
             "run_dir": str(self.run_dir),
         }
         was_training = self.model.training
@@ -473,16 +553,23 @@ class Trainer:
         self.model.train(was_training)
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, classifier: Any = None, splits: DataSplits | None = None,
-          on_batch: Callable[[int, int, torch.Tensor], None] | None = None) -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    classifier: Any = None,
+    splits: DataSplits | None = None,
+    on_batch: Callable[[int, int, torch.Tensor], None] | None = None,
+) -> TrainResult:
     """Train per ``cfg`` (continue from ``out_dir/last.pt`` with ``resume``); see ``Trainer``."""
     return Trainer(cfg, classifier=classifier, splits=splits, on_batch=on_batch).fit(resume=resume)
 
 
 def _json_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``history`` for strict JSON files: a non-finite value (a skipped epoch's NaN loss) becomes null."""
-    return [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
-            for row in history]
+    return [
+        {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()} for row in history
+    ]
 
 
 def _epoch_line(row: dict, epochs: int, improved: bool) -> str:
@@ -497,7 +584,13 @@ def _epoch_line(row: dict, epochs: int, improved: bool) -> str:
 
 
 def _warn_config_changes(old: dict, new: dict) -> None:
-    ignore = {("run", "max_steps"), ("run", "progress"), ("run", "tensorboard"), ("data", "num_workers"), ("run", "threads")}
+    ignore = {
+        ("run", "max_steps"),
+        ("run", "progress"),
+        ("run", "tensorboard"),
+        ("data", "num_workers"),
+        ("run", "threads"),
+    }
     for section, values in new.items():
         for key, value in (values or {}).items():
             before = (old.get(section) or {}).get(key, value)

@@ -7,6 +7,7 @@ and saves/loads it as a bundle directory (``model.keras`` + ``config.json`` in `
 with ``"backend": "keras"`` and a ``"keras"`` section: model_file, preprocess, input_size, resize,
 interpolation, output) that ``Classifier.load`` dispatches to. TensorFlow is imported lazily.
 """
+
 from __future__ import annotations
 
 import os
@@ -96,18 +97,20 @@ class KerasBackend:
         if input_size is None:
             input_size = fixed or 224
         elif fixed is not None and int(input_size) != fixed:
-            raise ValueError(
-                f"{os.fspath(path)}: input_size={input_size} but the model takes {fixed}x{fixed} images"
-            )
+            raise ValueError(f"{os.fspath(path)}: input_size={input_size} but the model takes {fixed}x{fixed} images")
         settings = KerasSettings(
-            preprocess=preprocess, input_size=int(input_size), resize=resize,
-            interpolation=interpolation, output=output,
+            preprocess=preprocess,
+            input_size=int(input_size),
+            resize=resize,
+            interpolation=interpolation,
+            output=output,
         )
         return cls(model, classes, settings, device=device, source=os.fspath(path))
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str], device: Any = "cpu",
-             config: dict[str, Any] | None = None) -> KerasBackend:
+    def load(
+        cls, directory: str | os.PathLike[str], device: Any = "cpu", config: dict[str, Any] | None = None
+    ) -> KerasBackend:
         """Load a bundle directory written by ``save`` (``config.json`` with ``"backend": "keras"``;
         ``config``: its content when already read)."""
         directory = Path(directory)
@@ -140,14 +143,26 @@ class KerasBackend:
         previous = read_config_if_any(directory)
         training = training if training is not None else previous.get("training")
         cropper = cropper if cropper is not None else previous.get("cropper")
-        return write_bundle(directory, self.bundle_part(), cropper=None if cropper is None else BundlePart(cropper),
-                            training=training, base=previous)
+        return write_bundle(
+            directory,
+            self.bundle_part(),
+            cropper=None if cropper is None else BundlePart(cropper),
+            training=training,
+            base=previous,
+        )
 
     def bundle_part(self) -> BundlePart:
         """Our share of a bundle: classes, the ``"keras"`` settings section and ``model.keras``."""
         self.settings.model_file = MODEL_FILE
-        entries = {"backend": "keras", "arch": "keras", "classes": list(self.classes), "dropout": None,
-                   "preprocess": None, "weights": MODEL_FILE, "keras": self.settings.to_dict()}
+        entries = {
+            "backend": "keras",
+            "arch": "keras",
+            "classes": list(self.classes),
+            "dropout": None,
+            "preprocess": None,
+            "weights": MODEL_FILE,
+            "keras": self.settings.to_dict(),
+        }
         return BundlePart(entries, {MODEL_FILE: lambda path: self.model.save(os.fspath(path))})
 
     # inference -------------------------------------------------------------------------------
@@ -223,14 +238,20 @@ class KerasBackend:
             y = np.asarray(self.model.predict_on_batch(x), dtype=np.float32)
         return torch.from_numpy(self._to_probabilities(y.reshape(len(x), -1)))
 
-    def prepare_crops(self, image: np.ndarray, choices: Sequence[CropChoice],
-                      mask_fill: Sequence[int] = DEFAULT_MASK_FILL, tensor: Any = None) -> list[np.ndarray]:
+    def prepare_crops(
+        self,
+        image: np.ndarray,
+        choices: Sequence[CropChoice],
+        mask_fill: Sequence[int] = DEFAULT_MASK_FILL,
+        tensor: Any = None,
+    ) -> list[np.ndarray]:
         """The chosen crops of one RGB image, cut on the CPU (mask mode blanks with ``mask_fill``);
         resizing and ``preprocess_input`` happen in ``classify``."""
         return [cut(image, c, tuple(mask_fill)) for c in choices]
 
-    def classify(self, prepared: Sequence[list[np.ndarray]], precision: str = "fp32",
-                 batch_size: int | None = 32) -> np.ndarray:
+    def classify(
+        self, prepared: Sequence[list[np.ndarray]], precision: str = "fp32", batch_size: int | None = 32
+    ) -> np.ndarray:
         """Probabilities (M, C) for the crops of several ``prepare_crops`` calls, in order (None: 32 at a time)."""
         check_precision(precision, self.capabilities, "the keras classifier")
         crops = [crop for group in prepared for crop in group]

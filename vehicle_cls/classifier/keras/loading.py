@@ -1,6 +1,7 @@
 """Importing Keras and reading models: ``import_keras`` (TensorFlow, imported lazily, after triton),
 ``load_keras_model`` with one-line errors naming the file, and what a loaded model says about its
 input size, output units and final activation."""
+
 from __future__ import annotations
 
 import os
@@ -26,9 +27,7 @@ def import_keras() -> Any:
         import tensorflow  # noqa: F401  (the keras extra is tensorflow; Keras 3 ships with it)
         import keras  # isort: skip
     except ImportError as exc:
-        raise ImportError(
-            f"Keras models need TensorFlow, which is not installed ({exc}); run: {INSTALL_HINT}"
-        ) from exc
+        raise ImportError(f"Keras models need TensorFlow, which is not installed ({exc}); run: {INSTALL_HINT}") from exc
     return keras
 
 

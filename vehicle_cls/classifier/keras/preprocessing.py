@@ -1,5 +1,6 @@
 """keras.applications-style ``preprocess_input`` on numpy pixels, the input check, and softmax for
 models that output logits."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,5 +1,6 @@
 """How images become a Keras model's input and its output becomes probabilities: the ``"keras"``
 section of a Keras bundle's ``config.json`` (``KerasSettings``) and the names it may hold."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

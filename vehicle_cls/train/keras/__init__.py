@@ -5,6 +5,7 @@ as the torch trainer; the model is a ``keras.applications`` backbone with a Drop
 fed through ``tf.data``, and ``best/`` is a ``KerasBackend`` bundle. TensorFlow is imported only
 when a Keras run starts (``import vehicle_cls`` never imports it).
 """
+
 from __future__ import annotations
 
 from typing import Any

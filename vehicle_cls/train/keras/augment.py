@@ -9,6 +9,7 @@ counterpart for are a one-line error, never silently dropped. Every layer draws 
 ``SeedGenerator``, re-seeded from (seed, epoch) at each epoch start (``reseed``), so a resumed run
 replays the same augmentation.
 """
+
 from __future__ import annotations
 
 import functools
@@ -50,15 +51,30 @@ def build_augmenter(cfg: TrainConfig, seed: int) -> Any:
     if a.hflip > 0:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 2))
     if a.rotation > 0:
-        layers.append(keras.layers.RandomRotation(a.rotation / 360.0, fill_mode="constant", fill_value=0.0,
-                                                  seed=seed + 3))
+        layers.append(
+            keras.layers.RandomRotation(a.rotation / 360.0, fill_mode="constant", fill_value=0.0, seed=seed + 3)
+        )
     if a.color_jitter > 0:
         s = a.color_jitter
-        layers.append(keras.layers.RandomColorJitter(value_range=(0, 255), brightness_factor=s, contrast_factor=s,
-                                                     saturation_factor=s, hue_factor=min(0.5, s / 4), seed=seed + 4))
+        layers.append(
+            keras.layers.RandomColorJitter(
+                value_range=(0, 255),
+                brightness_factor=s,
+                contrast_factor=s,
+                saturation_factor=s,
+                hue_factor=min(0.5, s / 4),
+                seed=seed + 4,
+            )
+        )
     if a.auto == "randaugment":
-        layers.append(keras.layers.RandAugment(value_range=(0, 255), num_ops=a.randaugment_ops,
-                                               factor=min(1.0, a.randaugment_magnitude / 30.0), seed=seed + 5))
+        layers.append(
+            keras.layers.RandAugment(
+                value_range=(0, 255),
+                num_ops=a.randaugment_ops,
+                factor=min(1.0, a.randaugment_magnitude / 30.0),
+                seed=seed + 5,
+            )
+        )
     return keras.Sequential(layers, name="augment")
 
 

@@ -5,6 +5,7 @@ best metric, history, config, classes); written atomically and read with ``allow
 crafted file can fail but never run code. Variable order is fixed by the model and optimizer built
 from the same recipe.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,10 @@ def load_last(model: Any, optimizer: Any, path: Path) -> dict[str, Any]:
     for prefix, variables in (("model", model.variables), ("optimizer", optimizer.variables)):
         saved = sorted((int(k.split("/")[1]), v) for k, v in arrays.items() if k.startswith(prefix + "/"))
         if len(saved) != len(variables) or any(a.shape != tuple(v.shape) for (_, a), v in zip(saved, variables)):
-            raise ValueError(f"cannot resume: {path} holds {len(saved)} {prefix} variables that do not match this "
-                             f"recipe's {len(variables)} (a different model.arch or input_size?)")
+            raise ValueError(
+                f"cannot resume: {path} holds {len(saved)} {prefix} variables that do not match this "
+                f"recipe's {len(variables)} (a different model.arch or input_size?)"
+            )
         for (_, array), variable in zip(saved, variables):
             variable.assign(array)
     return meta

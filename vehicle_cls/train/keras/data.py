@@ -8,6 +8,7 @@ torch trainer's: ``DistributedSampler(seed).set_epoch(epoch)`` batched by ``Merg
 (a last batch of one joins the one before), so both backends see the same batches for one seed.
 An unreadable image is logged, counted and left out of its batch, never ending the epoch.
 """
+
 from __future__ import annotations
 
 import copy
@@ -27,8 +28,9 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
     from torch.utils.data.distributed import DistributedSampler
 
     indices: Any = range(n)  # any sized sequence of indices does; the stub asks for a Dataset
-    sampler: DistributedSampler[int] = DistributedSampler(indices, num_replicas=1, rank=0, shuffle=True, seed=seed,
-                                                          drop_last=False)
+    sampler: DistributedSampler[int] = DistributedSampler(
+        indices, num_replicas=1, rank=0, shuffle=True, seed=seed, drop_last=False
+    )
     sampler.set_epoch(epoch)
     return list(MergeTailBatchSampler(sampler, batch_size))
 
@@ -47,8 +49,13 @@ class KerasData:
         raw = copy.copy(backend)  # the inference resize, without preprocess_input (done in the model step)
         raw.settings = dataclasses.replace(backend.settings, preprocess="none")
         self.size = backend.settings.input_size
-        self.dataset = SampleDataset(samples, lambda image: raw.preprocess_images([image])[0],
-                                     crop_arg(cfg.data.crop), box_format=box_format, input_format="numpy")
+        self.dataset = SampleDataset(
+            samples,
+            lambda image: raw.preprocess_images([image])[0],
+            crop_arg(cfg.data.crop),
+            box_format=box_format,
+            input_format="numpy",
+        )
         self.workers = max(1, cfg.data.num_workers)
 
     def __len__(self) -> int:
@@ -84,7 +91,8 @@ class KerasData:
 
         def load(idx: Any) -> tuple[Any, ...]:
             images, labels, kept, failed = tf.numpy_function(
-                self.load_batch, [idx], [tf.float32, tf.int64, tf.int64, tf.int64], stateful=False)
+                self.load_batch, [idx], [tf.float32, tf.int64, tf.int64, tf.int64], stateful=False
+            )
             images.set_shape([None, size, size, 3])
             labels.set_shape([None])
             kept.set_shape([None])

@@ -6,6 +6,7 @@ applies the same). The backbone is called with ``training=False`` when it starts
 weights, so its BatchNorm layers stay in inference mode even after unfreezing (Keras' transfer
 learning guide); from scratch (``weights: null``) BatchNorm trains normally.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,11 +47,15 @@ def keras_arch(cfg: TrainConfig, source: str = "recipe") -> KerasArch:
     """The ``KerasArch`` of ``model.arch``, or a one-line ConfigError listing the choices."""
     arch = ARCHS.get(cfg.model.arch)
     if arch is None:
-        raise ConfigError(f"{source}: model.arch: {cfg.model.arch!r} has no keras.applications counterpart for "
-                          f"model.backend=keras; choose one of {', '.join(ARCHS)}")
+        raise ConfigError(
+            f"{source}: model.arch: {cfg.model.arch!r} has no keras.applications counterpart for "
+            f"model.backend=keras; choose one of {', '.join(ARCHS)}"
+        )
     if cfg.model.input_size < arch.min_size:
-        raise ConfigError(f"{source}: model.input_size: {cfg.model.arch} in Keras needs >= {arch.min_size}, "
-                          f"got {cfg.model.input_size}")
+        raise ConfigError(
+            f"{source}: model.input_size: {cfg.model.arch} in Keras needs >= {arch.min_size}, "
+            f"got {cfg.model.input_size}"
+        )
     return arch
 
 
@@ -78,8 +83,12 @@ def build_model(cfg: TrainConfig, num_classes: int, precision: str, seed: int) -
     with dtype_policy(precision):
         keras.utils.set_random_seed(seed)  # the initial weights (the only use of the global seed)
         ctor = getattr(keras.applications, arch.constructor)
-        kwargs: dict[str, Any] = {"include_top": False, "weights": m.weights, "input_shape": (size, size, 3),
-                                  "pooling": "avg"}
+        kwargs: dict[str, Any] = {
+            "include_top": False,
+            "weights": m.weights,
+            "input_shape": (size, size, 3),
+            "pooling": "avg",
+        }
         if arch.preprocess == "none" and arch.constructor.startswith("MobileNetV3"):
             kwargs["include_preprocessing"] = True
         backbone = ctor(**kwargs)

@@ -5,6 +5,7 @@ variables of rank <= 1 (norm scales/offsets and biases, as in the torch trainer'
 ``optim.grad_clip`` is ``global_clipnorm``. The optimizer is built over every variable once, so the
 frozen head-only phase and the full phase share its state (and one resume point).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,8 +17,10 @@ from vehicle_cls.train.optim import lr_factor
 def check_supported(cfg: TrainConfig, source: str = "recipe") -> None:
     """One-line ConfigError for optimizer settings Keras cannot honour."""
     if cfg.optim.backbone_lr_factor != 1.0:
-        raise ConfigError(f"{source}: optim.backbone_lr_factor: per-group learning rates are not supported with "
-                          f"model.backend=keras; use 1.0, got {cfg.optim.backbone_lr_factor!r}")
+        raise ConfigError(
+            f"{source}: optim.backbone_lr_factor: per-group learning rates are not supported with "
+            f"model.backend=keras; use 1.0, got {cfg.optim.backbone_lr_factor!r}"
+        )
 
 
 def build_optimizer(cfg: TrainConfig, variables: list[Any], precision: str) -> Any:
@@ -28,8 +31,9 @@ def build_optimizer(cfg: TrainConfig, variables: list[Any], precision: str) -> A
     o = cfg.optim
     common = {"learning_rate": o.lr, "global_clipnorm": o.grad_clip}
     if o.name == "sgd":
-        opt = keras.optimizers.SGD(momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
-                                   weight_decay=o.weight_decay or None, **common)
+        opt = keras.optimizers.SGD(
+            momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay or None, **common
+        )
     else:
         opt = keras.optimizers.AdamW(beta_1=o.betas[0], beta_2=o.betas[1], weight_decay=o.weight_decay, **common)
     if o.weight_decay:

@@ -10,6 +10,7 @@ uninterrupted one. A non-finite loss follows ``train/nonfinite.py``: the step's 
 (BatchNorm statistics restored), a streak of ``run.max_nonfinite_steps`` stops the run with a
 one-line error naming the last good checkpoint, and ``best/`` is never written from such an epoch.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,15 @@ class KerasTrainer:
     """Train a Keras classifier from a ``TrainConfig``; inject ``model`` (a Keras model taking float
     0-255 NHWC pixels after ``preprocess``) and/or ``splits`` to skip building them."""
 
-    def __init__(self, cfg: TrainConfig, *, model: Any = None, preprocess: str | None = None,
-                 splits: DataSplits | None = None, source: str = "recipe"):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        model: Any = None,
+        preprocess: str | None = None,
+        splits: DataSplits | None = None,
+        source: str = "recipe",
+    ):
         self.cfg = cfg
         self.model = model
         self.preprocess_mode = preprocess
@@ -95,11 +103,16 @@ class KerasTrainer:
             with tf.device(self.tf_device):
                 self.model = kmodel.build_model(cfg, len(self.splits.classes), self.precision, r.seed)
         m = cfg.model
-        settings = KerasSettings(preprocess=self.preprocess_mode,  # type: ignore[arg-type]  # KerasSettings validates it
-                                 input_size=m.input_size, resize=m.resize, interpolation=m.interpolation,
-                                 output="logits")
-        self.backend = KerasBackend(self.model, self.splits.classes, settings, device="cpu",
-                                    source=f"{m.arch} (training)")
+        settings = KerasSettings(
+            preprocess=self.preprocess_mode,  # type: ignore[arg-type]  # KerasSettings validates it
+            input_size=m.input_size,
+            resize=m.resize,
+            interpolation=m.interpolation,
+            output="logits",
+        )
+        self.backend = KerasBackend(
+            self.model, self.splits.classes, settings, device="cpu", source=f"{m.arch} (training)"
+        )
         self.augmenter = augment.build_augmenter(cfg, r.seed * 100)
         self.keras = keras
 
@@ -124,8 +137,9 @@ class KerasTrainer:
     def _normalize(self, x: Any) -> Any:
         if self.preprocess_mode == "none":
             return x
-        return self.keras.applications.imagenet_utils.preprocess_input(x, mode=self.preprocess_mode,
-                                                                       data_format="channels_last")
+        return self.keras.applications.imagenet_utils.preprocess_input(
+            x, mode=self.preprocess_mode, data_format="channels_last"
+        )
 
     def _compile_steps(self) -> None:
         """(Re)trace the step functions for the current trainable set (after a freeze change)."""
@@ -133,8 +147,12 @@ class KerasTrainer:
 
         keras, model, opt = self.keras, self.model, self.optimizer
         tvars = list(model.trainable_variables)
-        bn_stats = [v for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
-                    for v in (layer.moving_mean, layer.moving_variance)]
+        bn_stats = [
+            v
+            for layer in _all_layers(model)
+            if isinstance(layer, keras.layers.BatchNormalization)
+            for v in (layer.moving_mean, layer.moving_variance)
+        ]
         smoothing = self.cfg.optim.label_smoothing
         classes = len(self.splits.classes)
         fp16 = self.precision == "fp16"
@@ -169,8 +187,11 @@ class KerasTrainer:
             loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
             top = tf.math.top_k(logits, k).indices
             hits = tf.equal(tf.cast(top, tf.int64), y[:, None])
-            return (loss, tf.reduce_sum(tf.cast(hits[:, 0], tf.float32)),
-                    tf.reduce_sum(tf.cast(tf.reduce_any(hits, 1), tf.float32)))
+            return (
+                loss,
+                tf.reduce_sum(tf.cast(hits[:, 0], tf.float32)),
+                tf.reduce_sum(tf.cast(tf.reduce_any(hits, 1), tf.float32)),
+            )
 
         self.forward_backward, self.apply, self.evaluate_batch = forward_backward, apply, evaluate
 
@@ -236,22 +257,34 @@ class KerasTrainer:
                 train_stats, step, complete = self._train_epoch(epoch, step, writer)
                 if not complete:
                     interrupted = True
-                    logger.info("stopped at step %d (run.max_steps) inside epoch %d; %s holds epoch %d",
-                                step, epoch + 1, last.name, epoch)
+                    logger.info(
+                        "stopped at step %d (run.max_steps) inside epoch %d; %s holds epoch %d",
+                        step,
+                        epoch + 1,
+                        last.name,
+                        epoch,
+                    )
                     break
-                self.guard.check_weights(_TorchView(self.model.variables),  # type: ignore[arg-type]  # duck-typed views
-                                         _TorchView(self.optimizer.variables), epoch)  # type: ignore[arg-type]
+                model_view, optimizer_view = _TorchView(self.model.variables), _TorchView(self.optimizer.variables)
+                self.guard.check_weights(model_view, optimizer_view, epoch)  # type: ignore[arg-type]  # duck-typed views
                 val = self._validate()
-                row = {"epoch": epoch + 1, "step": step, "lr": self.lr(step),
-                       **train_stats, **val, "seconds": round(time.perf_counter() - t0, 3)}
+                row = {
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "lr": self.lr(step),
+                    **train_stats,
+                    **val,
+                    "seconds": round(time.perf_counter() - t0, 3),
+                }
                 history.append(row)
                 metric = val.get(r.monitor)
                 blocker = self.guard.save_blocker(val.get("val_loss"))
                 improved = metric is not None and (best is None or (metric > best if higher else metric < best))
                 if blocker is not None:
                     improved = False
-                    logger.warning("epoch %d: not saved, %s; last good checkpoint: %s",
-                                   epoch + 1, blocker, self.guard.last_good)
+                    logger.warning(
+                        "epoch %d: not saved, %s; last good checkpoint: %s", epoch + 1, blocker, self.guard.last_good
+                    )
                 elif metric is None or improved:
                     best, best_epoch, bad_epochs = metric, epoch + 1, 0
                 else:
@@ -266,17 +299,32 @@ class KerasTrainer:
                 if blocker is None:
                     if metric is None or improved:
                         self._save_best(epoch + 1, best, history)
-                    meta = {"epoch": epoch + 1, "step": step, "best_metric": best, "best_epoch": best_epoch,
-                            "bad_epochs": bad_epochs, "history": history, "config": cfg.to_dict(),
-                            "classes": self.splits.classes, "backend": "keras"}
+                    meta = {
+                        "epoch": epoch + 1,
+                        "step": step,
+                        "best_metric": best,
+                        "best_epoch": best_epoch,
+                        "bad_epochs": bad_epochs,
+                        "history": history,
+                        "config": cfg.to_dict(),
+                        "classes": self.splits.classes,
+                        "backend": "keras",
+                    }
                     save_last(self.model, self.optimizer, meta, last)
-                    atomic_write_text(self.run_dir / "history.json",
-                                      json.dumps(_json_history(history), indent=1, allow_nan=False) + "\n")
+                    atomic_write_text(
+                        self.run_dir / "history.json",
+                        json.dumps(_json_history(history), indent=1, allow_nan=False) + "\n",
+                    )
                     self.guard.last_good = f"{last} (epoch {epoch + 1})"
                 if r.early_stopping_patience and bad_epochs >= r.early_stopping_patience:
                     stopped_early = True
-                    logger.info("early stopping: no %s improvement for %d epochs (best %.4f at epoch %s)",
-                                r.monitor, bad_epochs, best, best_epoch)
+                    logger.info(
+                        "early stopping: no %s improvement for %d epochs (best %.4f at epoch %s)",
+                        r.monitor,
+                        bad_epochs,
+                        best,
+                        best_epoch,
+                    )
                     break
                 if r.max_steps is not None and step >= r.max_steps:
                     interrupted = epoch + 1 < r.epochs
@@ -287,8 +335,17 @@ class KerasTrainer:
             if writer is not None:
                 writer.close()
         best_dir = self.run_dir / BEST_NAME
-        return TrainResult(self.run_dir, best_dir if best_dir.is_dir() else None, best, best_epoch,
-                           len(history), step, stopped_early, interrupted, history)
+        return TrainResult(
+            self.run_dir,
+            best_dir if best_dir.is_dir() else None,
+            best,
+            best_epoch,
+            len(history),
+            step,
+            stopped_early,
+            interrupted,
+            history,
+        )
 
     def _train_epoch(self, epoch: int, step: int, writer: Any) -> tuple[dict[str, float], int, bool]:
         import tensorflow as tf
@@ -325,8 +382,12 @@ class KerasTrainer:
             step += 1
         if batches < self.steps_per_epoch:
             complete = False
-        stats = {"train_loss": loss_sum / max(count, 1), "train_top1": correct / max(count, 1),
-                 "train_skipped": int(skipped), "train_nonfinite": self.guard.total - nonfinite_before}
+        stats = {
+            "train_loss": loss_sum / max(count, 1),
+            "train_top1": correct / max(count, 1),
+            "train_skipped": int(skipped),
+            "train_nonfinite": self.guard.total - nonfinite_before,
+        }
         return stats, step, complete
 
     def _validate(self) -> dict[str, float]:
@@ -342,18 +403,32 @@ class KerasTrainer:
             count += int(labels.shape[0])
         if count == 0:
             return {"val_skipped": int(skipped)}
-        return {"val_loss": loss_sum / count, "val_top1": c1 / count, "val_top5": c5 / count,
-                "val_skipped": int(skipped)}
+        return {
+            "val_loss": loss_sum / count,
+            "val_top1": c1 / count,
+            "val_top5": c5 / count,
+            "val_skipped": int(skipped),
+        }
 
     def _save_best(self, epoch: int, metric: float | None, history: list[dict]) -> None:
         """Write the ``KerasBackend`` bundle to ``best/`` (config.json carries the training summary)."""
         summary = {
-            "epoch": epoch, "monitor": self.cfg.run.monitor, "best_metric": metric,
-            "history": _json_history(history), "recipe": self.cfg.to_dict(),
-            "data": {"train": len(self.splits.train), "val": len(self.splits.val),
-                     "test": None if self.splits.test is None else len(self.splits.test),
-                     "dataset": self.cfg.data.train, "crop": self.cfg.data.crop},
-            "precision": self.precision, "world_size": 1, "run_dir": str(self.run_dir), "backend": "keras",
+            "epoch": epoch,
+            "monitor": self.cfg.run.monitor,
+            "best_metric": metric,
+            "history": _json_history(history),
+            "recipe": self.cfg.to_dict(),
+            "data": {
+                "train": len(self.splits.train),
+                "val": len(self.splits.val),
+                "test": None if self.splits.test is None else len(self.splits.test),
+                "dataset": self.cfg.data.train,
+                "crop": self.cfg.data.crop,
+            },
+            "precision": self.precision,
+            "world_size": 1,
+            "run_dir": str(self.run_dir),
+            "backend": "keras",
         }
         self.backend.save(self.run_dir / BEST_NAME, training=summary)
 
@@ -364,8 +439,11 @@ class _TorchView:
     def __init__(self, variables: list[Any]):
         import torch
 
-        self._tensors = {v.path: torch.from_numpy(np.asarray(v.numpy(), dtype=np.float32))
-                         for v in variables if np.issubdtype(np.dtype(v.dtype), np.floating)}
+        self._tensors = {
+            v.path: torch.from_numpy(np.asarray(v.numpy(), dtype=np.float32))
+            for v in variables
+            if np.issubdtype(np.dtype(v.dtype), np.floating)
+        }
         self.state = {0: self._tensors}
 
     def state_dict(self) -> dict[str, Any]:
@@ -381,9 +459,15 @@ def _all_layers(model: Any) -> list[Any]:
     return out
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, model: Any = None, preprocess: str | None = None,
-          splits: DataSplits | None = None, source: str = "recipe") -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    model: Any = None,
+    preprocess: str | None = None,
+    splits: DataSplits | None = None,
+    source: str = "recipe",
+) -> TrainResult:
     """Train per ``cfg`` with Keras (continue from ``out_dir/last.npz`` with ``resume``); ``source``
     (the recipe file) prefixes one-line ConfigErrors."""
     return KerasTrainer(cfg, model=model, preprocess=preprocess, splits=splits, source=source).fit(resume=resume)
-
