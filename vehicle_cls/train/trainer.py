@@ -531,23 +531,9 @@ class Trainer:
 
     def _save_best(self, epoch: int, metric: float | None, history: list[dict]) -> None:
         """Write the classifier bundle to ``best/`` (config.json carries the training summary)."""
-        summary = {
-            "epoch": epoch,
-            "monitor": self.cfg.run.monitor,
-            "best_metric": metric,
-            "history": _json_history(history),
-            "recipe": self.cfg.to_dict(),
-            "data": {
-                "train": len(self.splits.train),
-                "val": len(self.splits.val),
-                "test": None if self.splits.test is None else len(self.splits.test),
-                "dataset": self.cfg.data.train,
-                "crop": self.cfg.data.crop,
-            },
-            "precision": self.precision,
-            "world_size": self.dist.world_size,
-            "run_dir": str(self.run_dir),
-        }
+        summary = training_summary(
+            self.cfg, self.splits, epoch, metric, history, self.precision, self.dist.world_size, self.run_dir
+        )
         was_training = self.model.training
         self.classifier.save(self.run_dir / BEST_NAME, training=summary)
         self.model.train(was_training)
@@ -563,6 +549,36 @@ def train(
 ) -> TrainResult:
     """Train per ``cfg`` (continue from ``out_dir/last.pt`` with ``resume``); see ``Trainer``."""
     return Trainer(cfg, classifier=classifier, splits=splits, on_batch=on_batch).fit(resume=resume)
+
+
+def training_summary(
+    cfg: TrainConfig,
+    splits: DataSplits,
+    epoch: int,
+    metric: float | None,
+    history: list[dict[str, Any]],
+    precision: str,
+    world_size: int,
+    run_dir: Path,
+) -> dict[str, Any]:
+    """What a ``best/`` bundle's config.json records about the run that wrote it (both trainers)."""
+    return {
+        "epoch": epoch,
+        "monitor": cfg.run.monitor,
+        "best_metric": metric,
+        "history": _json_history(history),
+        "recipe": cfg.to_dict(),
+        "data": {
+            "train": len(splits.train),
+            "val": len(splits.val),
+            "test": None if splits.test is None else len(splits.test),
+            "dataset": cfg.data.train,
+            "crop": cfg.data.crop,
+        },
+        "precision": precision,
+        "world_size": world_size,
+        "run_dir": str(run_dir),
+    }
 
 
 def _json_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -28,7 +28,14 @@ from vehicle_cls.train.keras import model as kmodel
 from vehicle_cls.train.keras.checkpoint import LAST_NAME, load_last, save_last
 from vehicle_cls.train.keras.data import KerasData, steps_per_epoch
 from vehicle_cls.train.splits import DataSplits, prepare_splits
-from vehicle_cls.train.trainer import BEST_NAME, TrainResult, _epoch_line, _json_history, _warn_config_changes
+from vehicle_cls.train.trainer import (
+    BEST_NAME,
+    TrainResult,
+    _epoch_line,
+    _json_history,
+    _warn_config_changes,
+    training_summary,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -412,24 +419,8 @@ class KerasTrainer:
 
     def _save_best(self, epoch: int, metric: float | None, history: list[dict]) -> None:
         """Write the ``KerasBackend`` bundle to ``best/`` (config.json carries the training summary)."""
-        summary = {
-            "epoch": epoch,
-            "monitor": self.cfg.run.monitor,
-            "best_metric": metric,
-            "history": _json_history(history),
-            "recipe": self.cfg.to_dict(),
-            "data": {
-                "train": len(self.splits.train),
-                "val": len(self.splits.val),
-                "test": None if self.splits.test is None else len(self.splits.test),
-                "dataset": self.cfg.data.train,
-                "crop": self.cfg.data.crop,
-            },
-            "precision": self.precision,
-            "world_size": 1,
-            "run_dir": str(self.run_dir),
-            "backend": "keras",
-        }
+        summary = training_summary(self.cfg, self.splits, epoch, metric, history, self.precision, 1, self.run_dir)
+        summary["backend"] = "keras"
         self.backend.save(self.run_dir / BEST_NAME, training=summary)
 
 
