@@ -13,7 +13,7 @@ from vehicle_cls.cropper import cropper as cropper_module
 from vehicle_cls.runtime import Capabilities
 from vehicle_cls.testing.synthetic import synthetic_d2_state_dict, write_zoo_pkl
 
-PHOTOS = os.path.join(os.path.dirname(__file__), "data", "photos")
+PHOTOS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "photos")  # tests/data/photos
 SMALL = {"min_size_test": 160, "max_size_test": 320}
 HAS_D2 = detectron2_backend.detectron2_available()
 HAS_CUDA = torch.cuda.is_available()

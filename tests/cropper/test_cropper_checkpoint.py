@@ -17,7 +17,7 @@ from vehicle_cls.cropper.rcnn import GeneralizedRCNN
 from vehicle_cls.results import Detections
 from vehicle_cls.testing.synthetic import synthetic_d2_state_dict, write_zoo_pkl
 
-PHOTOS = os.path.join(os.path.dirname(__file__), "data", "photos")
+PHOTOS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "photos")  # tests/data/photos
 SMALL = {"min_size_test": 160, "max_size_test": 320}  # keeps the 101-layer forward pass quick
 
 
