@@ -12,6 +12,8 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
+from vehicle_cls.lazy import lazy_attribute
+
 
 def _version() -> str:
     """The installed distribution's version (pyproject.toml is the one place it is written)."""
@@ -77,10 +79,7 @@ if not any(isinstance(f, _NoTritonAfterTensorflow) for f in sys.meta_path):
 
 
 def __getattr__(name: str) -> Any:
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vehicle_cls' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    return lazy_attribute(__name__, _PUBLIC, name)
 
 
 def __dir__() -> list[str]:

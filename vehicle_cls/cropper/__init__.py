@@ -6,8 +6,9 @@ ONNX runtime (``vehicle_cls.onnx``) chooses crops with the same ``CropPolicy``.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from vehicle_cls.lazy import lazy_attribute
 
 _PUBLIC = {
     "DETECTOR_CONFIGS": "vehicle_cls.zoo",
@@ -44,10 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def __getattr__(name: str) -> Any:
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vehicle_cls.cropper' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    return lazy_attribute(__name__, _PUBLIC, name)
 
 
 def __dir__() -> list[str]:

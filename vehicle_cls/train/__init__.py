@@ -7,8 +7,9 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from vehicle_cls.lazy import lazy_attribute
 
 _PUBLIC = {
     "TrainConfig": "vehicle_cls.train.config",
@@ -42,7 +43,4 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vehicle_cls.train' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    return lazy_attribute(__name__, _PUBLIC, name)
