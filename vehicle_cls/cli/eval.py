@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from vehicle_cls.cli import EXIT_ERROR, EXIT_OK
 
@@ -85,25 +86,13 @@ def run(args: argparse.Namespace) -> int:
         print("vehicle-cls eval: error: --model DIR is required (or --compare REPORT_DIR ...)", file=sys.stderr)
         return EXIT_ERROR
     from vehicle_cls.classifier import Classifier
-    from vehicle_cls.train.evaluate import evaluate
     from vehicle_cls.train.report import write_report
 
     clf = Classifier.load(args.model, device=args.device)
     samples, classes, where = _samples(args, clf)
     name = args.name or f"{args.split} / crop={args.crop if args.crop in ('none', 'gt') else 'cache'}"
     info = {"model": str(args.model), "dataset": where, "split": args.split}
-    result = evaluate(
-        clf,
-        samples,
-        dataset_classes=classes,
-        crop=args.crop,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        precision=args.precision,
-        name=name,
-        info=info,
-        progress=sys.stderr.isatty(),
-    )
+    result = _evaluate(args, clf, samples, classes, name, info, progress=sys.stderr.isatty())
     if result.metrics.num_samples == 0:  # no silent "top-1 0.00%": nothing was scored
         first = f"; first: {result.failed[0][0]}: {result.failed[0][1]}" if result.failed else ""
         print(
@@ -156,7 +145,6 @@ def _compare_reports(args: argparse.Namespace) -> list:
     from pathlib import Path
 
     from vehicle_cls.classifier import Classifier
-    from vehicle_cls.train.evaluate import evaluate
     from vehicle_cls.train.report import write_report
     from vehicle_cls.train.splits import DataSplits
 
@@ -186,17 +174,7 @@ def _compare_reports(args: argparse.Namespace) -> list:
             "split": args.split,
             "backend": clf.backend.name,
         }
-        result = evaluate(
-            clf,
-            samples,
-            dataset_classes=splits.classes,
-            crop=args.crop,
-            batch_size=args.batch_size,
-            num_workers=args.workers,
-            precision=args.precision,
-            name=name,
-            info=info,
-        )
+        result = _evaluate(args, clf, samples, splits.classes, name, info)
         out = Path(args.out) / "runs" / run_dir.name
         write_report(result, out, history=(clf.training or {}).get("history"))
         print_summary(result)
@@ -215,3 +193,30 @@ def print_summary(result) -> None:
     for c, n, a in zip(m.classes, m.per_class_count, m.per_class_accuracy):
         if n:
             print(f"  {c:<{width}}  {a:7.2%}  ({n} images)")
+
+
+def _evaluate(
+    args: argparse.Namespace,
+    clf: Any,
+    samples: Any,
+    classes: Any,
+    name: str,
+    info: dict[str, Any],
+    progress: bool = False,
+) -> Any:
+    """``train.evaluate.evaluate`` with the command's crop, batch, worker and precision flags (one mapping
+    for a single model and for each run of ``--compare``)."""
+    from vehicle_cls.train.evaluate import evaluate
+
+    return evaluate(
+        clf,
+        samples,
+        dataset_classes=classes,
+        crop=args.crop,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        precision=args.precision,
+        name=name,
+        info=info,
+        progress=progress,
+    )
