@@ -140,3 +140,12 @@ def test_docs_links_resolve():
     for page in sorted((ROOT / "docs").glob("*.md")):
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
             assert (page.parent / target).exists(), f"{page.name}: broken link {target}"
+
+
+def test_local_links_and_pictures_exist():
+    """Every relative link or picture in README points at a file in the repository (a moved doc shows here)."""
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README)
+    local = [t for t in targets if "://" not in t and not t.startswith("mailto:")]
+    assert any(t.endswith((".jpg", ".png")) for t in local), "README has no picture"
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, f"README links to missing files: {missing}"
