@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 # torchvision before tensorflow: with torch 2.14 (triton 3.8) importing tensorflow first segfaults.
 import torchvision  # noqa: F401
-
-import pytest
 
 DATA = Path(__file__).parent / "data"
 
@@ -39,3 +39,17 @@ def rgb_photos():
         return [np.asarray(Image.open(p).convert("RGB")) for p in sorted((DATA / folder).glob("*.jpg"))]
 
     return load
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A saved classifier bundle (untrained resnet18, 32 px, classes car/minibus/truck) for command tests."""
+    import torch
+
+    from vehicle_cls.classifier import Classifier, Preprocess
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny_bundle")
+    classes = ["car", "minibus", "truck"]
+    Classifier.create("resnet18", classes=classes, preprocess=Preprocess(32, "squash"), device="cpu").save(directory)
+    return directory

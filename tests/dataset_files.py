@@ -11,6 +11,7 @@ import scipy.io
 DATA = Path(__file__).parent / "data"
 PHOTOS = DATA / "vehicle_photos"
 DEVKIT = DATA / "stanford_devkit"
+CLASSES = ["car", "minibus", "truck"]  # three of the classes in tests/data/vehicle_photos
 FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")
 
 
@@ -20,6 +21,20 @@ def copy_photos(dest: Path, mapping: dict[str, list[str]]) -> None:
         (dest / folder).mkdir(parents=True, exist_ok=True)
         for p in photos:
             shutil.copy(PHOTOS / p, dest / folder / Path(p).name)
+
+
+def first_photo(name: str = "car") -> Path:
+    """The first real photo (by name) of a class in tests/data/vehicle_photos."""
+    return min((PHOTOS / name).glob("*.jpg"))
+
+
+def class_folders(root: Path, per_class: int = 2) -> Path:
+    """root/<class>/ with ``per_class`` real photos for each of CLASSES: the smallest ``folders`` dataset."""
+    for c in CLASSES:
+        (root / c).mkdir(parents=True)
+        for p in sorted((PHOTOS / c).glob("*.jpg"))[:per_class]:
+            shutil.copy(p, root / c / p.name)
+    return root
 
 
 def make_kaggle(root: Path, with_csv: bool = True) -> Path:

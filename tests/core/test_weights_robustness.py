@@ -16,6 +16,7 @@ import torch
 from local_servers import serve_http
 from safetensors.torch import save as safetensors_bytes
 
+from vehicle_cls.cli import main
 from vehicle_cls.cropper.checkpoint import CheckpointError, load_state_dict
 from vehicle_cls.weights import WeightsError, fetch_weights
 
@@ -154,3 +155,19 @@ def test_numpy_rng_state_in_a_pth_is_refused_not_executed(tmp_path):
     torch.save({"model": {"w": torch.zeros(1)}, "rng": np.random.get_state()}, path)
     with pytest.raises(CheckpointError, match=r"refused to load global 'numpy"):
         load_state_dict(path)
+
+
+# Issue 17, principle 3: a garbage cached file is never returned, and `download --list` agrees.
+
+def test_download_does_not_return_a_garbage_file_and_list_agrees(tmp_path, capsys):
+    from vehicle_cls import weights
+
+    name = "faster_rcnn_R_101_FPN_3x"
+    garbage = weights.cached_path(name, tmp_path)
+    garbage.write_bytes(b"<html>login page</html>")
+    rc = main(["download", name, "--cache-dir", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert rc != 0 and str(garbage) not in captured.out
+    assert main(["download", "--list", "--cache-dir", str(tmp_path)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(name + "\t"))
+    assert "\tcached\t" not in line and "invalid" in line

@@ -1,10 +1,12 @@
 """CSV + image folder with a column mapping, including the course project's car_dataset_labels.csv."""
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
 import pytest
+from dataset_files import first_photo
 
 from vehicle_cls.data import CsvImages, DatasetError, detect_layout, open_dataset
 
@@ -109,3 +111,21 @@ def test_open_dataset_csv_layout_in_a_folder(tmp_path, images):
     (tmp_path / "other.csv").write_text("path,label\n")
     with pytest.raises(DatasetError, match="2 CSV files"):
         open_dataset(tmp_path, layout="csv")
+
+
+# Issue 17, principle 9: one bad row is that row.
+
+def test_csv_bad_rows_are_those_rows(tmp_path, caplog):
+    from vehicle_cls.data import CsvImages
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    for i in range(3):
+        shutil.copy(first_photo(), folder / f"{i}.jpg")
+    (folder / "l.csv").write_text("path,label\n0.jpg,car\n" + "x" * 140_000 + ",car\n1.jpg,truck\n0.jpg,car\n"
+                                  "2.jpg,car\n")
+    with caplog.at_level(logging.WARNING):
+        ds = CsvImages(folder / "l.csv", folder)
+    assert sorted(Path(s.path).name for s in ds) == ["0.jpg", "1.jpg", "2.jpg"]
+    assert f"{folder / 'l.csv'}: row 3" in caplog.text  # the long field
+    assert "duplicate" in caplog.text and "row 5" in caplog.text

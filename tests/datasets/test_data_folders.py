@@ -5,10 +5,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from dataset_files import PHOTOS, copy_photos, make_kaggle
 
 from vehicle_cls.data import ClassFolders, DatasetError, KaggleCars, detect_layout, open_dataset
+
 
 def test_class_folders_reads_sorted_classes_and_files(tmp_path):
     copy_photos(tmp_path, {
@@ -109,3 +109,18 @@ def test_kaggle_annotation_problems(tmp_path):
 def test_kaggle_missing_split(tmp_path):
     with pytest.raises(DatasetError, match=r"no train/ class folders"):
         KaggleCars(tmp_path, "train")
+
+
+# Issue 17, principle 9: one bad row is that row.
+
+def test_kaggle_annotation_row_over_the_csv_limit_is_that_row(tmp_path):
+    from dataset_files import make_kaggle
+
+    from vehicle_cls.data import KaggleCars
+
+    make_kaggle(tmp_path)
+    (tmp_path / "anno_train.csv").write_text("car1.jpg,10,20,90,80,1\n" + "y" * 140_000 + ",1,2,3,4,1\n"
+                                             "truck1.jpg,1,2,99,98,2\n")
+    ds = KaggleCars(tmp_path, "train")
+    assert {Path(s.path).name: s.box for s in ds}["truck1.jpg"] == (1.0, 2.0, 99.0, 98.0)
+    assert [p.row for p in ds.problems] == [2] and "field limit" in ds.problems[0].reason

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from local_servers import moto_s3
 
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
@@ -16,24 +15,6 @@ from vehicle_cls.data import DatasetError, open_dataset  # noqa: E402
 from vehicle_cls.data.s3 import local_dir_for, parse_s3_uri, sync_s3_prefix  # noqa: E402
 
 PHOTOS = Path(__file__).parents[1] / "data" / "vehicle_photos"
-
-
-@pytest.fixture(scope="module")
-def endpoint():
-    with moto_s3() as url:
-        yield url
-
-
-@pytest.fixture()
-def s3(endpoint, monkeypatch):
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    client = boto3.client("s3", endpoint_url=endpoint)
-    return client
 
 
 def upload_class_folders(client, bucket: str, prefix: str) -> dict[str, bytes]:

@@ -4,12 +4,15 @@ left the bucket are removed (real S3 protocol: moto's server on loopback, and a 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import shutil
 import socket
 import threading
 from pathlib import Path
 
 import pytest
-from local_servers import moto_s3
+from dataset_files import CLASSES, first_photo
 
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
@@ -69,12 +72,6 @@ def test_endpoint_that_never_answers_fails_with_a_clear_error(silent_endpoint, t
     assert len(calls) == 2  # max_attempts tries in all, then the error
 
 
-@pytest.fixture(scope="module")
-def endpoint():
-    with moto_s3() as url:
-        yield url
-
-
 def test_partials_of_objects_no_longer_listed_are_removed(endpoint, tmp_path, monkeypatch):
     for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(k, v)
@@ -94,3 +91,62 @@ def test_partials_of_objects_no_longer_listed_are_removed(endpoint, tmp_path, mo
     assert stats.resumed == 1  # the listed object's partial was continued
     assert (local / "car/car1.jpg").read_bytes() == car
     assert sorted(p.name for p in (local / "car").iterdir()) == ["car1.jpg"]
+
+
+# Issue 17, principles 2 and 7: a remote dataset cannot make training read local files; keys map to files one to one.
+
+def test_remote_csv_and_manifest_rows_stay_inside_the_mirror(s3, endpoint, tmp_path, caplog):
+    from vehicle_cls.data import open_dataset
+
+    secret = tmp_path / "local" / "secret.jpg"
+    secret.parent.mkdir()
+    shutil.copy(first_photo("truck"), secret)
+    rel_escape = os.path.relpath(secret, tmp_path / "cache")  # ../local/secret.jpg from the cache root ...
+    escape = "../" * 12 + str(secret).lstrip("/")  # ... and far enough up to leave any mirror
+    s3.create_bucket(Bucket="remote")
+    s3.put_object(Bucket="remote", Key="csv/car/a.jpg", Body=first_photo().read_bytes())
+    s3.put_object(Bucket="remote", Key="csv/labels.csv",
+                  Body=f"path,label\ncar/a.jpg,car\n{secret},truck\n{escape},truck\n{rel_escape},truck\n".encode())
+    with caplog.at_level(logging.WARNING):
+        ds = open_dataset("s3://remote/csv", "csv", cache_dir=tmp_path / "cache", endpoint_url=endpoint)
+    assert [Path(s.path).name for s in ds] == ["a.jpg"]
+    assert all("secret" not in s.path for s in ds)
+    assert str(secret) in caplog.text and "outside" in caplog.text
+    # a local CSV may name absolute paths: that is the user's own file
+    local_csv = tmp_path / "local" / "labels.csv"
+    local_csv.write_text(f"path,label\n{secret},truck\n")
+    assert [s.path for s in open_dataset(local_csv, "csv")] == [str(secret)]
+
+    # a crop-cache manifest mirrored from S3 naming a local file
+    s3.put_object(Bucket="remote", Key="crops/cache.json",
+                  Body=json.dumps({"version": 1, "mode": "gt", "classes": CLASSES}).encode())
+    s3.put_object(Bucket="remote", Key="crops/crops/a.jpg", Body=first_photo().read_bytes())
+    lines = [{"source": "x/a.jpg", "label": 0, "file": "crops/a.jpg"},
+             {"source": "x/b.jpg", "label": 2, "file": str(secret)},
+             {"source": "x/c.jpg", "label": 2, "file": escape}]
+    s3.put_object(Bucket="remote", Key="crops/manifest.jsonl", Body="".join(json.dumps(x) + "\n" for x in lines).encode())
+    ds = open_dataset("s3://remote/crops", cache_dir=tmp_path / "cache", endpoint_url=endpoint)
+    assert [Path(s.path).name for s in ds] == ["a.jpg"] and all("secret" not in s.path for s in ds)
+
+
+def test_s3_key_clashes_are_skipped_by_name_and_the_rest_is_usable(s3, endpoint, tmp_path, caplog):
+    from vehicle_cls.data import s3 as s3mod
+
+    s3.create_bucket(Bucket="clash")
+    car = first_photo().read_bytes()
+    long_name = "car/" + "x" * 296 + ".jpg"
+    keys = {"ds/car": b"a file where a folder is", "ds/car/a.jpg": car, "ds/car//b.jpg": b"double slash",
+            "ds/car/b.jpg": car, "ds/car/c.jpg": car, "ds/car/c.jpg.part": b"an object named like a partial",
+            f"ds/{long_name}": car, "ds/car/d.jpg": car}
+    for key, body in keys.items():
+        s3.put_object(Bucket="clash", Key=key, Body=body)
+    for _ in range(2):  # the rerun behaves the same
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            local, stats = s3mod.sync_s3_prefix("s3://clash/ds", tmp_path, endpoint_url=endpoint)
+        assert not stats.failed
+        for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+            assert (local / "car" / name).read_bytes() == car, name
+        for key in ("ds/car", "ds/car//b.jpg", "ds/car/c.jpg.part", "x" * 296):
+            assert key in caplog.text, key
+        assert not (local / "car" / "c.jpg.part").exists() or (local / "car" / "c.jpg.part").read_bytes() != car

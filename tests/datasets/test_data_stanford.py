@@ -7,12 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
-
 from dataset_files import DEVKIT, FIELDS, make_devkit, row, write_annos
 
 from vehicle_cls.data import DatasetError, StanfordCars, open_dataset, read_class_names
 from vehicle_cls.labels import stanford_cars_classes
-
 
 
 def _independent_rows(name: str) -> list[tuple]:
@@ -183,3 +181,15 @@ def test_single_file_cars_annos_release(tmp_path):
 def test_bad_on_error_value():
     with pytest.raises(ValueError, match="on_error"):
         StanfordCars(DEVKIT, None, "train", on_error="ignore", check_images=False)
+
+
+# Issue 17, principle 9: one bad row is that row.
+
+def test_devkit_row_with_class_inf_is_that_row(tmp_path):
+    from dataset_files import make_devkit, row
+
+    from vehicle_cls.data import StanfordCars
+
+    devkit = make_devkit(tmp_path, [row(0), row(1, **{"class": float("inf")}), row(2)])
+    ds = StanfordCars(devkit, tmp_path / "cars_train")
+    assert len(ds) == 2 and len(ds.problems) == 1 and ds.problems[0].row == 2

@@ -3,16 +3,16 @@ code, a last batch of one image trains, non-finite settings and duplicate keys a
 recipes, CSVs, folders and run directories fail in one line naming the file (on stderr)."""
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from dataset_files import CLASSES
 
 from vehicle_cls.classifier import Classifier, Preprocess
+from vehicle_cls.cli import main
 from vehicle_cls.train import ConfigError, TrainConfig, load_config, train
 
 DEMO = Path(__file__).resolve().parents[2] / "vehicle_cls" / "assets" / "demo_vehicle_types"
@@ -232,3 +232,22 @@ def test_leftovers_of_a_killed_run_are_removed_when_training_starts(tmp_path, ph
     train(_cfg(data, run, batch_size=2))
     assert not any(p.exists() for p in stale)
     assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
+
+
+# Issue 17, principle 3: no silent success.
+
+def test_training_on_unreadable_images_fails_without_a_best_bundle(tmp_path):
+    data = tmp_path / "garbage"
+    for c in CLASSES:
+        (data / c).mkdir(parents=True)
+        for i in range(4):
+            (data / c / f"{i}.jpg").write_bytes(b"not a jpeg at all " * 10)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"""
+data: {{train: {data}, layout: folders, val_fraction: 0.25, num_workers: 0}}
+model: {{arch: resnet18, input_size: 32}}
+optim: {{name: sgd, lr: 0.01, warmup_epochs: 0}}
+run: {{epochs: 1, batch_size: 4, precision: fp32, tensorboard: false, threads: 1, out_dir: {tmp_path / 'run'}}}
+""")
+    assert main(["train", "--config", str(recipe), "--no-progress"]) != 0
+    assert not (tmp_path / "run" / "best").exists()
