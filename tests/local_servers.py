@@ -1,9 +1,12 @@
-"""Servers the tests run on loopback only: a plain HTTP server for download tests and moto's real S3 server."""
+"""Servers the tests run on loopback only: a plain HTTP server for download tests, moto's real S3 server
+and uvicorn serving an app (``vehicle-cls serve``'s)."""
 from __future__ import annotations
 
 import contextlib
 import http.server
+import socket
 import threading
+import time
 from collections.abc import Iterator
 
 
@@ -33,3 +36,30 @@ def moto_s3() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+class UvicornServer:
+    """uvicorn serving ``app`` in a thread on a free 127.0.0.1 port (``url``); stopped (and joined) on exit."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> UvicornServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        self.sock.close()
+        assert not self.thread.is_alive(), "server did not shut down"

@@ -181,8 +181,9 @@ def test_version_comes_from_package_metadata():
     assert vehicle_cls.__version__ == version("vehicle-cls") == _pyproject()["project"]["version"]
 
 
-def test_wheel_ships_recipes_types_and_demo_photos(tmp_path):
-    """What `pip install` gets: the recipes (so `train --config NAME` works), py.typed, the demo photos."""
+def test_wheel_ships_recipes_types_demo_photos_and_the_serve_page(tmp_path):
+    """What `pip install` gets: the recipes (so `train --config NAME` works), py.typed, the demo photos,
+    the page `vehicle-cls serve` shows at /."""
     import shutil
     import zipfile
 
@@ -202,6 +203,6 @@ def test_wheel_ships_recipes_types_and_demo_photos(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     recipes = {Path(n).name for n in names if n.startswith("vehicle_cls/recipes/") and n.endswith(".yaml")}
     assert recipes == {p.name for p in (ROOT / "vehicle_cls" / "recipes").glob("*.yaml")} and recipes
-    assert "vehicle_cls/py.typed" in names
+    assert "vehicle_cls/py.typed" in names and "vehicle_cls/serve/static/index.html" in names
     assert sum(n.startswith("vehicle_cls/assets/demo_vehicle_types/car/") for n in names) > 100
     assert not any(n.startswith(("configs/", "tests/", "docs/")) for n in names)

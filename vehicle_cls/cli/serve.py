@@ -13,6 +13,7 @@ from vehicle_cls.cli.options import add_option_arguments, options_from_args
 HELP = "serve a model bundle over HTTP (batched; needs the serve extra)"
 DESCRIPTION = """Serve a model bundle over HTTP with request batching (pip install vehicle-cls[serve]).
 
+  GET  /          a page: drop or pick photos, see each with its boxes, labels, scores and JSON
   POST /predict   multipart files, or JSON: a list of base64 strings or {"images": [{"name", "data"}]}
                   -> a JSON list, one object per image (the lines `vehicle-cls predict` writes)
   GET  /health    200 when ready       GET /info   classes, preprocessing, cropper, device, limits

@@ -1,4 +1,5 @@
-"""The FastAPI application: POST /predict (batched), GET /health, /info and /metrics.
+"""The FastAPI application: POST /predict (batched), GET /health, /info and /metrics, and GET / (a page
+that sends photos to /predict and shows each with its boxes, labels, scores and JSON: ``static/index.html``).
 
 ``create_app(pipeline, ServeConfig(...))`` builds the app around one model instance. /predict takes
 multipart file parts or JSON base64 (see ``uploads``) and answers a JSON list with one object per
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.resources
 import logging
 import os
 import re
@@ -24,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.requests import ClientDisconnect
 
 from vehicle_cls.errors import one_line
@@ -102,6 +104,11 @@ def public_error(error: str) -> str:
     return _INTERNAL.sub(r"(\1; details in the server log)", error)
 
 
+def index_page() -> str:
+    """The page served at GET / (package data: one file, script and style inline, nothing fetched from elsewhere)."""
+    return (importlib.resources.files("vehicle_cls.serve") / "static" / "index.html").read_text(encoding="utf-8")
+
+
 def create_app(pipeline: Any, config: ServeConfig | None = None) -> FastAPI:
     """An app serving ``pipeline`` (a ``Pipeline``: ``pipeline(named_inputs, batch_size=, topk=)`` returns one
     object with ``to_dict()`` per input, carrying its name and its position in the request)."""
@@ -115,6 +122,7 @@ def create_app(pipeline: Any, config: ServeConfig | None = None) -> FastAPI:
     )
     stats = RequestStats()
     info = model_info(pipeline)
+    page = index_page()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -138,6 +146,11 @@ def create_app(pipeline: Any, config: ServeConfig | None = None) -> FastAPI:
     def refuse(status: int, detail: str) -> JSONResponse:
         stats.refused += 1
         return JSONResponse({"detail": one_line(detail)}, status_code=status)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        """The page: pick or drop photos, see each one annotated with its labels, scores and JSON."""
+        return HTMLResponse(page)
 
     @app.get("/health")
     async def health() -> JSONResponse:
