@@ -196,6 +196,19 @@ def undocumented_b(a: int, b: str = "") -> int:
     return a
 
 
+def extra_c(a: int) -> int:
+    """Add.
+
+    Args:
+        a: one.
+        c: not a parameter.
+
+    Returns:
+        The sum.
+    """
+    return a
+
+
 def no_returns_no_raises(a: int) -> int:
     """Add.
 
@@ -210,6 +223,8 @@ def no_returns_no_raises(a: int) -> int:
     module = griffe.load("sample", search_paths=[str(tmp_path)], docstring_parser="google")
     assert docstring_problems(module["documented"]) == []
     assert any("the signature has ['a', 'b']" in p for p in docstring_problems(module["undocumented_b"]))
+    problems = docstring_problems(module["extra_c"])
+    assert any("Parameter 'c' does not appear in the function signature" in p for p in problems), problems
     problems = docstring_problems(module["no_returns_no_raises"])
     assert any("no Returns" in p for p in problems)
     assert any("raises ['ValueError']" in p for p in problems)
