@@ -38,7 +38,17 @@ def _help(text: str, **extra: Any) -> dict[str, Any]:
 class InferenceOptions:
     """How a pipeline runs: batching, labels per vehicle, cropping, precision, device and decoding.
 
-    ``metadata["help"]`` is each option's CLI help; ``choices`` and ``const`` shape its flag."""
+    ``metadata["help"]`` is each option's CLI help; ``choices`` and ``const`` shape its flag.
+
+    Raises:
+        OptionError: a bad value (``batch_size=0``, ``precision="fp8"``, ...): one line naming the field.
+
+    Example:
+        ```python
+        opts = InferenceOptions(batch_size=8, precision="fp32")
+        pipe = Pipeline.load("my_pipeline", opts, topk=3)   # keyword overrides replace fields
+        ```
+    """
 
     device: str | None = field(
         default=None,
@@ -124,17 +134,43 @@ class InferenceOptions:
             raise OptionError("compile", str(exc).removeprefix("compile ")) from None
 
     def replace(self, **changes: Any) -> InferenceOptions:
-        """A copy with ``changes``, checked like the original (an unknown name: did-you-mean error)."""
+        """A copy with ``changes``, checked like the original (an unknown name: did-you-mean error).
+
+        Args:
+            **changes: field names and their new values.
+
+        Returns:
+            The new options (``self`` when there are no changes).
+
+        Raises:
+            ValueError: an unknown field name (with a did-you-mean), or a bad value (``OptionError``).
+        """
         check_keys(changes, field_names(InferenceOptions), what="inference option")
         return dataclasses.replace(self, **changes) if changes else self
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: every field by name."""
+        """JSON-ready: every field by name (what the HTTP service and Ray workers pass around).
+
+        Returns:
+            The fields.
+        """
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "inference options") -> InferenceOptions:
-        """From ``to_dict`` output (or a subset); an unknown key is refused with a did-you-mean."""
+        """From ``to_dict`` output (or a subset); an unknown key is refused with a did-you-mean.
+
+        Args:
+            data: the fields by name (the others keep their defaults).
+            source: where ``data`` came from, for the error message.
+
+        Returns:
+            The options.
+
+        Raises:
+            ValueError: ``data`` is not a mapping, has an unknown key, or a bad value; one line that
+                names ``source`` and the key.
+        """
         return strict_from_dict(cls, data, source=source)
 
 

@@ -46,9 +46,14 @@ class Pipeline:
     """Find the vehicles in each input with ``cropper`` (or take whole images / given boxes) and
     classify the crops with ``classifier``, in batches, on ``options.device``.
 
-    ``cropper``: a ``Cropper`` (or a stand-in with its ``detect``, ``policy``, ``capabilities``,
-    ``precision``, ``set_precision`` and ``to_config``). ``options``: an ``InferenceOptions``; keyword
-    ``overrides`` (``batch_size=8, precision="fp32"``, any of its fields) replace its values."""
+    Example:
+        ```python
+        pipe = Pipeline(Cropper.from_zoo(), Classifier.load("run/best"), device="auto")
+        for result in pipe(["street.jpg", "folder/"], topk=3):
+            print(result.source, result.error, [v.label for v in result])
+        pipe.save("my_pipeline")  # later: Pipeline.load("my_pipeline")
+        ```
+    """
 
     def __init__(
         self,
@@ -57,10 +62,28 @@ class Pipeline:
         options: InferenceOptions | None = None,
         **overrides: Any,
     ):
-        """See ``InferenceOptions`` for every setting: ``max_decode_side`` (JPEGs decoded reduced, results in
+        """Put both models on one device and set each one's precision, so every call runs as configured.
+
+        See ``InferenceOptions`` for every setting: ``max_decode_side`` (JPEGs decoded reduced, results in
         original pixels), ``decode`` ("auto": on the device on CUDA with bf16/fp16 where both models take
         device images), ``classifier_batch_size`` (None: sized to free memory where the classifier can),
-        ``compile`` (torch.compile, where the classifier's capabilities allow it)."""
+        ``compile`` (torch.compile, where the classifier's capabilities allow it).
+
+        Args:
+            cropper: a ``Cropper`` (or a stand-in with its ``detect``, ``policy``, ``capabilities``,
+                ``precision``, ``set_precision`` and ``to_config``); None, or ``crop=False``: classify
+                whole images.
+            classifier: the ``Classifier`` (required; it is moved to the pipeline's device).
+            options: an ``InferenceOptions`` (None: the defaults).
+            **overrides: ``InferenceOptions`` fields (``batch_size=8, precision="fp32"``) that replace
+                ``options``' values.
+
+        Raises:
+            TypeError: a ``Classifier`` was passed as ``cropper`` (the first argument).
+            ValueError: no ``classifier``; ``compile`` with a backend that does not compile; a precision
+                a model does not run; a bad override (``OptionError``) or an unknown one.
+            RuntimeError: a CUDA device was asked for and CUDA is not available.
+        """
         if isinstance(cropper, Classifier):  # Pipeline(clf) or Pipeline(clf, cropper): the order swapped
             raise TypeError(
                 "Pipeline(cropper, classifier): a Classifier was passed as the first argument, "
@@ -102,8 +125,21 @@ class Pipeline:
     # ---- persistence ------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the bundle: the classifier plus this pipeline's cropper section (null: no cropper), all
-        in one directory swap. Detector weights that are not a model-zoo name are copied into
-        ``directory/cropper/`` and recorded by that relative path, so the bundle can be moved."""
+        in one directory swap, so ``Pipeline.load`` rebuilds this pipeline.
+
+        Detector weights that are not a model-zoo name are copied into ``directory/cropper/`` and
+        recorded by that relative path, so the bundle can be moved.
+
+        Args:
+            directory: the bundle directory (created, or replaced whole).
+
+        Returns:
+            ``directory``, as a ``Path``.
+
+        Raises:
+            ValueError: the cropper's weights are neither a model-zoo name nor a file.
+            OSError: the directory cannot be written (``NotADirectoryError``: it is a file).
+        """
         cropper = None if self.cropper is None else _cropper_part(self.cropper)
         return self.classifier.save(directory, cropper=cropper)
 
@@ -115,9 +151,33 @@ class Pipeline:
         cropper: Any = None,
         **overrides: Any,
     ) -> Pipeline:
-        """Open a bundle on ``options.device`` (None: auto); the cropper is rebuilt from
-        ``config.json["cropper"]`` unless ``options.crop`` is False (classify whole images) or a ``cropper``
-        is given to use instead. ``overrides``: ``InferenceOptions`` fields, as for ``Pipeline``."""
+        """Open a bundle written by ``save`` (or by training) as a ready pipeline on ``options.device``.
+
+        The cropper is rebuilt from ``config.json["cropper"]`` unless ``options.crop`` is False
+        (classify whole images) or a ``cropper`` is given to use instead.
+
+        Args:
+            directory: the bundle directory.
+            options: an ``InferenceOptions``; its ``device`` None means "auto" (CUDA when available).
+            cropper: a cropper to use instead of the bundle's.
+            **overrides: ``InferenceOptions`` fields, as for ``Pipeline``.
+
+        Returns:
+            The pipeline.
+
+        Raises:
+            BundleError: ``directory`` is not a bundle, or its weights do not fit its ``config.json``.
+            RuntimeError: the bundle's cropper cannot be built (e.g. its weights are missing), or CUDA
+                was asked for and is not available.
+            ImportError: a Keras bundle without TensorFlow installed.
+            ValueError: a bad option (``OptionError``) or an unknown one.
+
+        Example:
+            ```python
+            pipe = Pipeline.load("my_pipeline", device="cpu", batch_size=8)
+            results = pipe("street.jpg")
+            ```
+        """
         options = (options or InferenceOptions()).replace(**overrides)
         device = resolve_device(options.device or "auto")
         options = options.replace(device=str(device))
@@ -139,7 +199,25 @@ class Pipeline:
         frame_stride: int | None = None,
         progress: bool = False,
     ) -> list[Result]:
-        """One ``Result`` per input image (per video frame), in input order (see ``stream``)."""
+        """Classify every vehicle in ``inputs``: one ``Result`` per input image (per video frame), in order.
+
+        The same as ``list(pipe.stream(...))``; a failed input gets ``Result.error`` instead of raising.
+
+        Args:
+            inputs: as for ``stream``.
+            batch_size: images per batch (None: ``options.batch_size``).
+            topk: classes listed per vehicle (None: ``options.topk``).
+            boxes: one entry per image instead of the cropper's boxes (see ``stream``).
+            keep_images: keep the decoded image on each result (for ``Result.plot``).
+            frame_stride: video: classify every N-th frame (None: ``options.frame_stride``).
+            progress: show a progress bar.
+
+        Returns:
+            The results, in input order.
+
+        Raises:
+            ValueError: a bad option (``OptionError``), or ``boxes`` that do not match the inputs.
+        """
         return list(self.stream(inputs, batch_size, topk, boxes, keep_images, frame_stride, progress))
 
     def stream(
@@ -152,14 +230,31 @@ class Pipeline:
         frame_stride: int | None = None,
         progress: bool = False,
     ) -> Iterator[Result]:
-        """Yield one ``Result`` per input image as batches finish, in input order.
+        """Yield one ``Result`` per input image as batches finish, in input order, so large inputs are
+        never held whole.
 
-        ``inputs``: one image, a path, a folder, a glob, a video file, a ``NamedInput`` (its results report
-        its name and index), or a list/generator of those. ``batch_size``, ``topk``, ``frame_stride``: this
-        call's values (None: ``options``'), checked as ``InferenceOptions`` fields.
-        ``boxes``: one entry per image (after folders/globs/videos are expanded): None (whole image),
-        (x1, y1, x2, y2), or a (K, 4) array (one vehicle per box); the cropper is then not used.
-        ``keep_images`` keeps the decoded image on each result (for ``plot``).
+        An input that cannot be read (or whose detection or classification fails) gets
+        ``Result.error`` and the others go on; an exception raised by a generator given as ``inputs``
+        is raised here.
+
+        Args:
+            inputs: one image, a path, a folder, a glob, a video file, a URL, a ``NamedInput`` (its
+                results report its name and index), or a list/generator of those.
+            batch_size: images per batch (None: ``options.batch_size``); checked as an
+                ``InferenceOptions`` field, like ``topk`` and ``frame_stride``.
+            topk: classes listed per vehicle (None: ``options.topk``).
+            boxes: one entry per image (after folders/globs/videos are expanded): None (whole image),
+                (x1, y1, x2, y2), or a (K, 4) array (one vehicle per box); the cropper is then not used.
+            keep_images: keep the decoded image on each result (for ``Result.plot``).
+            frame_stride: video: classify every N-th frame (None: ``options.frame_stride``).
+            progress: show a progress bar (with a total where the inputs are listed up front).
+
+        Yields:
+            One ``Result`` per image, in input order.
+
+        Raises:
+            ValueError: a bad option (``OptionError``), or a ``boxes`` list whose length is not the
+                number of inputs (where that is known up front).
         """
         given = {"batch_size": batch_size, "topk": topk, "frame_stride": frame_stride}
         opts = self.options.replace(**{k: v for k, v in given.items() if v is not None})

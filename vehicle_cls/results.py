@@ -42,6 +42,11 @@ class Detection:
         return max(0.0, x2 - x1) * max(0.0, y2 - y1)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values, as ``Vehicle.to_dict`` nests them.
+
+        Returns:
+            box (rounded), score, class_id and class_name; no mask array.
+        """
         return {
             "box": [_num(v, 2) for v in self.box],
             "score": _num(self.score),
@@ -52,7 +57,11 @@ class Detection:
 
 @dataclass
 class Detections:
-    """All detections for one image as arrays (N rows), like torchvision's output dicts."""
+    """All detections for one image as arrays (N rows), like torchvision's output dicts.
+
+    Raises:
+        ValueError: boxes, scores, classes (and masks) do not have the same length.
+    """
 
     boxes: np.ndarray  # (N, 4) float32 xyxy in original pixels
     scores: np.ndarray  # (N,) float32
@@ -87,15 +96,36 @@ class Detections:
 
     @classmethod
     def failed(cls, error: str) -> Detections:
-        """No detections because the input failed; ``error`` says why (one line)."""
+        """No detections because the input failed; ``error`` says why (one line).
+
+        Args:
+            error: the reason (folded to one line).
+
+        Returns:
+            Empty detections with ``error`` set.
+        """
         return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64), error=one_line(error))
 
     @classmethod
     def empty(cls, image_size: tuple[int, int] | None = None, with_masks: bool = False) -> Detections:
+        """No detections in a readable image (nothing found), with the arrays a model would give.
+
+        Args:
+            image_size: (height, width) of the image.
+            with_masks: give an empty (0, H, W) mask array (a mask model), not None.
+
+        Returns:
+            Empty detections without an error.
+        """
         masks = np.zeros((0, *image_size), dtype=bool) if with_masks and image_size else None
         return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64), masks, image_size)
 
     def to_list(self) -> list[Detection]:
+        """One ``Detection`` per row, for code that handles objects one at a time.
+
+        Returns:
+            The detections, in row order (each with its mask, if any).
+        """
         return [
             Detection(
                 tuple(float(v) for v in self.boxes[i]),  # type: ignore[arg-type]
@@ -107,6 +137,11 @@ class Detections:
         ]
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values: every detection as ``Detection.to_dict`` gives it, and the error.
+
+        Returns:
+            ``{"detections": [Detection.to_dict(), ...], "error": ...}``.
+        """
         return {"detections": [d.to_dict() for d in self.to_list()], "error": self.error}
 
 
@@ -125,7 +160,12 @@ class Vehicle:
     fallback: bool = False  # True: nothing detected, the whole image was classified
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready values (floats rounded, tuples as lists, no mask array)."""
+        """JSON-ready values (floats rounded, tuples as lists, no mask array).
+
+        Returns:
+            box, detection, label, score, class_index, topk (``[label, score]`` pairs), fallback and
+            has_mask (``results.VEHICLE_FIELDS``).
+        """
         return {
             "box": None if self.box is None else [_num(v, 2) for v in self.box],
             "detection": None if self.detection is None else self.detection.to_dict(),
@@ -176,11 +216,26 @@ class Result:
     def failed(
         cls, source: str, index: int, error: str, frame: int | None = None, timestamp: float | None = None
     ) -> Result:
-        """A result for an input that could not be processed; ``error`` is made one line."""
+        """A result for an input that could not be processed; ``error`` is made one line.
+
+        Args:
+            source: the input's name (path, URL or description).
+            index: its position in the expanded input stream.
+            error: why it failed.
+            frame: the video frame index, for a frame.
+            timestamp: the video frame time in seconds, for a frame.
+
+        Returns:
+            The result, with no vehicles.
+        """
         return cls(source=source, index=index, frame=frame, timestamp=timestamp, error=one_line(error))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready values: the input's fields and one dict per vehicle (``Vehicle.to_dict``)."""
+        """JSON-ready values: the input's fields and one dict per vehicle (``Vehicle.to_dict``).
+
+        Returns:
+            source, index, frame, timestamp, image_size, error and vehicles (``results.RESULT_FIELDS``).
+        """
         return {
             "source": self.source,
             "index": int(self.index),
@@ -192,12 +247,26 @@ class Result:
         }
 
     def to_json(self) -> str:
-        """Strict JSON on one line (a non-finite number is written as null, never as bare NaN)."""
+        """Strict JSON on one line (a non-finite number is written as null, never as bare NaN).
+
+        Returns:
+            ``json.dumps(self.to_dict())``, one JSON Lines line without its newline.
+        """
         return json.dumps(self.to_dict(), allow_nan=False)
 
     def to_rows(self) -> list[dict[str, Any]]:
         """Flat rows for tables (CSV, DataFrame, Parquet): one per vehicle, or one with empty
-        vehicle fields for a failed input or one where nothing was found, so no input is lost."""
+        vehicle fields for a failed input or one where nothing was found, so no input is lost.
+
+        Returns:
+            The rows, each with the columns of ``results.ROW_FIELDS``.
+
+        Example:
+            ```python
+            import pandas as pd
+            table = pd.DataFrame([row for r in pipe("folder/") for row in r.to_rows()])
+            ```
+        """
         h, w = self.image_size if self.image_size is not None else (None, None)
         base = {
             "source": self.source,
@@ -231,8 +300,22 @@ class Result:
         return rows
 
     def plot(self, image: Any = None, line_width: int | None = None, masks: bool = True) -> Image.Image:
-        """Every vehicle (box, mask, label and score) drawn on ``image`` (default: the kept image or
-        the source file); a failed input shows its error in red."""
+        """Every vehicle (box, mask, label and score) drawn on an image, to look at a result.
+
+        A failed input shows its error in red.
+
+        Args:
+            image: what to draw on (anything ``load_image`` accepts; None: the image kept with
+                ``keep_images=True``, else the source file).
+            line_width: box line width in pixels (None: scaled to the image).
+            masks: draw instance masks where the vehicles have them.
+
+        Returns:
+            A new RGB PIL image.
+
+        Raises:
+            ImageError: the image cannot be read (e.g. no image was kept and the source is not a file).
+        """
         from vehicle_cls.io.images import load_image
         from vehicle_cls.plotting import draw_result
 

@@ -30,7 +30,15 @@ logger = logging.getLogger(__name__)
 
 
 class Classifier:
-    """Class probabilities for vehicle crops; build with ``create`` or ``load`` (or wrap a model)."""
+    """Class probabilities for vehicle crops; build with ``create`` or ``load`` (or wrap a model).
+
+    Example:
+        ```python
+        clf = Classifier.load("run/best")            # a bundle written by training or save
+        for result in clf.predict(["car.jpg", "truck.jpg"], topk=3):
+            print(result.source, result.best.label, result.best.score)
+        ```
+    """
 
     def __init__(
         self,
@@ -42,8 +50,22 @@ class Classifier:
         dropout: float = 0.2,
         training: dict[str, Any] | None = None,
     ):
-        """``model``: a torch ``nn.Module`` (with ``arch``, ``classes``, ``preprocess``) or a backend
-        object such as ``KerasBackend`` (which carries its own classes and preprocessing)."""
+        """Wrap a model (or a backend) so that torch and Keras classifiers share one API.
+
+        Args:
+            model: a torch ``nn.Module`` (with ``arch``, ``classes``, ``preprocess``) or a backend
+                object such as ``KerasBackend`` (which carries its own classes and preprocessing).
+            arch: the torchvision architecture name (None: "custom"); torch models only.
+            classes: the class names, one per output; torch models only.
+            preprocess: how images become model input (None: ``Preprocess()``); torch models only.
+            device: where the model runs ("cpu", "cuda", "auto", a ``torch.device``).
+            dropout: the head's dropout, recorded in the bundle; torch models only.
+            training: the trainer's summary, kept across ``save`` / ``load``.
+
+        Raises:
+            ValueError: ``classes`` empty or with duplicate names (a torch model).
+            TypeError: ``model`` is neither an ``nn.Module`` nor a classifier backend.
+        """
         if isinstance(model, nn.Module):
             classes = list(classes)
             if not classes or len(set(classes)) != len(classes):
@@ -89,7 +111,17 @@ class Classifier:
         return torch.device(str(self.backend.device))  # type: ignore[attr-defined]
 
     def resolve_precision(self, precision: str = DEFAULT_PRECISION) -> str:
-        """``precision`` as this classifier runs it on its device ("auto": the fastest its backend supports)."""
+        """``precision`` as this classifier runs it on its device ("auto": the fastest its backend supports).
+
+        Args:
+            precision: "auto", "fp32", "bf16" or "fp16".
+
+        Returns:
+            The precision that will run: "fp32", "bf16" or "fp16".
+
+        Raises:
+            ValueError: an unknown precision, fp16 without CUDA, or one the backend does not run.
+        """
         return resolve_precision(
             precision, self.device, capabilities=self.backend.capabilities, what=f"the {self.backend.name} classifier"
         )
@@ -108,7 +140,30 @@ class Classifier:
         device: str | torch.device = "auto",
         progress: bool = True,
     ) -> Classifier:
-        """A new classifier: ``arch`` from torchvision (``weights="imagenet"`` or None) + new head."""
+        """A new classifier to train: ``arch`` from torchvision (``weights="imagenet"`` or None) + a new head.
+
+        Args:
+            arch: a torchvision classification model name (``supported_archs()`` lists them).
+            classes: the class names, one per output (required).
+            weights: "imagenet" (torchvision's pretrained backbone, downloaded once) or None (random).
+            dropout: dropout before the new head.
+            preprocess: how images become model input (None: ``Preprocess()``, ImageNet statistics).
+            device: where the model runs ("auto": CUDA when available, else CPU).
+            progress: show the weights download's progress bar.
+
+        Returns:
+            The classifier, with an untrained head.
+
+        Raises:
+            ValueError: no ``classes``, an unsupported ``arch``, or unknown ``weights``.
+            WeightsUnavailableError: the ImageNet weights cannot be downloaded or read.
+            RuntimeError: a CUDA device was asked for and CUDA is not available.
+
+        Example:
+            ```python
+            clf = Classifier.create("resnet50", classes=["sedan", "suv", "truck"], weights="imagenet")
+            ```
+        """
         classes = list(classes)
         if not classes:
             raise ValueError("Classifier.create needs the class names (classes=[...])")
@@ -116,7 +171,17 @@ class Classifier:
         return cls(model, arch, classes, preprocess or Preprocess(), resolve_device(device), dropout)
 
     def to(self, device: str | torch.device) -> Classifier:
-        """Move the model to ``device`` (in place) and return self."""
+        """Move the model to ``device`` (in place) and return self, for chaining.
+
+        Args:
+            device: "cpu", "cuda", "cuda:1", "auto" or a ``torch.device``.
+
+        Returns:
+            This classifier.
+
+        Raises:
+            RuntimeError: a CUDA device was asked for and CUDA is not available.
+        """
         self.backend.to(resolve_device(device))
         return self
 
@@ -127,9 +192,21 @@ class Classifier:
         training: dict[str, Any] | None = None,
         cropper: BundlePart | Mapping[str, Any] | None = None,
     ) -> Path:
-        """Write the bundle: weights + ``config.json`` (all that ``load`` needs), in one swap with the
-        cropper's part that ``Pipeline.save`` passes (its section and files; a bare section is
-        recorded as it is; None: null, a classifier alone has no cropper)."""
+        """Write the bundle: weights + ``config.json`` (all that ``load`` needs), in one directory swap.
+
+        Args:
+            directory: the bundle directory (created, or replaced whole).
+            training: the trainer's summary to record (None: the one this classifier carries).
+            cropper: the cropper's part that ``Pipeline.save`` passes (its section and files); a bare
+                section is recorded as it is; None: null, a classifier alone has no cropper.
+
+        Returns:
+            ``directory``, as a ``Path``.
+
+        Raises:
+            ValueError: the cropper's part writes a file the classifier's part also writes.
+            OSError: the directory cannot be written (``NotADirectoryError``: it is a file).
+        """
         training = training if training is not None else self.training
         if cropper is not None and not isinstance(cropper, BundlePart):
             cropper = BundlePart(dict(cropper))
@@ -139,8 +216,22 @@ class Classifier:
     def load(
         cls, directory: str | os.PathLike, device: str | torch.device = "auto", config: dict[str, Any] | None = None
     ) -> Classifier:
-        """Open a bundle (torch or Keras; ``config``: its ``config.json`` when already read by
-        ``bundle.read_config``); refuses weights that do not fit ``config.json``."""
+        """Open a bundle (torch or Keras alike), refusing weights that do not fit its ``config.json``.
+
+        Args:
+            directory: the bundle directory (``save``, or training's ``best/``).
+            device: where the model runs ("auto": CUDA when available, else CPU).
+            config: the bundle's ``config.json`` when already read by ``bundle.read_config``.
+
+        Returns:
+            The classifier (its cropper section, if any, is for ``Pipeline.load``).
+
+        Raises:
+            BundleError: not a bundle, a malformed ``config.json``, an unknown backend, or weights that
+                do not fit it.
+            ImportError: a Keras bundle without TensorFlow installed.
+            RuntimeError: a CUDA device was asked for and CUDA is not available.
+        """
         config = config if config is not None else read_config(directory)
         name = config.get("backend", "torch")
         device = resolve_device(device)
@@ -162,18 +253,49 @@ class Classifier:
     # predict_proba and predict_proba_images default to fp32, not DEFAULT_PRECISION: they give the reference
     # probabilities that evaluate scores and that the fast path's agreement is measured against
     def predict_proba(self, batch: Any, precision: str = "fp32") -> torch.Tensor:
-        """Softmax probabilities (N, C) float32 for a batch of ``transform`` outputs (for the torch
-        backend: a preprocessed NCHW tensor)."""
+        """Softmax probabilities (N, C) float32 for a batch of ``transform`` outputs, for training loops
+        and DataLoaders that prepare their own batches.
+
+        Args:
+            batch: the stacked ``transform`` outputs (for the torch backend: a preprocessed NCHW tensor).
+            precision: "fp32" (default: the reference probabilities), "bf16", "fp16" or "auto".
+
+        Returns:
+            The (N, C) probabilities, columns in ``classes`` order.
+
+        Raises:
+            ValueError: a precision this classifier does not run on its device.
+        """
         return self.backend.predict_batch(batch, self.resolve_precision(precision))
 
     def transform(self, image: Any) -> Any:
-        """One image -> the model input ``predict_proba`` takes (stacked); for DataLoaders."""
+        """One image -> the model input ``predict_proba`` takes (stacked); for DataLoaders.
+
+        Args:
+            image: an RGB uint8 HxWx3 array (or what the backend's transform accepts).
+
+        Returns:
+            The model input for that image (for the torch backend: a CHW float tensor).
+        """
         return self.backend.transform(image)
 
     def predict_proba_images(
         self, images: Sequence[np.ndarray], precision: str = "fp32", batch_size: int = DEFAULT_BATCH_SIZE
     ) -> np.ndarray:
-        """Softmax probabilities (N, C) for whole RGB uint8 HxWx3 images, ``batch_size`` at a time."""
+        """Softmax probabilities (N, C) for whole RGB uint8 HxWx3 images, ``batch_size`` at a time.
+
+        Args:
+            images: RGB uint8 HxWx3 arrays.
+            precision: "fp32" (default: the reference probabilities), "bf16", "fp16" or "auto".
+            batch_size: images per forward pass.
+
+        Returns:
+            The (N, C) float32 probabilities, rows in ``images`` order, columns in ``classes`` order.
+
+        Raises:
+            ValueError: a bad ``batch_size`` or ``precision`` (``OptionError``), or a precision this
+                classifier does not run.
+        """
         opts = InferenceOptions(batch_size=batch_size, precision=precision)
         probs = classify_crops(
             self.backend,
@@ -186,9 +308,23 @@ class Classifier:
     def predict(
         self, images: Any, topk: int = 5, batch_size: int = 32, precision: str = DEFAULT_PRECISION
     ) -> list[Result]:
-        """One ``Result`` per image (anything ``load_image`` accepts, or a list of them), the whole
-        image classified (no cropper; ``Pipeline`` adds one), ``batch_size`` images at a time;
-        bad inputs get ``error`` set. The arguments are checked as ``InferenceOptions`` fields."""
+        """Classify whole images (no cropper; ``Pipeline`` adds one): one ``Result`` per image.
+
+        An input that cannot be read gets ``Result.error`` set; the others go on.
+
+        Args:
+            images: one image (anything ``load_image`` accepts) or a list of them.
+            topk: classes listed per image.
+            batch_size: images per forward pass.
+            precision: "auto" (default: the fast path where it keeps agreement), "fp32", "bf16" or "fp16".
+
+        Returns:
+            One result per image, in order, each with one ``Vehicle`` (the whole image).
+
+        Raises:
+            ValueError: a bad ``topk``, ``batch_size`` or ``precision`` (checked as ``InferenceOptions``
+                fields: ``OptionError``), or a precision this classifier does not run.
+        """
         from vehicle_cls.io.inputs import is_single_source
 
         opts = InferenceOptions(batch_size=batch_size, topk=topk, precision=precision)

@@ -36,11 +36,30 @@ class Cropper:
 
     Build it with :meth:`from_zoo`, :meth:`from_checkpoint` or :meth:`from_config`; then
     ``detect(images)`` gives one :class:`Detections` per image and ``choose(images)`` the crops.
+
+    Example:
+        ```python
+        cropper = Cropper.from_zoo("faster_rcnn_R_101_FPN_3x", policy="all", min_score=0.6)
+        detections = cropper.detect(["street.jpg"])[0]   # boxes, scores, COCO classes
+        crops = cropper.crop(["street.jpg"])[0]          # RGB arrays, one per chosen vehicle
+        ```
     """
 
     def __init__(
         self, backend: DetectorBackend, config: str, weights: str, policy: CropPolicy | None = None, batch_size: int = 1
     ):
+        """Wrap a built detector backend; use :meth:`from_zoo` / :meth:`from_checkpoint` to build one.
+
+        Args:
+            backend: the detector backend (torch or detectron2) holding the weights.
+            config: the detectron2 config name it was built for.
+            weights: the zoo name or path that :meth:`to_config` records.
+            policy: how detections become crops (None: ``CropPolicy()``).
+            batch_size: images per detector pass for :meth:`detect`.
+
+        Raises:
+            ValueError: ``batch_size`` < 1, or ``policy.mask`` with a model that has no mask head.
+        """
         self.backend = backend
         self.config = config
         self.weights = weights  # zoo name or path: what to_config records
@@ -72,14 +91,35 @@ class Cropper:
     ) -> Cropper:
         """Load detectron2 weights (.pkl zoo file, .pth, or our .safetensors) into the chosen backend.
 
-        ``settings``: test settings (``min_size_test=800, max_size_test=1333, score_thresh_test=0.05,
-        nms_thresh_test=0.5, detections_per_image=100``, RPN top-k/NMS) and/or CropPolicy fields
-        (``classes``, ``min_score``, ``margin``, ...) that override ``policy``'s. ``precision``:
-        "fp32" (detectron2's numbers), "bf16" (CPU/GPU), "fp16" (CUDA) or "auto" (see ``set_precision``).
-        The default is fp32, not ``runtime.DEFAULT_PRECISION``: a cropper built alone makes crop caches and
-        training crops, which must be detectron2's exact boxes on every machine (``Pipeline`` asks for
-        its own precision, "auto" by default).
-        ``weights_name``: what :meth:`to_config` records as the weights (default: the absolute path).
+        Args:
+            path: the weights file.
+            config: the detectron2 config the weights are for (``faster_rcnn_R_101_FPN_3x`` or
+                ``mask_rcnn_R_101_FPN_3x``).
+            backend: "torch" (pure torch, detectron2's numbers), "detectron2" (needs detectron2) or
+                "auto" (detectron2 where installed, else torch).
+            device: where the detector runs ("auto": CUDA when available, else CPU).
+            policy: a ``CropPolicy``, its dict, or a select mode ("largest", "score", "all").
+            precision: "fp32" (detectron2's numbers), "bf16" (CPU/GPU), "fp16" (CUDA) or "auto" (see
+                ``set_precision``). The default is fp32, not ``runtime.DEFAULT_PRECISION``: a cropper built
+                alone makes crop caches and training crops, which must be detectron2's exact boxes on every
+                machine (``Pipeline`` asks for its own precision, "auto" by default).
+            channels_last: run the torch backend's convolutions in channels-last layout.
+            batch_size: images per detector pass for :meth:`detect`.
+            weights_name: what :meth:`to_config` records as the weights (default: the absolute path).
+            **settings: test settings (``min_size_test=800, max_size_test=1333, score_thresh_test=0.05,
+                nms_thresh_test=0.5, detections_per_image=100``, RPN top-k/NMS) and/or CropPolicy fields
+                (``classes``, ``min_score``, ``margin``, ...) that override ``policy``'s.
+
+        Returns:
+            The cropper, in ``precision``.
+
+        Raises:
+            ValueError: an unknown ``config`` or ``backend``, a bad policy or test setting, or
+                ``mask=True`` with a model that has no mask head.
+            TypeError: an unknown keyword in ``settings``, or a ``policy`` of another type.
+            ImportError: ``backend="detectron2"`` without detectron2 installed.
+            CheckpointError: the weights file is missing, unreadable, or does not fit the network.
+            RuntimeError: a CUDA device was asked for and CUDA is not available.
         """
         mask_on = check_config(config)
         if backend not in BACKENDS:
@@ -108,7 +148,22 @@ class Cropper:
     def from_zoo(
         cls, name: str = "faster_rcnn_R_101_FPN_3x", *, cache_dir: str | os.PathLike | None = None, **kwargs: Any
     ) -> Cropper:
-        """Download (first use) and load a detectron2 model-zoo checkpoint by config name."""
+        """Download (first use) and load a detectron2 model-zoo checkpoint by config name.
+
+        Args:
+            name: the model-zoo config name (``faster_rcnn_R_101_FPN_3x`` or ``mask_rcnn_R_101_FPN_3x``).
+            cache_dir: where downloaded weights are kept (None: the user cache, see ``vehicle_cls.weights``).
+            **kwargs: :meth:`from_checkpoint` arguments (``device``, ``policy``, ``precision``, settings).
+
+        Returns:
+            The cropper; :meth:`to_config` records the zoo name, not the cached path.
+
+        Raises:
+            ValueError: an unknown ``name`` (the message lists the known ones), or a bad argument.
+            TypeError: an unknown keyword argument.
+            WeightsError: the weights cannot be downloaded or fail their checksum.
+            CheckpointError: the cached weights file cannot be read.
+        """
         from vehicle_cls.weights import fetch_weights
 
         check_config(name)
@@ -118,7 +173,25 @@ class Cropper:
 
     @classmethod
     def from_config(cls, d: dict[str, Any], device: str | torch.device = "auto", **overrides: Any) -> Cropper:
-        """Rebuild a cropper from :meth:`to_config` output (what a classifier bundle stores)."""
+        """Rebuild a cropper from :meth:`to_config` output (what a classifier bundle stores).
+
+        A config that asks for the detectron2 backend falls back to torch (same boxes) where detectron2
+        is not installed.
+
+        Args:
+            d: the :meth:`to_config` dict (``weights`` required: a zoo name or a path).
+            device: where the detector runs ("auto": CUDA when available, else CPU).
+            **overrides: :meth:`from_checkpoint` arguments that replace the config's.
+
+        Returns:
+            The cropper.
+
+        Raises:
+            ValueError: no ``weights``, an unknown key (with a did-you-mean), or a bad value.
+            TypeError: an unknown test setting or override.
+            WeightsError: zoo weights that cannot be downloaded.
+            CheckpointError: a weights file that is missing, unreadable, or does not fit the network.
+        """
         from vehicle_cls.weights import KNOWN_WEIGHTS
 
         d = dict(d)
@@ -147,7 +220,12 @@ class Cropper:
         return cls.from_checkpoint(d["weights"], **kwargs)
 
     def to_config(self) -> dict[str, Any]:
-        """JSON-ready description: config, weights (zoo name or path), backend, test settings, policy."""
+        """JSON-ready description, so a bundle can rebuild this cropper with :meth:`from_config`.
+
+        Returns:
+            config, weights (zoo name or path), backend, test settings, policy, precision,
+            channels_last and batch_size.
+        """
         return {
             "config": self.config,
             "weights": self.weights,
@@ -160,7 +238,18 @@ class Cropper:
         }
 
     def save_weights(self, path: str | os.PathLike) -> Path:
-        """Write the weights in the project's own form (.safetensors, detectron2 names)."""
+        """Write the weights in the project's own form (.safetensors, detectron2 names), loadable by
+        :meth:`from_checkpoint` without pickle.
+
+        Args:
+            path: the file to write; it must end in ``.safetensors``.
+
+        Returns:
+            ``path``, as a ``Path``.
+
+        Raises:
+            ValueError: ``path`` does not end in ``.safetensors``.
+        """
         return save_state_dict(self.backend.state_dict(), path)
 
     # ---------------------------------------------------------------- properties
@@ -191,14 +280,23 @@ class Cropper:
     def detect(self, images: Any, batch_size: int | None = None, grouping: str = "auto") -> list[Detections]:
         """Detections (original pixels, detectron2's contiguous COCO ids) for each image, in order.
 
-        ``images``: a list of RGB uint8 HxWx3 arrays or anything ``load_image`` accepts (a single
-        image is accepted too). ``grouping`` decides which images share a forward pass:
-        "single" (one at a time), "size" (images of the same resized size, up to ``batch_size``
-        per pass: no padding, so results do not depend on batch mates), "padded" (``batch_size``
-        images padded together, as detectron2's ``model([...])``), or "auto": "single" on the CPU
-        (measured faster there: a padded batch of 8 ran slower than 8 single passes) and "size"
-        on accelerators. ``batch_size`` defaults to ``self.batch_size``. An input that fails to
-        decode gets ``Detections.failed(reason)`` and the others still run.
+        An input that fails to decode gets ``Detections.failed(reason)`` and the others still run.
+
+        Args:
+            images: a list of RGB uint8 HxWx3 arrays or anything ``load_image`` accepts (a single
+                image is accepted too).
+            batch_size: images per forward pass (None: ``self.batch_size``).
+            grouping: which images share a forward pass: "single" (one at a time), "size" (images of
+                the same resized size, up to ``batch_size`` per pass: no padding, so results do not
+                depend on batch mates), "padded" (``batch_size`` images padded together, as detectron2's
+                ``model([...])``), or "auto": "single" on the CPU (measured faster there: a padded batch
+                of 8 ran slower than 8 single passes) and "size" on accelerators.
+
+        Returns:
+            One ``Detections`` per image (all classes, before the crop policy).
+
+        Raises:
+            ValueError: an unknown ``grouping``.
         """
         decoded = [_decode(im) for im in _as_list(images)]
         good = [(i, d) for i, d in enumerate(decoded) if not isinstance(d, Detections)]
@@ -225,22 +323,49 @@ class Cropper:
         return self.backend.precision
 
     def set_precision(self, precision: str, parts: tuple[str, ...] | None = None) -> None:
-        """Run the detector in ``precision`` from now on ("fp32": detectron2's exact numbers; "bf16"/"fp16":
-        the fast path, see :mod:`vehicle_cls.cropper.fast`; "auto": the fastest the backend supports, see
-        runtime.resolve_precision). ``parts`` (torch backend): detector parts run in low precision, default
-        the ones that keep agreement."""
+        """Run the detector in ``precision`` from now on, trading exactness for speed where asked.
+
+        Args:
+            precision: "fp32" (detectron2's exact numbers), "bf16"/"fp16" (the fast path, see
+                :mod:`vehicle_cls.cropper.fast`) or "auto" (the fastest the backend supports, see
+                ``runtime.resolve_precision``).
+            parts: (torch backend) the detector parts run in low precision (None: the ones that keep
+                agreement with fp32).
+
+        Raises:
+            ValueError: an unknown precision, fp16 without CUDA, or one the backend does not run.
+        """
         precision = resolve_precision(
             precision, self.device, capabilities=self.capabilities, what=f"the {self.backend.name} detector"
         )
         self.backend.set_precision(precision, parts)
 
     def choose(self, images: Any, batch_size: int | None = None) -> list[list[CropChoice]]:
-        """Detect, then apply the policy: per image the list of crop choices (none for a failed input)."""
+        """Detect, then apply the policy: per image the list of crop choices (none for a failed input).
+
+        Args:
+            images: as for :meth:`detect`.
+            batch_size: images per forward pass (None: ``self.batch_size``).
+
+        Returns:
+            Per image, its ``CropChoice`` list (one, or one per vehicle with ``select="all"``; the whole
+            image as the fallback where nothing was found).
+
+        Raises:
+            ValueError: the policy needs masks that the detections lack.
+        """
         return [[] if d.error else self.policy.choose(d) for d in self.detect(images, batch_size)]
 
     def crop(self, images: Any, batch_size: int | None = None) -> list[list[np.ndarray]]:
-        """Detect, choose and cut the crops on the CPU: per image a list of RGB uint8 arrays (empty for
-        an input that failed, logged)."""
+        """Detect, choose and cut the crops on the CPU, for crop caches and training data.
+
+        Args:
+            images: as for :meth:`detect`.
+            batch_size: images per forward pass (None: ``self.batch_size``).
+
+        Returns:
+            Per image, a list of RGB uint8 arrays (empty for an input that failed, which is logged).
+        """
         from vehicle_cls.cropper.choose import detect_and_choose
 
         decoded = [_decode(im) for im in _as_list(images)]

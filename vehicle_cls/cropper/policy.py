@@ -20,7 +20,12 @@ SELECT_MODES = ("largest", "score", "all")
 
 @dataclass
 class CropPolicy:
-    """How detections become crops (defaults follow the course project: car/truck/bus, score 0.5, largest)."""
+    """How detections become crops (defaults follow the course project: car/truck/bus, score 0.5, largest).
+
+    Raises:
+        ValueError: an unknown class name, a negative or non-finite ``margin``, an unknown ``select``
+            mode, or a ``mask_fill`` that is not an RGB triple.
+    """
 
     classes: tuple[str | int, ...] = DEFAULT_VEHICLE_CLASSES
     min_score: float = 0.5
@@ -50,7 +55,11 @@ class CropPolicy:
         return coco_class_ids(self.classes)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (what a bundle or crop cache records)."""
+        """JSON-ready fields (what a bundle or crop cache records).
+
+        Returns:
+            Every field by name, tuples as lists.
+        """
         d = asdict(self)
         d["classes"] = list(self.classes)
         d["mask_fill"] = list(self.mask_fill)
@@ -58,7 +67,19 @@ class CropPolicy:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "", prefix: str = "policy.") -> CropPolicy:
-        """Inverse of :meth:`to_dict`; an unknown key is an error naming ``source`` and the key."""
+        """Inverse of :meth:`to_dict`; an unknown key is an error naming ``source`` and the key.
+
+        Args:
+            d: the fields (a subset: the others keep their defaults).
+            source: where ``d`` came from (a file name), for the error message.
+            prefix: the keys' dotted prefix in that source, for the error message.
+
+        Returns:
+            The policy.
+
+        Raises:
+            ValueError: an unknown key (with a did-you-mean) or a bad value.
+        """
         check_keys(d, field_names(cls), source=source, prefix=prefix)
         d = dict(d)
         for key in ("classes", "mask_fill"):
@@ -67,12 +88,30 @@ class CropPolicy:
         return cls(**d)
 
     def select_detections(self, det: Detections) -> Detections:
-        """The detections that count as vehicles: wanted class and score >= ``min_score``."""
+        """The detections that count as vehicles: wanted class and score >= ``min_score``.
+
+        Args:
+            det: one image's detections.
+
+        Returns:
+            The kept rows, in their order.
+        """
         keep = np.isin(det.classes, np.asarray(self.class_ids, dtype=np.int64)) & (det.scores >= self.min_score)
         return det[np.flatnonzero(keep)]
 
     def choose(self, det: Detections) -> list[CropChoice]:
-        """Turn one image's detections into crop choices (one, or one per vehicle with ``select='all'``)."""
+        """Turn one image's detections into crop choices (one, or one per vehicle with ``select='all'``).
+
+        Args:
+            det: one image's detections, with ``image_size`` (and ``masks`` when ``mask`` is set).
+
+        Returns:
+            The crop choices, boxes grown by ``margin`` (and squared) and clamped to the image; the
+            whole image (``fallback=True``) when no vehicle is found and ``fallback`` is set, else none.
+
+        Raises:
+            ValueError: ``det`` has no ``image_size``, or ``mask`` is set and ``det`` has no masks.
+        """
         if det.image_size is None:
             raise ValueError("Detections.image_size is needed to clamp crop boxes")
         if self.mask and len(det) and det.masks is None:

@@ -49,6 +49,12 @@ class ImageError(VehicleClsError, ValueError):
     """An image source could not be turned into pixels; the message names the source and reason."""
 
     def __init__(self, source: Any, reason: str):
+        """Name the source and the reason in one line, so the error can go into a log or JSON as it is.
+
+        Args:
+            source: the image source that failed (described by ``describe_source``).
+            reason: why (folded to one line).
+        """
         self.source = describe_source(source)
         self.reason = one_line(reason)
         super().__init__(f"{self.source}: {self.reason}")

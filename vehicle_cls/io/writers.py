@@ -16,8 +16,18 @@ FORMATS = {".jsonl": "jsonl", ".json": "jsonl", "": "jsonl", ".csv": "csv", ".pa
 
 
 def output_format(path: str | Path) -> str:
-    """The format ``path`` names by its suffix (none: JSON Lines); ValueError (one line) for any other
-    suffix, ImportError naming the extra when Parquet is asked for without pyarrow."""
+    """The format ``path`` names by its suffix (none: JSON Lines), checked before anything is written.
+
+    Args:
+        path: the output file (``.jsonl``/``.json``/no suffix, ``.csv`` or ``.parquet``).
+
+    Returns:
+        "jsonl", "csv" or "parquet".
+
+    Raises:
+        ValueError: any other suffix (one line).
+        ImportError: ``.parquet`` without pyarrow installed (the message names the extra).
+    """
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         raise ValueError(
@@ -35,7 +45,17 @@ class ResultWriter:
     """Writes results one at a time (each is on disk, or in Parquet's next row group, as it comes)."""
 
     def __init__(self, path: str | Path | None = None, stream: TextIO | None = None):
-        """``path``: the format by its suffix; ``stream`` (no path): JSON Lines to it (e.g. stdout), not closed."""
+        """Open the output now, so a bad path fails before any image is processed.
+
+        Args:
+            path: the output file; its suffix picks the format (see ``output_format``).
+            stream: without ``path``: JSON Lines to this stream (e.g. stdout), which is not closed.
+
+        Raises:
+            ValueError: neither ``path`` nor ``stream``, or an unknown suffix.
+            OutputError: ``path`` cannot be written (a folder, or its folder is a file, ...).
+            ImportError: ``.parquet`` without pyarrow installed.
+        """
         if path is None and stream is None:
             raise ValueError("ResultWriter needs a path or a stream")
         self.format = output_format(path) if path is not None else "jsonl"
@@ -62,7 +82,11 @@ class ResultWriter:
         return self._stream
 
     def write(self, result: Result) -> None:
-        """Add one result."""
+        """Add one result (on disk as it comes: a line, CSV rows, or Parquet's next row group).
+
+        Args:
+            result: the result to write (CSV and Parquet: its ``to_rows``).
+        """
         if self.format == "jsonl":
             self._text().write(result.to_json() + "\n")
         elif self.format == "csv":

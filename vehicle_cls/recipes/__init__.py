@@ -15,12 +15,20 @@ PACKAGE_PREFIX = "package:"
 
 
 def recipes_dir() -> Path:
-    """The folder holding the shipped ``*.yaml`` recipes."""
+    """The folder holding the shipped ``*.yaml`` recipes.
+
+    Returns:
+        Its path inside the installed package.
+    """
     return Path(str(resources.files("vehicle_cls") / "recipes"))
 
 
 def list_recipes() -> dict[str, str]:
-    """Shipped recipe names -> their first comment line (what the recipe is for)."""
+    """Shipped recipe names -> their first comment line (what the recipe is for).
+
+    Returns:
+        The names (sorted) and descriptions ("" where a recipe has no leading comment).
+    """
     out = {}
     for path in sorted(recipes_dir().glob("*.yaml")):
         first = path.read_text(encoding="utf-8").splitlines()[:1]
@@ -57,7 +65,14 @@ def find_recipe(name_or_path: str | Path) -> Path:
 
 
 def resolve_data_path(value: str | None) -> str | None:
-    """``package:REL`` -> the absolute path of REL inside the installed package; anything else unchanged."""
+    """``package:REL`` -> the absolute path of REL inside the installed package; anything else unchanged.
+
+    Args:
+        value: a recipe's data path (or None).
+
+    Returns:
+        The path to read.
+    """
     if value is None or not value.startswith(PACKAGE_PREFIX):
         return value
     rel = value[len(PACKAGE_PREFIX) :].lstrip("/")

@@ -127,18 +127,44 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON/YAML-ready values (tuples as lists)."""
+        """Plain JSON/YAML-ready values (tuples as lists), as a run's ``config.yaml`` records them.
+
+        Returns:
+            The sections and their keys.
+        """
         return _plain(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "<dict>") -> TrainConfig:
-        """Build and validate; errors name ``source`` and the dotted key."""
+        """Build from a mapping of sections, checking every key; errors name ``source`` and the dotted key.
+
+        Args:
+            d: the sections (``data``, ``model``, ``optim``, ``augment``, ``run``); missing keys keep
+                their defaults.
+            source: where ``d`` came from, for the error message.
+
+        Returns:
+            The recipe (not yet range-checked: see ``validate``).
+
+        Raises:
+            ConfigError: ``d`` is not a mapping, or has an unknown key or a value of the wrong type.
+        """
         if not isinstance(d, Mapping):
             raise ConfigError(f"{source}: top level: expected a mapping, got {type(d).__name__}")
         return strict_from_dict(cls, d, source=source, error=ConfigError)
 
     def validate(self, source: str = "<config>") -> TrainConfig:
-        """Check value ranges that types alone cannot express (and that no number is infinite or NaN)."""
+        """Check value ranges that types alone cannot express (and that no number is infinite or NaN).
+
+        Args:
+            source: where the recipe came from, for the error message.
+
+        Returns:
+            This recipe, unchanged.
+
+        Raises:
+            ConfigError: the first value out of range, naming ``source`` and the dotted key.
+        """
         for key, value in _numbers(self.to_dict()):
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{source}: {key}: must be a finite number, got {value!r}")

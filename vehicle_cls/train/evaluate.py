@@ -43,7 +43,14 @@ class EvalResult:
         return self.probs.argmax(axis=1) if len(self.probs) else np.zeros(0, dtype=np.int64)
 
     def worst_mistakes(self, n: int = 16) -> list[dict[str, Any]]:
-        """The ``n`` most confident wrong predictions (highest probability on a wrong class)."""
+        """The ``n`` most confident wrong predictions (highest probability on a wrong class), for a report.
+
+        Args:
+            n: how many to give at most.
+
+        Returns:
+            Most confident first, each with source, true, predicted, probability and true_probability.
+        """
         preds = self.preds
         wrong = np.flatnonzero(preds != self.labels)
         conf = self.probs[wrong, preds[wrong]] if len(wrong) else np.zeros(0)
@@ -73,8 +80,40 @@ def evaluate(
     info: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> EvalResult:
-    """Run ``classifier`` over ``samples`` (labels index ``dataset_classes``, default the model's);
-    ``batch_size`` and ``precision`` are checked as ``InferenceOptions`` fields."""
+    """Score ``classifier`` on labelled ``samples``: probabilities, metrics and the images that failed.
+
+    A sample that cannot be read is listed in ``EvalResult.failed`` and skipped, never ending the pass.
+
+    Args:
+        classifier: a ``Classifier`` (torch or Keras backend).
+        samples: the labelled samples (e.g. a dataset split; its ``classes`` name the labels).
+        dataset_classes: the class names the labels index (None: ``samples.classes``, else the model's);
+            relabelled into the model's classes by name.
+        crop: "none" (whole images), "gt" (the annotation boxes), or a crop cache (a ``CropCache`` or its
+            folder: the cached detector crops).
+        batch_size: images per forward pass.
+        num_workers: DataLoader worker processes that decode (0: in this process; forced to 0 where the
+            backend cannot fork, e.g. TensorFlow).
+        precision: "fp32" (default: a score is the reference model's number), "bf16", "fp16" or "auto".
+        name: the name in logs, the progress bar and the report.
+        info: extra provenance kept in ``EvalResult.info`` (model directory, dataset, split, ...).
+        progress: show a progress bar.
+
+    Returns:
+        The per-sample probabilities and labels, the metrics and the failures.
+
+    Raises:
+        ValueError: a bad ``batch_size`` or ``precision`` (``OptionError``), a precision the classifier
+            does not run, or a dataset class the model does not know.
+        DatasetError: a crop cache whose settings file is unreadable.
+
+    Example:
+        ```python
+        from vehicle_cls.data import open_dataset
+        result = evaluate(Classifier.load("run/best"), open_dataset("data/test"), crop="gt")
+        print(result.metrics.top1)
+        ```
+    """
     from vehicle_cls.data.torch_dataset import SampleDataset
     from vehicle_cls.options import InferenceOptions
 

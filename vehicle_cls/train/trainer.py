@@ -121,6 +121,15 @@ class Trainer:
         splits: DataSplits | None = None,
         on_batch: Callable[[int, int, torch.Tensor], None] | None = None,
     ):
+        """Keep the recipe and what is injected; nothing is built until ``fit``.
+
+        Args:
+            cfg: the training recipe (``load_config``).
+            classifier: a classifier to train instead of a new ``cfg.model`` one (its classes must be the
+                dataset's).
+            splits: train/val/test splits to use instead of ``prepare_splits(cfg.data)``.
+            on_batch: called as ``on_batch(epoch, step, indices)`` after every training batch.
+        """
         self.cfg = cfg
         self.classifier = classifier
         self._given_splits = splits
@@ -236,7 +245,21 @@ class Trainer:
 
     # ---- main ---------------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
-        """Train (or continue a run from ``last.pt`` with ``resume=True``) and return the result."""
+        """Train (or continue a run from ``last.pt`` with ``resume=True``) and return the result.
+
+        Args:
+            resume: continue the run in ``cfg.run.out_dir`` from its ``last.pt`` (same splits).
+
+        Returns:
+            The run's outcome; ``best_dir`` is the best epoch's classifier bundle.
+
+        Raises:
+            ValueError: a dataset with no classes, an injected classifier whose classes differ from the
+                dataset's, or a ``last.pt`` that cannot be resumed.
+            FileNotFoundError: ``resume`` without a ``last.pt``.
+            DatasetError: the dataset cannot be opened or read.
+            NonFiniteLossError: the loss stayed NaN/inf for ``run.max_nonfinite_steps`` steps in a row.
+        """
         try:
             return self._fit(resume)
         finally:
@@ -547,7 +570,32 @@ def train(
     splits: DataSplits | None = None,
     on_batch: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> TrainResult:
-    """Train per ``cfg`` (continue from ``out_dir/last.pt`` with ``resume``); see ``Trainer``."""
+    """Train per ``cfg`` (continue from ``out_dir/last.pt`` with ``resume``): ``vehicle-cls train`` in Python.
+
+    Args:
+        cfg: the training recipe (``load_config``).
+        resume: continue the run from ``out_dir/last.pt``.
+        classifier: a classifier to train instead of a new one (see ``Trainer``).
+        splits: splits to use instead of ``prepare_splits(cfg.data)``.
+        on_batch: called as ``on_batch(epoch, step, indices)`` after every training batch.
+
+    Returns:
+        The run's outcome (``best_dir``: the best epoch's bundle, for ``Classifier.load``).
+
+    Raises:
+        ValueError: a dataset with no classes, a ``classifier`` whose classes differ from the dataset's,
+            or a ``last.pt`` that cannot be resumed.
+        FileNotFoundError: ``resume`` without a ``last.pt``.
+        DatasetError: the dataset cannot be opened or read.
+        NonFiniteLossError: the loss stayed NaN/inf for ``run.max_nonfinite_steps`` steps in a row.
+
+    Example:
+        ```python
+        from vehicle_cls.train import load_config, train
+        result = train(load_config("demo_vehicle_types", ["run.epochs=2"]))
+        print(result.best_metric, result.best_dir)
+        ```
+    """
     return Trainer(cfg, classifier=classifier, splits=splits, on_batch=on_batch).fit(resume=resume)
 
 
