@@ -112,5 +112,7 @@ def box_colour(ann_id: int) -> tuple[int, int, int]:
 
 
 def coco_ann(ann_id: int, image_id: int, category_id: int, bbox: list, **extra) -> dict:
-    """One COCO annotation dict."""
-    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "bbox": bbox, **extra}
+    """One COCO annotation dict, with the ``iscrowd`` and ``area`` that pycocotools' own reader needs."""
+    numbers = isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)
+    area = {"area": bbox[2] * bbox[3]} if numbers else {}
+    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "bbox": bbox, "iscrowd": 0, **area, **extra}

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import io
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -72,7 +73,9 @@ def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
     """The bool (height, width) mask of a COCO RLE dict (``counts`` as str or bytes)."""
     counts = rle["counts"]
     encoded = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return import_pycocotools().mask.decode(encoded).astype(bool)
+    with warnings.catch_warnings():  # pycocotools' own numpy 2 copy-keyword DeprecationWarning, not the caller's
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return import_pycocotools().mask.decode(encoded).astype(bool)
 
 
 def coco_index(dataset: dict[str, Any]) -> Any:

@@ -139,8 +139,9 @@ class _CheckedFile:
             elif check_images and not (root / name).is_file():
                 self.problems.append(Problem(self.file, None, name, f"image file not found: {root / name}"))
             else:
-                height, width = image.get("height"), image.get("width")
-                if not (_is_int(height) and _is_int(width) and height > 0 and width > 0):
+                height: int | None = image.get("height")
+                width: int | None = image.get("width")
+                if not (_is_int(height) and _is_int(width) and min(int(height or 0), int(width or 0)) > 0):
                     height = width = None  # unknown size: boxes are not checked against it
                 found[int(image["id"])] = {"id": int(image["id"]), "file_name": name, "height": height, "width": width}
         return found
@@ -258,7 +259,7 @@ def _load(path: Path) -> dict[str, Any]:
 
 def _repeated_ids(entries: list[Any]) -> set[int]:
     """The integer ids that more than one entry of ``entries`` has."""
-    counts = Counter(e.get("id") for e in entries if isinstance(e, dict) and _is_int(e.get("id")))
+    counts = Counter(int(e["id"]) for e in entries if isinstance(e, dict) and _is_int(e.get("id")))
     return {i for i, n in counts.items() if n > 1}
 
 

@@ -83,7 +83,8 @@ def box_ap(
 
     COCOeval = import_pycocotools().cocoeval.COCOeval
 
-    names = list(classes or getattr(getattr(cropper, "policy", None), "classes", DEFAULT_VEHICLE_CLASSES))
+    policy = getattr(cropper, "policy", None)
+    names: list[str | int] = list(classes or (policy.classes if policy is not None else DEFAULT_VEHICLE_CLASSES))
     wanted = {coco_class_name(i): i for i in coco_class_ids(names)}
     cat_names = dict(zip(dataset.category_ids, dataset.classes))
     by_name = {c: n for c, n in cat_names.items() if n in wanted}
@@ -110,8 +111,12 @@ def box_ap(
     gt["images"] = [i for i in gt["images"] if i["id"] not in failed_ids]
     gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] not in failed_ids]
     num_boxes = sum(1 for a in gt["annotations"] if not a["iscrowd"])
+    if num_boxes == 0:  # no silent "AP 0": nothing could be scored
+        raise ValueError(
+            f"{dataset.annotation_file}: no image with boxes could be detected; first: {': '.join(failed[0])}"
+        )
     stats = [0.0, 0.0, 0.0]
-    if detections and num_boxes:
+    if detections:
         truth = coco_index(gt)
         with quiet():
             found = truth.loadRes(detections)
@@ -121,9 +126,12 @@ def box_ap(
             evaluator.evaluate()
             evaluator.accumulate()
             evaluator.summarize()
-        stats = [max(0.0, float(v)) for v in evaluator.stats[:3]]  # -1 = no ground truth: nothing found
+        # -1 (a category without ground truth left in the mean) or NaN never reach the caller
+        stats = [float(v) if math.isfinite(v) and v >= 0 else 0.0 for v in evaluator.stats[:3]]
     result = BoxAP(
-        *(s if math.isfinite(s) else 0.0 for s in stats),
+        ap=stats[0],
+        ap50=stats[1],
+        ap75=stats[2],
         num_images=len(gt["images"]),
         num_boxes=num_boxes,
         num_detections=len(detections),
