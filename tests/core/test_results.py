@@ -139,7 +139,8 @@ def test_arrow_schema_matches_the_former_hand_written_one_and_holds_the_rows():
 def _masked() -> tuple[Result, np.ndarray]:
     mask = np.random.default_rng(5).random((37, 53)) > 0.6  # not square, not symmetric: the order shows
     mask[:, :3] = False
-    return Result("m.jpg", 0, image_size=(37, 53), vehicles=[Vehicle(mask=mask, label="car"), Vehicle(label="bus")]), mask
+    vehicles = [Vehicle(mask=mask, label="car"), Vehicle(label="bus")]
+    return Result("m.jpg", 0, image_size=(37, 53), vehicles=vehicles), mask
 
 
 def test_mask_is_coco_rle_in_json_and_decodes_to_the_same_mask():
@@ -153,7 +154,8 @@ def test_mask_is_coco_rle_in_json_and_decodes_to_the_same_mask():
     assert plain["has_mask"] is False and plain["mask"] is None
     decoded = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()})  # pycocotools itself
     assert decoded.shape == mask.shape and (decoded.astype(bool) == mask).all()
-    assert (rle_to_mask(rle) == mask).all() and int(mask_utils.area({**rle, "counts": rle["counts"].encode()})) == mask.sum()
+    assert (rle_to_mask(rle) == mask).all()
+    assert int(mask_utils.area({**rle, "counts": rle["counts"].encode()})) == mask.sum()
 
 
 def test_masks_are_left_out_with_a_warning_when_pycocotools_is_missing(monkeypatch, caplog):

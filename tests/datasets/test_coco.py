@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from dataset_files import box_colour, coco_ann, make_coco
 
 from vehicle_cls.data import CocoDataset, DatasetError, detect_layout, open_dataset

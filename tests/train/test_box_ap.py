@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from dataset_files import coco_ann, make_coco
 
 from vehicle_cls.cropper import CropPolicy
@@ -54,11 +53,14 @@ def _street(tmp_path):
     return CocoDataset(make_coco(tmp_path, anns)), anns
 
 
-def _perfect(anns, cls_of={3: CAR, 6: BUS, 8: TRUCK}):
+def _perfect(anns):
+    """Each non-crowd box of ``anns`` found exactly, with the detector class of its category."""
+    cls_of = {3: CAR, 6: BUS, 8: TRUCK}
     answers: dict[str, list] = {}
     for a in anns:
         if not a.get("iscrowd"):
-            answers.setdefault("abc"[a["image_id"] - 1] + ".png", []).append((_xyxy(a["bbox"]), 0.9, cls_of[a["category_id"]]))
+            name = "abc"[a["image_id"] - 1] + ".png"
+            answers.setdefault(name, []).append((_xyxy(a["bbox"]), 0.9, cls_of[a["category_id"]]))
     return answers
 
 

@@ -139,7 +139,7 @@ def box_ap(
         class_agnostic=class_agnostic,
         skipped=skipped,
     )
-    logger.info("%s: %s", dataset.annotation_file, result.summary())
+    logger.debug("%s: %s", dataset.annotation_file, result.summary())
     return result
 
 
