@@ -181,6 +181,8 @@ def test_eval_detector_cli_writes_box_ap_json(tmp_path, cli, monkeypatch, capsys
     assert metrics["class_agnostic"] and "annotation id 2: bbox has a non-positive size" in metrics["problems"][0]
     assert cli("eval", "--detector", "--out", tmp_path / "report3") == 1  # --data is needed
     assert "--detector needs --data" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="--detector .*missing.pkl: no such checkpoint file"):
+        cli("eval", "--detector", tmp_path / "missing.pkl", "--data", bad, "--out", tmp_path / "report4")
 
 
 def test_pycocotools_reads_the_same_files_independently(tmp_path):

@@ -175,8 +175,11 @@ def _build_detector(args: argparse.Namespace):
     common = {"device": args.device, "policy": CropPolicy(classes=tuple(args.classes)), "precision": args.precision}
     if args.min_size_test is not None:
         common["min_size_test"] = args.min_size_test
-    if Path(args.detector).is_file():
-        return Cropper.from_checkpoint(args.detector, config=args.detector_config or DEFAULT_ZOO, **common)
+    path = Path(args.detector)
+    if path.is_file():
+        return Cropper.from_checkpoint(path, config=args.detector_config or DEFAULT_ZOO, **common)
+    if path.suffix or len(path.parts) > 1:  # meant as a file, not a zoo name
+        raise FileNotFoundError(f"--detector {path}: no such checkpoint file")
     return Cropper.from_zoo(args.detector, **common)
 
 
