@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from vehicle_cls.cocotools import mask_json
 from vehicle_cls.errors import one_line
 from vehicle_cls.labels import coco_class_name
 
@@ -160,11 +161,12 @@ class Vehicle:
     fallback: bool = False  # True: nothing detected, the whole image was classified
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready values (floats rounded, tuples as lists, no mask array).
+        """JSON-ready values (floats rounded, tuples as lists); the mask as COCO RLE.
 
         Returns:
-            box, detection, label, score, class_index, topk (``[label, score]`` pairs), fallback and
-            has_mask (``results.VEHICLE_FIELDS``).
+            box, detection, label, score, class_index, topk (``[label, score]`` pairs), fallback, has_mask
+            and mask (``{"size": [h, w], "counts": str}``, COCO RLE via ``cocotools.mask_json``; None without
+            a mask or without pycocotools) (``results.VEHICLE_FIELDS``).
         """
         return {
             "box": None if self.box is None else [_num(v, 2) for v in self.box],
@@ -175,6 +177,7 @@ class Vehicle:
             "topk": [[str(name), _num(p)] for name, p in self.topk],
             "fallback": bool(self.fallback),
             "has_mask": self.mask is not None,
+            "mask": mask_json(self.mask),
         }
 
 
@@ -374,6 +377,8 @@ VEHICLE_FIELDS: tuple = (
     ("topk", ("list", ("struct", (("label", "string"), ("score", "float64"))))),  # [label, score] pairs in JSON
     ("fallback", "bool"),
     ("has_mask", "bool"),
+    # COCO compressed RLE of the mask's own (decoded image) size; null without a mask or without pycocotools
+    ("mask", ("struct", (("size", ("list", "int64")), ("counts", "string")))),
 )
 RESULT_FIELDS: tuple = (  # Result.to_dict(), one row per input
     ("source", "string"),
@@ -384,7 +389,8 @@ RESULT_FIELDS: tuple = (  # Result.to_dict(), one row per input
     ("error", "string"),
     ("vehicles", ("list", ("struct", VEHICLE_FIELDS))),
 )
-ROW_FIELDS: tuple = (  # Result.to_rows(), one flat row per vehicle
+# Result.to_rows(), one flat row per vehicle: no mask (an RLE string is no table cell to read; JSON carries it)
+ROW_FIELDS: tuple = (
     ("source", "string"),
     ("index", "int64"),
     ("frame", "int64"),

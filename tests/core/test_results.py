@@ -123,6 +123,7 @@ def test_arrow_schema_matches_the_former_hand_written_one_and_holds_the_rows():
         ("box", pa.list_(pa.float64())), ("detection", detection), ("label", pa.string()), ("score", pa.float64()),
         ("class_index", pa.int64()), ("topk", pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))),
         ("fallback", pa.bool_()), ("has_mask", pa.bool_()),
+        ("mask", pa.struct([("size", pa.list_(pa.int64())), ("counts", pa.string())])),
     ])
     assert arrow_schema("image") == pa.schema([
         ("source", pa.string()), ("index", pa.int64()), ("frame", pa.int64()), ("timestamp", pa.float64()),
@@ -133,3 +134,54 @@ def test_arrow_schema_matches_the_former_hand_written_one_and_holds_the_rows():
     assert table.to_pylist() == rows
     with pytest.raises(ValueError, match="rows must be 'image'"):
         arrow_schema("frame")
+
+
+def _masked() -> tuple[Result, np.ndarray]:
+    mask = np.random.default_rng(5).random((37, 53)) > 0.6  # not square, not symmetric: the order shows
+    mask[:, :3] = False
+    vehicles = [Vehicle(mask=mask, label="car"), Vehicle(label="bus")]
+    return Result("m.jpg", 0, image_size=(37, 53), vehicles=vehicles), mask
+
+
+def test_mask_is_coco_rle_in_json_and_decodes_to_the_same_mask():
+    mask_utils = pytest.importorskip("pycocotools.mask")
+    from vehicle_cls.cocotools import rle_to_mask
+
+    result, mask = _masked()
+    masked, plain = json.loads(result.to_json())["vehicles"]
+    rle = masked["mask"]
+    assert masked["has_mask"] is True and rle["size"] == [37, 53] and isinstance(rle["counts"], str)
+    assert plain["has_mask"] is False and plain["mask"] is None
+    decoded = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()})  # pycocotools itself
+    assert decoded.shape == mask.shape and (decoded.astype(bool) == mask).all()
+    assert (rle_to_mask(rle) == mask).all()
+    assert int(mask_utils.area({**rle, "counts": rle["counts"].encode()})) == mask.sum()
+
+
+def test_masks_are_left_out_with_a_warning_when_pycocotools_is_missing(monkeypatch, caplog):
+    import sys
+
+    from vehicle_cls import cocotools
+
+    monkeypatch.setitem(sys.modules, "pycocotools", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "pycocotools.mask", None)
+    cocotools._warn_masks_left_out.cache_clear()
+    result, _ = _masked()
+    with caplog.at_level("WARNING", logger="vehicle_cls.cocotools"):
+        first = json.loads(result.to_json())["vehicles"][0]
+        json.loads(result.to_json())
+    assert first["has_mask"] is True and first["mask"] is None  # still valid JSON, and says a mask was there
+    warned = [r.getMessage() for r in caplog.records if "masks are left out" in r.getMessage()]
+    assert len(warned) == 1 and "pip install vehicle-cls[coco]" in warned[0]  # once, naming the extra
+    with pytest.raises(ImportError, match=r"pip install vehicle-cls\[coco\]"):
+        cocotools.mask_to_rle(np.ones((2, 2), bool))
+    cocotools._warn_masks_left_out.cache_clear()
+
+
+def test_an_image_row_with_a_mask_fits_the_arrow_schema():
+    pa = pytest.importorskip("pyarrow")
+    pytest.importorskip("pycocotools")
+    from vehicle_cls.results import arrow_schema
+
+    row = _masked()[0].to_dict()
+    assert pa.Table.from_pylist([row], schema=arrow_schema("image")).to_pylist() == [row]

@@ -12,7 +12,7 @@ import pytest
 import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("tensorflow", "keras", "boto3", "botocore", "ray", "detectron2")
+HEAVY = ("tensorflow", "keras", "boto3", "botocore", "ray", "detectron2", "pycocotools")
 
 
 def _pyproject() -> dict:
@@ -87,6 +87,7 @@ def test_modules_import_optional_deps_lazily(module):
     ("vehicle_cls.cli.serve", "import_serving", "uvicorn", "serve"),
     ("vehicle_cls.export", "import_onnx", "onnxruntime", "export"),
     ("vehicle_cls.onnx.pipeline", "import_onnxruntime", "onnxruntime", "onnx"),
+    ("vehicle_cls.cocotools", "import_pycocotools", "pycocotools", "coco"),
 ])
 def test_missing_extras_are_named(monkeypatch, module, importer, missing, extra):
     load = getattr(importlib.import_module(module), importer)

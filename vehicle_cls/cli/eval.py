@@ -5,10 +5,13 @@
     vehicle-cls eval --model runs/x/best --data car_data --crop cache --cache crops/ --out reports/detector
     vehicle-cls eval --compare reports/full reports/detector reports/gt --out reports/compare
     vehicle-cls eval --compare runs/torch runs/keras --out reports/torch_vs_keras   # two training runs
+    vehicle-cls eval --detector --data annotations.json --images val2017 --out reports/boxes  # the cropper's box AP
 
 ``--compare`` takes report folders and training run directories alike: a run (``best/`` +
 ``splits.json``) is first evaluated on its own ``--split`` (its report goes under ``--out``), and runs
-compared together must hold the same samples in that split.
+compared together must hold the same samples in that split. ``--detector [ZOO_NAME|CHECKPOINT]`` scores
+the cropper's detector instead: COCO box AP/AP50/AP75 on a COCO annotation file's boxes
+(``train.box_ap``), written to ``box_ap.json`` in ``--out``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import argparse
 import sys
 from typing import Any
 
-from vehicle_cls.cli import EXIT_ERROR, EXIT_OK
+from vehicle_cls.cli import EXIT_ERROR, EXIT_OK, EXIT_SOME_INPUTS_FAILED
+from vehicle_cls.cli.crop import DEFAULT_ZOO
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,6 +65,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="REPORT_OR_RUN_DIR",
         help="write a side-by-side comparison of these reports or training runs (torch or Keras) instead",
     )
+    det = p.add_argument_group("detector box AP (--detector)")
+    det.add_argument(
+        "--detector",
+        nargs="?",
+        const=DEFAULT_ZOO,
+        metavar="ZOO_NAME|CHECKPOINT",
+        help=f"score the cropper's detector on --data's COCO boxes instead (default: {DEFAULT_ZOO})",
+    )
+    det.add_argument("--detector-config", help="config of a --detector checkpoint (default: its zoo name's)")
+    det.add_argument("--images", metavar="DIR", help="folder of the COCO file's images (default: the file's folder)")
+    det.add_argument(
+        "--classes", nargs="+", default=["car", "truck", "bus"], help="detector classes scored (default: car truck bus)"
+    )
+    det.add_argument(
+        "--match",
+        choices=("auto", "name", "agnostic"),
+        default="auto",
+        help="pair detector classes with categories by name, or score every box as one 'vehicle' "
+        "(default auto: by name when a category is named like a detector class)",
+    )
+    det.add_argument("--min-size-test", type=int, default=None, help="detector input shorter side (default 800)")
     p.set_defaults(func=run)
 
 
@@ -79,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
 
     inputs = [x for x in (args.model, args.data, args.cache, *(args.compare or ())) if x and not is_s3_uri(x)]
     check_output(args.out, inputs, directory=True)
+    if args.detector:
+        return _detector_ap(args)
     if args.compare:
         args.split = args.split or "test"
         paths = write_comparison(_compare_reports(args), args.out)
@@ -109,6 +136,51 @@ def run(args: argparse.Namespace) -> int:
     print_summary(result)
     print(f"report: {files['markdown']} (JSON: {files['json']})")
     return EXIT_OK
+
+
+def _detector_ap(args: argparse.Namespace) -> int:
+    """``--detector``: COCO box AP of the cropper on ``--data``'s boxes, printed and written to box_ap.json."""
+    import json
+    from pathlib import Path
+
+    from vehicle_cls.data import open_dataset
+    from vehicle_cls.fileio import atomic_write_text
+    from vehicle_cls.train.box_ap import box_ap
+
+    if not args.data:
+        print("vehicle-cls eval: error: --detector needs --data ANNOTATIONS.json (COCO boxes)", file=sys.stderr)
+        return EXIT_ERROR
+    dataset = open_dataset(args.data, "coco", split=None, images_dir=args.images)
+    result = box_ap(
+        _build_detector(args),
+        dataset,  # type: ignore[arg-type]
+        classes=args.classes,
+        class_agnostic={"auto": None, "name": False, "agnostic": True}[args.match],
+    )
+    info = {"detector": args.detector, "dataset": str(args.data), "problems": [str(p) for p in dataset.problems]}
+    out = atomic_write_text(Path(args.out) / "box_ap.json", json.dumps({**result.to_dict(), **info}, indent=2) + "\n")
+    print(result.summary())
+    for image, why in result.skipped[:10]:
+        print(f"  left out: {image}: {why}")
+    print(f"metrics: {out}")
+    return EXIT_SOME_INPUTS_FAILED if result.skipped or dataset.problems else EXIT_OK
+
+
+def _build_detector(args: argparse.Namespace):
+    """The ``Cropper`` of ``--detector``: a checkpoint file, or a zoo name downloaded once."""
+    from pathlib import Path
+
+    from vehicle_cls.cropper import Cropper, CropPolicy
+
+    common = {"device": args.device, "policy": CropPolicy(classes=tuple(args.classes)), "precision": args.precision}
+    if args.min_size_test is not None:
+        common["min_size_test"] = args.min_size_test
+    path = Path(args.detector)
+    if path.is_file():
+        return Cropper.from_checkpoint(path, config=args.detector_config or DEFAULT_ZOO, **common)
+    if path.suffix or len(path.parts) > 1:  # meant as a file, not a zoo name
+        raise FileNotFoundError(f"--detector {path}: no such checkpoint file")
+    return Cropper.from_zoo(args.detector, **common)
 
 
 def _samples(args: argparse.Namespace, clf):

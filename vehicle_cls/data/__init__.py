@@ -1,13 +1,14 @@
-"""Datasets: Stanford Cars devkit, class folders, Kaggle layout, CSV, S3; splits; crop cache.
+"""Datasets: Stanford Cars devkit, class folders, Kaggle layout, CSV, COCO, S3; splits; crop cache.
 
 Readers are sequences of ``Sample(path, label, box)`` with ``.classes`` and ``.problems``;
-``open_dataset`` picks the reader for a folder, CSV file or ``s3://`` URI. The torch side
+``open_dataset`` picks the reader for a folder, CSV or COCO .json file or ``s3://`` URI. The torch side
 (``SampleDataset``, ``collate_skip_bad``) lives in ``vehicle_cls.data.torch_dataset`` so that
 importing the readers does not import torch.
 """
 
 from __future__ import annotations
 
+from vehicle_cls.data.coco import CocoDataset
 from vehicle_cls.data.crop_cache import CropCache, CropStats
 from vehicle_cls.data.csv_images import CsvImages, seed_csv_dataset
 from vehicle_cls.data.folders import ClassFolders, KaggleCars
@@ -19,6 +20,7 @@ from vehicle_cls.data.stanford import StanfordCars, read_class_names
 __all__ = [
     "LAYOUTS",
     "ClassFolders",
+    "CocoDataset",
     "CropCache",
     "CropStats",
     "CsvImages",

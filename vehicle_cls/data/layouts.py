@@ -11,7 +11,7 @@ from vehicle_cls.data.sample import DatasetError, Problem, SampleList
 
 logger = logging.getLogger(__name__)
 
-LAYOUTS = ("auto", "stanford", "kaggle", "folders", "csv", "seed_csv", "crops")
+LAYOUTS = ("auto", "stanford", "kaggle", "folders", "csv", "seed_csv", "crops", "coco")
 _DEVKIT_SUBDIRS = ("", "devkit", "car_devkit/devkit", "car_devkit")
 
 
@@ -24,14 +24,16 @@ def _devkit_dir(root: Path) -> Path | None:
 
 
 def detect_layout(path: str | os.PathLike) -> str:
-    """Guess a local dataset's layout: crops, stanford, seed_csv, csv, kaggle or folders."""
+    """Guess a local dataset's layout: coco (a .json file), crops, stanford, seed_csv, csv, kaggle or folders."""
     from vehicle_cls.data.crop_cache import CACHE_CONFIG, MANIFEST
     from vehicle_cls.data.csv_images import SEED_CSV_NAME
 
     path = Path(path)
     if path.is_file():
+        if path.suffix.lower() == ".json":
+            return "coco"
         if path.suffix.lower() != ".csv":
-            raise DatasetError(f"{path}: a dataset file must be a .csv (or give a folder)")
+            raise DatasetError(f"{path}: a dataset file must be a .csv or a COCO .json (or give a folder)")
         return "seed_csv" if path.name == SEED_CSV_NAME else "csv"
     if not path.is_dir():
         raise DatasetError(f"{path}: no such dataset file or folder")
@@ -67,7 +69,8 @@ def open_dataset(
 
     ``layout``: ``auto`` (detected), ``stanford`` (devkit .mat), ``kaggle`` (car_data/{train,test}/<class>),
     ``folders`` (root/<class>/), ``csv`` (kwargs give the column mapping), ``seed_csv``
-    (car_dataset_labels.csv + car_ims/) or ``crops`` (a ``vehicle-cls crop`` output folder).
+    (car_dataset_labels.csv + car_ims/), ``crops`` (a ``vehicle-cls crop`` output folder) or ``coco``
+    (a COCO annotation .json; one file is one split, like class folders without split folders).
     Extra keyword arguments go to the reader. ``require_split``: a dataset that cannot select ``split``
     (whose every image would be labelled with it) is a ``MissingSplitError`` instead.
     """
@@ -138,6 +141,13 @@ def _open(
         if "split_column" in kwargs:
             kwargs.setdefault("split", split)
         return CsvImages(csv_path, on_error=on_error, **kwargs)  # type: ignore[arg-type]
+    if layout == "coco":
+        from vehicle_cls.data.coco import CocoDataset
+
+        if path.is_dir():
+            raise DatasetError(f"{path}: the coco layout reads a COCO annotation .json file")
+        # one file is one split: tagged with the split asked for, unless that split must be selectable
+        return CocoDataset(path, on_error=on_error, split=None if require_split else split, **kwargs)  # type: ignore[arg-type]
     from vehicle_cls.data.crop_cache import CropCache
 
     return CropCache(path).dataset(split if require_split else None)
