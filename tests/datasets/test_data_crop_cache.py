@@ -176,6 +176,29 @@ def test_gt_mode_crops_equal_numpy_slicing(tmp_path):
         CropCache(out).build(ds, FakeCropper({}), mode="detector")
 
 
+def test_gt_mode_keeps_one_crop_per_annotated_vehicle_of_an_image(tmp_path):
+    """Two annotated vehicles in one photo (COCO, CSV with several rows per image): two crops, each served
+    for its own sample, and a rerun finds both done (the manifest key is the image and its box)."""
+    from vehicle_cls.data.torch_dataset import SampleDataset
+
+    pixels = np.random.default_rng(1).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "street.png")
+    street = str(tmp_path / "street.png")
+    ds = SampleList(
+        [Sample(street, 0, (0, 0, 20, 30)), Sample(street, 1, (30, 10, 60, 40))],
+        ["car", "bus"], "two-vehicles", box_format="xyxy", split="train",
+    )
+    cache = CropCache(tmp_path / "cache")
+    assert cache.build(ds, mode="gt", image_format="png").cropped == 2
+    served = SampleDataset(ds, crop=CropCache(tmp_path / "cache"), input_format="numpy")
+    assert np.array_equal(served[0][0], pixels[0:30, 0:20]) and served[0][1] == 0
+    assert np.array_equal(served[1][0], pixels[10:40, 30:60]) and served[1][1] == 1
+    crops = CropCache(tmp_path / "cache").dataset()
+    assert sorted(s.label for s in crops) == [0, 1] and len({s.path for s in crops}) == 2
+    again = CropCache(tmp_path / "cache").build(ds, mode="gt", image_format="png")
+    assert (again.already_done, again.cropped) == (2, 0)
+
+
 def test_jpeg_quality_95_by_default(tmp_path):
     Image.fromarray(np.full((20, 30, 3), 128, np.uint8)).save(tmp_path / "a.png")
     ds = SampleList([Sample(str(tmp_path / "a.png"), 0, (1, 1, 10, 10))], ["x"])

@@ -53,3 +53,32 @@ def test_split_dataset_refuses_the_test_split():
     assert {s.path for s in tr}.isdisjoint({s.path for s in va})
     with pytest.raises(ValueError, match="test split"):
         split_dataset(SampleList(samples, ["a", "b"], "toy", split="test"))
+
+
+def test_groups_keep_one_photos_vehicles_on_one_side():
+    # 60 photos, some holding 2 or 3 annotated vehicles (COCO, CSV with several rows per image)
+    rng = np.random.default_rng(5)
+    photos = [f"p{i}.jpg" for i in range(60)]
+    groups = [p for i, p in enumerate(photos) for _ in range(1 + i % 3)]
+    labels = np.array([int(g[1:-4]) % 4 for g in groups])  # every vehicle of a photo shares the label here
+    order = rng.permutation(len(groups))
+    groups, labels = [groups[i] for i in order], labels[order]
+    train, val = stratified_split(labels, 0.25, seed=1, groups=groups)
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(len(groups)))
+    assert not {groups[i] for i in train} & {groups[i] for i in val}  # no photo on both sides
+    # 25 % of each class's photos (15 photos per class -> 4) go to validation
+    val_photos = {groups[i] for i in val}
+    assert [sum(int(p[1:-4]) % 4 == c for p in val_photos) for c in range(4)] == [4, 4, 4, 4]
+    # without groups the same data puts some photo on both sides: what the grouping prevents
+    t, v = stratified_split(labels, 0.25, seed=1)
+    assert {groups[i] for i in t} & {groups[i] for i in v}
+
+
+def test_distinct_groups_give_the_ungrouped_split():
+    labels = np.repeat(np.arange(3), 17)
+    np.random.default_rng(0).shuffle(labels)
+    plain = stratified_split(labels, 0.2, seed=9)
+    grouped = stratified_split(labels, 0.2, seed=9, groups=[f"{i}.jpg" for i in range(len(labels))])
+    assert all(np.array_equal(a, b) for a, b in zip(plain, grouped))
+    with pytest.raises(ValueError, match="groups has 2 keys for 51 labels"):
+        stratified_split(labels, 0.2, groups=["a", "b"])

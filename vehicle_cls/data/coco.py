@@ -13,7 +13,7 @@ non-positive size or lies outside the image, an image file that is not there, a 
 ``.problems`` naming the file, the position in ``annotations`` and the annotation id, and the rest of the
 file is still read; ``on_error="raise"`` refuses the dataset instead. A file that is not JSON, or lacks
 ``images``/``annotations``/``categories``, always raises. ``.coco`` is the pycocotools index over the
-checked entries (crowd ones included), what box AP (``vehicle_cls.cropper.evaluate``) scores against.
+checked entries (crowd ones included), what box AP (``vehicle_cls.train.box_ap``) scores against.
 """
 
 from __future__ import annotations

@@ -3,15 +3,16 @@
 Layout of a cache folder::
 
     cache.json       settings the crops were made with (mode, cropper config, policy, format, classes)
-    manifest.jsonl   one JSON line per source image, appended and flushed as each item finishes
+    manifest.jsonl   one JSON line per source image (per annotated box in ``gt`` mode), appended and
+                     flushed as each item finishes
     crops/           the crop files (JPEG quality 95, or PNG)
 
-A manifest line: ``source``, ``split``, ``label``, ``file`` (crop path relative to the cache),
-``box`` (crop box in original pixels, 0-based edges; null = whole image), ``detector_class``,
-``detector_class_id``, ``detector_score``, ``fallback`` (no vehicle found, whole image used),
-``error`` (one-line reason, null when fine), ``mode``; ``crops`` lists every crop when the policy
-keeps several. A crash loses at most the item in flight; running ``build`` again skips every
-source already in the manifest (``retry_errors=True`` retries the failed ones).
+A manifest line: ``source``, ``split``, ``label``, ``file`` (crop path relative to the cache), ``box`` (crop
+box in original pixels, 0-based edges; null = whole image), ``detector_class``, ``detector_class_id``,
+``detector_score``, ``fallback`` (no vehicle found, whole image used), ``error`` (one-line reason, null when
+fine), ``mode``, ``source_box`` (``gt`` mode: the annotation's box, part of the key); ``crops`` lists every
+crop when the policy keeps several. A crash loses at most the item in flight; running ``build`` again skips
+every source already in the manifest (``retry_errors=True`` retries the failed ones).
 """
 
 from __future__ import annotations
@@ -65,8 +66,16 @@ class CropStats:
     errors: list[str] = field(default_factory=list)
 
 
-def _key(path: str) -> str:
-    return os.path.abspath(path)
+def _key(path: str, box: Sequence[float] | None = None) -> str:
+    """A manifest key: the absolute source path, plus the annotation box for a ground-truth crop (one image
+    may carry several annotated vehicles, each its own crop)."""
+    key = os.path.abspath(path)
+    return key if box is None else key + "#" + ",".join(f"{float(v):g}" for v in box)
+
+
+def _sample_key(sample: Sample, mode: str) -> str:
+    """A detector crop belongs to the image, a ground-truth crop to the image and its box."""
+    return _key(sample.path, sample.box if mode == "gt" else None)
 
 
 class CropCache:
@@ -103,7 +112,7 @@ class CropCache:
         return config
 
     def entries(self) -> dict[str, dict]:
-        """Manifest lines by absolute source path (the last line for a source wins)."""
+        """Manifest lines by key (source path, and box for ground-truth crops; the last line for a key wins)."""
         if self._entries is None:
             self._entries = {e["key"]: e for e in self._read_manifest()}
         return self._entries
@@ -125,12 +134,16 @@ class CropCache:
                 if reason is not None:  # one bad line is that line: the rest of the manifest stays usable
                     logger.warning("%s; ignored", Problem(str(self.manifest_path), number, None, reason))
                     continue
-                entry.setdefault("key", _key(entry["source"]))
+                entry.setdefault("key", _key(entry["source"], entry.get("source_box")))
                 yield entry
 
-    def lookup(self, source: str) -> str | None:
-        """Path of the (first) cached crop of ``source``, or None when it is absent or failed."""
-        entry = self.entries().get(_key(source))
+    def lookup(self, source: str, box: Sequence[float] | None = None) -> str | None:
+        """Path of the (first) cached crop of ``source`` (of its annotation ``box`` in a ground-truth cache),
+        or None when it is absent or failed."""
+        entries = self.entries()
+        entry = entries.get(_key(source, box)) if box is not None else None
+        if entry is None:  # a detector cache: the image's crop whatever the annotation
+            entry = entries.get(_key(source))
         if entry is None or entry.get("error") or not entry.get("file"):
             return None
         return str(self.root / entry["file"])
@@ -216,7 +229,7 @@ class CropCache:
         stats = CropStats(total=len(dataset))
         todo: list[int] = []
         for i, sample in enumerate(dataset):
-            entry = done.get(_key(sample.path))
+            entry = done.get(_sample_key(sample, mode))
             if entry is not None and not (
                 (retry_errors or is_transient_record(entry.get("error"))) and entry.get("error")
             ):
@@ -312,7 +325,7 @@ class CropCache:
             crops = []
             for k, choice in enumerate(choices):
                 pixels = cut(image, choice, policy.mask_fill)
-                file = self._save(sample.path, k, pixels, image_format, quality)
+                file = self._save(sample, "detector", k, pixels, image_format, quality)
                 d = choice.detection
                 crops.append(
                     {
@@ -337,7 +350,7 @@ class CropCache:
                 x1, y1, x2, y2 = pixel_box(sample.box, image.shape[:2], box_format)
                 crop, fallback = image[y1:y2, x1:x2], False
                 box = [round(v, 2) for v in continuous_box(sample.box, box_format)]
-            file = self._save(sample.path, 0, crop, image_format, quality)
+            file = self._save(sample, "gt", 0, crop, image_format, quality)
         except Exception as exc:
             self._record(writer, stats, sample, split, "gt", error=_failure(exc))
             return
@@ -368,6 +381,8 @@ class CropCache:
             "error": error,
             "mode": mode,
         }
+        if mode == "gt" and sample.box is not None:  # part of the key: one crop per annotated vehicle
+            entry["source_box"] = [float(v) for v in sample.box]
         if crops and len(crops) > 1:
             entry["crops"] = crops
         writer.append(entry)
@@ -379,11 +394,11 @@ class CropCache:
             stats.cropped += 1
             stats.fallback += entry["fallback"]
 
-    def _save(self, source: str, k: int, pixels: np.ndarray, image_format: str, quality: int) -> str:
+    def _save(self, sample: Sample, mode: str, k: int, pixels: np.ndarray, image_format: str, quality: int) -> str:
         from PIL import Image
 
-        digest = hashlib.sha1(_key(source).encode("utf-8")).hexdigest()[:12]
-        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(source).stem)[:40]
+        digest = hashlib.sha1(_sample_key(sample, mode).encode("utf-8")).hexdigest()[:12]
+        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(sample.path).stem)[:40]
         rel = f"{CROPS_DIR}/{stem}-{digest}{f'-{k}' if k else ''}.{image_format}"
         buffer = io.BytesIO()
         options = {"quality": quality} if image_format == "jpg" else {}

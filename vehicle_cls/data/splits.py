@@ -7,7 +7,7 @@ only ever evaluated, so ``split_dataset`` refuses a dataset tagged ``split="test
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
@@ -15,13 +15,29 @@ from vehicle_cls.data.sample import SampleList
 
 
 def stratified_split(
-    labels: Sequence[int] | np.ndarray, val_fraction: float = 0.1, seed: int = 0
+    labels: Sequence[int] | np.ndarray,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    groups: Sequence[Hashable] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (train_indices, val_indices): per class ``round(n * val_fraction)`` go to validation.
 
     Rounding is half-up; every class keeps at least one training sample, so a class with a single
-    sample stays in train. The same labels and seed always give the same split.
+    sample stays in train. The same labels and seed always give the same split. ``groups`` (one key per
+    sample, e.g. its image path): samples sharing a key land on the same side, so two annotated vehicles
+    of one photo never sit in train and validation at once; groups are stratified by their first
+    sample's label, and all-distinct keys give exactly the ungrouped split.
     """
+    if groups is not None:
+        if len(groups) != len(labels):
+            raise ValueError(f"groups has {len(groups)} keys for {len(labels)} labels")
+        members: dict[Hashable, list[int]] = {}
+        for i, key in enumerate(groups):
+            members.setdefault(key, []).append(i)
+        lists = list(members.values())
+        group_labels = np.asarray(labels)[[m[0] for m in lists]]
+        g_train, g_val = stratified_split(group_labels, val_fraction, seed)
+        return _members(g_train, lists), _members(g_val, lists)
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction}")
     labels = np.asarray(labels)
@@ -42,6 +58,11 @@ def stratified_split(
     return np.flatnonzero(mask).astype(np.int64), val_idx.astype(np.int64)
 
 
+def _members(picked: np.ndarray, lists: list[list[int]]) -> np.ndarray:
+    """The sorted sample indices of the picked groups."""
+    return np.sort(np.asarray([i for g in picked for i in lists[g]], dtype=np.int64))
+
+
 def split_dataset(dataset: SampleList, val_fraction: float = 0.1, seed: int = 0) -> tuple[SampleList, SampleList]:
     """(train, val) subsets of a training dataset by ``stratified_split``; refuses the test split."""
     if getattr(dataset, "split", None) == "test":
@@ -49,7 +70,7 @@ def split_dataset(dataset: SampleList, val_fraction: float = 0.1, seed: int = 0)
             f"{dataset.name}: refusing to carve a validation split from the test split "
             "(test is for final evaluation only)"
         )
-    train_idx, val_idx = stratified_split(dataset.labels, val_fraction, seed)
+    train_idx, val_idx = stratified_split(dataset.labels, val_fraction, seed, groups=[s.path for s in dataset])
     return (
         dataset.subset(train_idx, f"{dataset.name}:train(seed={seed})"),
         dataset.subset(val_idx, f"{dataset.name}:val(seed={seed})", split="val"),

@@ -91,7 +91,7 @@ class SampleDataset(Dataset):
         """The RGB uint8 HxWx3 pixels of sample ``index`` after cropping (raises on failure)."""
         sample = self.samples[index]
         if not isinstance(self.crop, str):
-            path = self.crop.lookup(sample.path)
+            path = self.crop.lookup(sample.path, sample.box)
             if path is None:
                 raise LookupError("not in the crop cache (run `vehicle-cls crop` on this dataset first)")
             return load_image(path)

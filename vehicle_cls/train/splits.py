@@ -88,13 +88,17 @@ def prepare_splits(cfg: DataConfig) -> DataSplits:
     box_format = getattr(full, "box_format", "devkit")
     test: SampleList | None = None
     if cfg.test_fraction > 0:
-        rest_idx, test_idx = stratified_split(full.labels, cfg.test_fraction, seed=cfg.split_seed + 1_000_003)
+        rest_idx, test_idx = stratified_split(
+            full.labels, cfg.test_fraction, seed=cfg.split_seed + 1_000_003, groups=[s.path for s in full]
+        )
         test = full.subset(test_idx, f"{full.name}:test(carved)", split="test")
         full = full.subset(rest_idx, f"{full.name}:train", split="train")
     elif cfg.test:
         test_ds = open_dataset(cfg.test, cfg.layout, split="test")
         test = relabel(test_ds, test_ds.classes, classes, what="test set", target="the training set", split="test")
-    train_idx, val_idx = stratified_split(full.labels, cfg.val_fraction, seed=cfg.split_seed)
+    train_idx, val_idx = stratified_split(
+        full.labels, cfg.val_fraction, seed=cfg.split_seed, groups=[s.path for s in full]
+    )
     train = full.subset(train_idx, f"{full.name}:train", split="train")
     val = full.subset(val_idx, f"{full.name}:val", split="val")
     if cfg.max_per_class:
@@ -112,7 +116,7 @@ def check_readable(samples: SampleList, crop: str) -> None:
 
     source: Any = crop if crop in ("none", "gt") else CropCache(crop)  # as train.loaders.crop_arg
     if not isinstance(source, str):
-        missing = [s.path for s in samples if source.lookup(s.path) is None]
+        missing = [s.path for s in samples if source.lookup(s.path, s.box) is None]
         if missing:
             logger.warning(
                 "%s: %d of %d training images have no crop in %s (failed or never cropped; rerun "
