@@ -119,6 +119,10 @@ def coerce(tp: Any, value: Any, *, source: str = "", key: str = "", error: type[
         if len(value) != len(args):
             raise bad
         return tuple(coerce(a, v, source=source, key=key, error=error) for a, v in zip(args, value))
+    if origin is dict:
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise bad
+        return dict(value)
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise bad
@@ -156,6 +160,8 @@ def describe_type(tp: Any) -> str:
         return f"a list of {plural}" if len(args) == 2 and args[1] is Ellipsis else f"a list of {len(args)} {plural}"
     if origin is list:
         return "a list"
+    if origin is dict:
+        return "a mapping of names to values"
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 

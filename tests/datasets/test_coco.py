@@ -149,3 +149,23 @@ def test_a_file_that_is_no_coco_file_is_one_line_naming_it(tmp_path, text, messa
     assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
     with pytest.raises(DatasetError, match="COCO annotation file not found"):
         CocoDataset(tmp_path / "missing.json")
+
+
+def test_recipe_layout_options_reach_the_reader(tmp_path):
+    """`data.layout_options` in a recipe (or `data.layout_options={per: image}` on the command line) are the
+    reader's arguments; one the layout does not take is a recipe error naming the key."""
+    from vehicle_cls.train.config import ConfigError, load_config
+    from vehicle_cls.train.splits import prepare_splits
+
+    path = _good(tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"data: {{train: {path}, layout: coco, val_fraction: 0.0}}\nmodel: {{arch: resnet18}}\n")
+    default = prepare_splits(load_config(recipe).data)
+    assert len(default.train) == 4 and default.classes == ["car", "bus", "truck"]
+    per_image = prepare_splits(load_config(recipe, ["data.layout_options={per: image, categories: [car, truck]}"]).data)
+    assert per_image.classes == ["car", "truck"]
+    assert sorted(Path(s.path).name for s in per_image.train) == ["a.png", "c.png"]  # b.png holds only a bus
+    with pytest.raises(ConfigError, match=r"layout_options.*'pre'"):
+        prepare_splits(load_config(recipe, ["data.layout_options={pre: image}"]).data)
+    with pytest.raises(ConfigError, match="data.layout_options: expected a mapping"):
+        load_config(recipe, ["data.layout_options=image"])

@@ -39,6 +39,9 @@ class DataConfig:
     crop: str = "none"  # "none" | "gt" (annotation boxes) | path of a crop cache made by `vehicle-cls crop`
     num_workers: int = 2
     max_per_class: int | None = None  # cap training images per class (quick experiments)
+    # the layout reader's own arguments, for train and test: coco {per, categories, images_dir},
+    # csv {path_column, label_column, box_columns, split_column, delimiter, ...}
+    layout_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

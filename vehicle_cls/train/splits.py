@@ -19,7 +19,7 @@ import numpy as np
 
 from vehicle_cls.data import Sample, SampleList, open_dataset, relabel, stratified_split
 from vehicle_cls.fileio import atomic_write_text
-from vehicle_cls.train.config import DataConfig
+from vehicle_cls.train.config import ConfigError, DataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +80,20 @@ class DataSplits:
         return f"{len(self.classes)} classes; train {len(self.train)}, val {len(self.val)}, test {test}"
 
 
+def _open(cfg: DataConfig, where: str, split: str) -> SampleList:
+    """``open_dataset`` with the recipe's layout and its reader arguments (``data.layout_options``)."""
+    try:
+        return open_dataset(where, cfg.layout, split=split, **cfg.layout_options)
+    except TypeError as exc:
+        if not cfg.layout_options:
+            raise
+        # the reader refused an argument: a recipe problem, named as one
+        raise ConfigError(f"data.layout_options {cfg.layout_options}: not arguments of the layout ({exc})") from None
+
+
 def prepare_splits(cfg: DataConfig) -> DataSplits:
     """Open the datasets named by the recipe and split them (deterministic for a given seed)."""
-    full = open_dataset(cfg.train, cfg.layout, split="train")
+    full = _open(cfg, cfg.train, "train")
     check_readable(full, cfg.crop)
     classes = list(full.classes)
     box_format = getattr(full, "box_format", "devkit")
@@ -94,7 +105,7 @@ def prepare_splits(cfg: DataConfig) -> DataSplits:
         test = full.subset(test_idx, f"{full.name}:test(carved)", split="test")
         full = full.subset(rest_idx, f"{full.name}:train", split="train")
     elif cfg.test:
-        test_ds = open_dataset(cfg.test, cfg.layout, split="test")
+        test_ds = _open(cfg, cfg.test, "test")
         test = relabel(test_ds, test_ds.classes, classes, what="test set", target="the training set", split="test")
     train_idx, val_idx = stratified_split(
         full.labels, cfg.val_fraction, seed=cfg.split_seed, groups=[s.path for s in full]
