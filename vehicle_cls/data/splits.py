@@ -31,10 +31,10 @@ def stratified_split(
     if groups is not None:
         if len(groups) != len(labels):
             raise ValueError(f"groups has {len(groups)} keys for {len(labels)} labels")
-        members: dict[Hashable, list[int]] = {}
+        by_key: dict[Hashable, list[int]] = {}
         for i, key in enumerate(groups):
-            members.setdefault(key, []).append(i)
-        lists = list(members.values())
+            by_key.setdefault(key, []).append(i)
+        lists = list(by_key.values())
         group_labels = np.asarray(labels)[[m[0] for m in lists]]
         g_train, g_val = stratified_split(group_labels, val_fraction, seed)
         return _members(g_train, lists), _members(g_val, lists)
