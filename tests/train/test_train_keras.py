@@ -219,6 +219,8 @@ def test_recipe_builds_keras_applications_model():
     cfg = recipe(Path("unused"), Path("unused"), model={"arch": "mobilenet_v3_small", "input_size": 32})
     model = build_model(cfg, 6, "fp32", seed=0)
     assert model.output_shape == (None, 6) and model.input_shape == (None, 32, 32, 3)
+    norms = [layer for layer in model.get_layer("backbone").layers if "BatchNormalization" in type(layer).__name__]
+    assert norms and {layer.momentum for layer in norms} == {0.9}  # torch's running statistics, not 0.999
     n_all = len(model.trainable_variables)
     set_backbone_trainable(model, False)
     assert len(model.trainable_variables) == 2  # the head's kernel and bias
