@@ -4,10 +4,11 @@ Only arches whose torchvision name maps to one ``keras.applications`` model are 
 carries its own input preprocessing (``preprocess_input`` mode, stored in the bundle so inference
 applies the same). The backbone is called with ``training=False`` when it starts from ImageNet
 weights, so its BatchNorm layers stay in inference mode even after unfreezing (Keras' transfer
-learning guide); from scratch (``weights: null``) BatchNorm trains normally, with torch's running-statistics
-momentum (``TORCH_BN_MOMENTUM``): ``keras.applications`` use 0.99-0.999, whose statistics after the few
-hundred steps of a small recipe are still mostly their initial values, so evaluation sat at chance
-while training accuracy rose (MobileNetV3-Small, 270 steps on the shipped photos: val top-1 16.7 %).
+learning guide); from scratch (``weights: null``) BatchNorm trains normally, with the running-statistics
+momentum of torch's ``BatchNorm2d`` default (``TORCH_BN_MOMENTUM``): ``keras.applications`` use 0.99-0.999,
+whose statistics after the few hundred steps of a small recipe are still mostly their initial values, so
+evaluation sat at chance while training accuracy rose (MobileNetV3-Small, 270 steps on the shipped
+photos: val top-1 16.7 %, 90.1 % with 0.9).
 """
 
 from __future__ import annotations
