@@ -191,9 +191,9 @@ def test_splits_json_is_byte_identical_to_the_torch_run(tmp_path, tiny_net):
     from vehicle_cls.train.trainer import train as train_torch
 
     data, _ = split_folders(tmp_path / "photos", classes=CLASSES[:3], n_train=8, n_test=0)
-    cfg = recipe(data, tmp_path / "keras", model={"input_size": 16}, run={"epochs": 1, "max_steps": 1})
-    stopped = train_keras(cfg, model=tiny_model(3, 16), preprocess="none")
-    assert stopped.interrupted and stopped.epochs_completed == 0 and stopped.global_step == 1  # run.max_steps
+    cfg = recipe(data, tmp_path / "keras", model={"input_size": 16}, run={"epochs": 2, "max_steps": 1})
+    stopped = train_keras(cfg, model=tiny_model(3, 16), preprocess="none")  # one step per epoch
+    assert stopped.interrupted and stopped.epochs_completed == 1 and stopped.global_step == 1  # run.max_steps
     torch_cfg = recipe(data, tmp_path / "torch", model={"backend": "torch", "input_size": 16},
                        run={"epochs": 1, "max_steps": 1})
     train_torch(torch_cfg, classifier=Classifier(tiny_net(3), "resnet18", CLASSES[:3], Preprocess(input_size=16)))
