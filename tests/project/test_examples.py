@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import json
 import re
 import shlex
@@ -18,7 +19,7 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-NOTEBOOKS = ["01_quickstart.ipynb", "02_train_vehicle_types.ipynb", "03_detect_and_crop.ipynb"]
+NOTEBOOKS = ["01_quickstart.ipynb", "02_train_vehicle_types.ipynb", "03_detect_and_crop.ipynb", "04_train_keras.ipynb"]
 
 
 def _read(name: str):
@@ -223,6 +224,25 @@ def test_notebook_02_trains_evaluates_and_compares(tmp_path, monkeypatch):
     assert len(intervals) == 2
     for low, high in intervals:  # Wilson: inside [0, 100] even for the 1-epoch models' extreme accuracies
         assert 0.0 <= float(low) <= float(high) <= 100.0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="needs tensorflow (the keras extra)")
+def test_notebook_04_trains_both_backends_and_compares_them(tmp_path, monkeypatch):
+    book = _execute("04_train_keras.ipynb", tmp_path, monkeypatch)
+    text = _text(book)
+    out = tmp_path / "notebook_output" / "04_train_keras"
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith("-jupyter")) == ["notebook_output"]
+    for run, backend in (("torch_run", "torch"), ("keras_run", "keras")):
+        config = json.loads((out / run / "best" / "config.json").read_text())
+        assert config.get("backend", "torch") == backend
+    assert (out / "keras_run" / "last.npz").is_file() and (out / "torch_run" / "last.pt").is_file()
+    rows = json.loads((out / "compare" / "comparison.json").read_text())
+    assert [r["name"] for r in rows] == ["torch_run (torch)", "keras_run (keras)"]
+    photos = len(list((out / "small_data").glob("*/*.jpg")))
+    assert rows[0]["num_samples"] == rows[1]["num_samples"] and 0.2 * photos < rows[0]["num_samples"] < 0.35 * photos
+    assert "same train/validation/test split for both backends" in text and "backend: keras" in text
+    assert "small-data mode" in text
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 """The Keras trainer (``model.backend: keras``): it learns on the shipped photos, resumes exactly after
-an interruption inside an epoch, writes a bundle ``Pipeline.load`` opens, and the run's splits.json is
+a kill inside an epoch, writes a bundle ``Pipeline.load`` opens, and the run's splits.json is
 byte-identical to the torch trainer's for the same recipe.
 
 A small Keras CNN (with a ``backbone`` sub-model and a Dense ``head``, like ``keras.applications`` +
@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +34,8 @@ MARGIN = 0.28  # as tests/train/test_train_learning.py: at least 45 % top-1 on 1
 
 
 def tiny_model(num_classes: int, size: int = 32, seed: int = 0):
-    """Three conv blocks with BatchNorm (momentum 0.9 = torch's 0.1: a short run needs fresh statistics) (backbone) + Dropout + Dense logits (head); takes 0-255 pixels."""
+    """Three conv blocks with BatchNorm (momentum 0.9 = torch's 0.1: a short run needs fresh statistics)
+    (backbone) + Dropout + Dense logits (head); takes 0-255 pixels."""
     from vehicle_cls.classifier.keras.loading import import_keras
 
     keras = import_keras()
@@ -102,38 +108,81 @@ def test_keras_run_learns_and_its_bundle_serves(tmp_path):
 
 
 
-def _variables(run_dir: Path) -> dict[str, np.ndarray]:
+def _checkpoint(run_dir: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """The variables (model and optimizer) and the meta record of a run's ``last.npz``."""
     with np.load(run_dir / "last.npz", allow_pickle=False) as data:
-        return {k: data[k] for k in data.files if k != "meta"}
+        arrays = {k: data[k] for k in data.files}
+    return arrays, json.loads(arrays.pop("meta").tobytes())
 
 
-def test_interrupted_inside_an_epoch_then_resumed_equals_uninterrupted(tmp_path):
-    from vehicle_cls.train.keras import train
+def _cli(*args: str) -> list[str]:
+    """``vehicle-cls -vv ARGS`` in a fresh interpreter importing this tree (-vv: one debug line per step)."""
+    return [sys.executable, "-m", "vehicle_cls", "-vv", *args]
 
+
+def _env() -> dict[str, str]:
+    root = str(Path(__file__).resolve().parents[2])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+
+
+@pytest.mark.slow
+def test_killed_inside_an_epoch_then_resumed_equals_uninterrupted(tmp_path):
+    """``vehicle-cls train model.backend=keras`` SIGKILLed inside epoch 2, then ``--resume``d, ends with the
+    variables and history of an uninterrupted run, bit for bit. The resume point is written at epoch ends,
+    so the resumed run redoes epoch 2 from ``last.npz`` (epoch 1): model and optimizer variables from the
+    file, data order and every layer's random state from (seed, epoch). Each run is its own process
+    (as a real resume is) with ``run.deterministic`` (``enable_op_determinism``) and one thread, so the
+    float results are reproducible and compared exactly."""
     data, _ = split_folders(tmp_path / "photos", classes=CLASSES[:3], n_train=6, n_test=0)  # 12 train, 6 val
-    small = {"data": {"val_fraction": 0.34}, "model": {"input_size": 16},
-             "run": {"epochs": 3, "batch_size": 4, "threads": 1}}
-    full = train(recipe(data, tmp_path / "full", **small), model=tiny_model(3, 16), preprocess="none")
-    assert full.epochs_completed == 3 and full.global_step == 9 and not full.interrupted
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(f"""
+data: {{train: {data}, layout: folders, val_fraction: 0.34, num_workers: 1}}
+model: {{backend: keras, arch: mobilenet_v3_small, weights: null, input_size: 32, dropout: 0.2}}
+optim: {{name: adamw, lr: 0.004, weight_decay: 0.01, warmup_epochs: 0.5, label_smoothing: 0.1}}
+augment: {{scale: [0.6, 1.0], hflip: 0.5, rotation: 5, color_jitter: 0.1}}
+run: {{epochs: 3, batch_size: 2, precision: fp32, deterministic: true, threads: 1, tensorboard: false}}
+""")  # 6 steps per epoch; random augmentation and Dropout, so the resumed run must replay the RNG
+    train = ("train", "--config", str(recipe_file), "--no-progress", "--out")
+    full = subprocess.run(_cli(*train, str(tmp_path / "full")), capture_output=True, text=True, env=_env())
+    assert full.returncode == 0, full.stderr[-3000:]
 
-    # stopped inside epoch 2 (step 5 of 9): last.npz holds epoch 1; resuming redoes epoch 2
-    part_cfg = recipe(data, tmp_path / "part", **{**small, "run": {**small["run"], "max_steps": 5}})
-    part = train(part_cfg, model=tiny_model(3, 16), preprocess="none")
-    assert part.interrupted and part.epochs_completed == 1 and part.global_step == 5
-    meta = json.loads(np.load(tmp_path / "part" / "last.npz")["meta"].tobytes())
-    assert meta["epoch"] == 1 and meta["step"] == 3
-    a = _variables(tmp_path / "full")
-    assert any(not np.array_equal(a[k], v) for k, v in _variables(tmp_path / "part").items())
+    part = tmp_path / "part"
+    proc = subprocess.Popen(_cli(*train, str(part)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=_env())
+    watchdog = threading.Timer(900, proc.kill)  # only so that a hung child cannot hang the test suite
+    watchdog.start()
+    seen = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the marker: epoch 2's first step is done (its debug line)
+            seen.append(line)
+            if "epoch 2 step 1/6 (global 7)" in line:
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait()
+    finally:
+        watchdog.cancel()
+    assert proc.returncode == -signal.SIGKILL, "".join(seen[-30:])
+    arrays, meta = _checkpoint(part)
+    assert meta["epoch"] == 1 and meta["step"] == 6  # killed inside epoch 2: the resume point holds epoch 1
+    assert len(json.loads((part / "history.json").read_text())) == 1
+    full_arrays, full_meta = _checkpoint(tmp_path / "full")
+    assert any(not np.array_equal(full_arrays[k], v) for k, v in arrays.items())
 
-    resumed = train(recipe(data, tmp_path / "part", **small), model=tiny_model(3, 16, seed=123), preprocess="none",
-                    resume=True)
-    assert resumed.epochs_completed == 3 and resumed.global_step == 9
-    b = _variables(tmp_path / "part")
-    assert a.keys() == b.keys()
-    for k in a:  # model and optimizer variables, bit for bit
-        assert np.array_equal(a[k], b[k]), k
-    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
-    assert resumed.history[-1]["val_loss"] == full.history[-1]["val_loss"]
+    resumed = subprocess.run(_cli(*train, str(part), "--resume"), capture_output=True, text=True, env=_env())
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed" in resumed.stderr and "at epoch 1 (step 6)" in resumed.stderr
+    arrays, meta = _checkpoint(part)
+    assert meta["epoch"] == 3 and meta["step"] == 18
+    assert arrays.keys() == full_arrays.keys()
+    for k in full_arrays:  # every model and optimizer variable, bit for bit
+        assert np.array_equal(full_arrays[k], arrays[k]), k
+
+    def without_time(rows: list[dict]) -> list[dict]:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+    assert without_time(meta["history"]) == without_time(full_meta["history"])  # losses, accuracies, lr: exact
+    assert (part / "best" / "config.json").is_file()
 
 
 def test_splits_json_is_byte_identical_to_the_torch_run(tmp_path, tiny_net):
@@ -142,8 +191,9 @@ def test_splits_json_is_byte_identical_to_the_torch_run(tmp_path, tiny_net):
     from vehicle_cls.train.trainer import train as train_torch
 
     data, _ = split_folders(tmp_path / "photos", classes=CLASSES[:3], n_train=8, n_test=0)
-    cfg = recipe(data, tmp_path / "keras", model={"input_size": 16}, run={"epochs": 1, "max_steps": 1})
-    train_keras(cfg, model=tiny_model(3, 16), preprocess="none")
+    cfg = recipe(data, tmp_path / "keras", model={"input_size": 16}, run={"epochs": 2, "max_steps": 1})
+    stopped = train_keras(cfg, model=tiny_model(3, 16), preprocess="none")  # one step per epoch
+    assert stopped.interrupted and stopped.epochs_completed == 1 and stopped.global_step == 1  # run.max_steps
     torch_cfg = recipe(data, tmp_path / "torch", model={"backend": "torch", "input_size": 16},
                        run={"epochs": 1, "max_steps": 1})
     train_torch(torch_cfg, classifier=Classifier(tiny_net(3), "resnet18", CLASSES[:3], Preprocess(input_size=16)))
@@ -169,6 +219,8 @@ def test_recipe_builds_keras_applications_model():
     cfg = recipe(Path("unused"), Path("unused"), model={"arch": "mobilenet_v3_small", "input_size": 32})
     model = build_model(cfg, 6, "fp32", seed=0)
     assert model.output_shape == (None, 6) and model.input_shape == (None, 32, 32, 3)
+    norms = [layer for layer in model.get_layer("backbone").layers if "BatchNormalization" in type(layer).__name__]
+    assert norms and {layer.momentum for layer in norms} == {0.9}  # torch's running statistics, not 0.999
     n_all = len(model.trainable_variables)
     set_backbone_trainable(model, False)
     assert len(model.trainable_variables) == 2  # the head's kernel and bias
@@ -211,9 +263,6 @@ def test_nan_loss_stops_with_one_line_error_and_saves_nothing(tmp_path):
 
 
 def test_keras_trainer_modules_import_no_tensorflow():
-    import subprocess
-    import sys
-
     code = ("import vehicle_cls.train.keras.trainer, vehicle_cls.cli.train, vehicle_cls.cli.eval, sys; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,

@@ -4,7 +4,11 @@ Only arches whose torchvision name maps to one ``keras.applications`` model are 
 carries its own input preprocessing (``preprocess_input`` mode, stored in the bundle so inference
 applies the same). The backbone is called with ``training=False`` when it starts from ImageNet
 weights, so its BatchNorm layers stay in inference mode even after unfreezing (Keras' transfer
-learning guide); from scratch (``weights: null``) BatchNorm trains normally.
+learning guide); from scratch (``weights: null``) BatchNorm trains normally, with the running-statistics
+momentum of torch's ``BatchNorm2d`` default (``TORCH_BN_MOMENTUM``): ``keras.applications`` use 0.99-0.999,
+whose statistics after the few hundred steps of a small recipe are still mostly their initial values, so
+evaluation sat at chance while training accuracy rose (MobileNetV3-Small, 270 steps on the shipped
+photos: val top-1 16.7 %, 90.1 % with 0.9).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ ARCHS: dict[str, KerasArch] = {
 }
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+TORCH_BN_MOMENTUM = 0.9  # Keras' weight of the old running statistics = 1 - torch's BatchNorm momentum (0.1)
 
 
 def keras_arch(cfg: TrainConfig, source: str = "recipe") -> KerasArch:
@@ -93,6 +98,9 @@ def build_model(cfg: TrainConfig, num_classes: int, precision: str, seed: int) -
             kwargs["include_preprocessing"] = True
         backbone = ctor(**kwargs)
         backbone.name = BACKBONE_NAME
+        for layer in backbone.layers:  # read at call time; no effect in inference mode (ImageNet weights)
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = TORCH_BN_MOMENTUM
         inputs = keras.Input((size, size, 3), name="image")
         features = backbone(inputs, training=False) if m.weights else backbone(inputs)
         x = keras.layers.Dropout(m.dropout, seed=seed)(features) if m.dropout > 0 else features

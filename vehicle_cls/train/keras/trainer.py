@@ -386,6 +386,14 @@ class KerasTrainer:
                 elif writer is not None:
                     with writer.as_default():
                         tf.summary.scalar("train/nonfinite_steps", self.guard.total, step=step)
+                logger.debug(
+                    "epoch %d step %d/%d (global %d): loss %.4f",
+                    epoch + 1,
+                    batches,
+                    self.steps_per_epoch,
+                    step + 1,
+                    value,
+                )
             step += 1
         if batches < self.steps_per_epoch:
             complete = False
