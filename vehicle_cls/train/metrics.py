@@ -18,6 +18,19 @@ def topk_correct(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return (top == labels[:, None]).any(axis=1)
 
 
+def validation_row(loss_sum: float, correct1: float, correct5: float, count: float, skipped: float) -> dict[str, float]:
+    """The history row of a validation pass from its sums (both trainers log the same keys); only the
+    skip count when no image could be scored."""
+    if count == 0:
+        return {"val_skipped": int(skipped)}
+    return {
+        "val_loss": loss_sum / count,
+        "val_top1": correct1 / count,
+        "val_top5": correct5 / count,
+        "val_skipped": int(skipped),
+    }
+
+
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
     """``cm[true, predicted]`` counts, (C, C) int64."""
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)

@@ -39,7 +39,7 @@ from vehicle_cls.train.checkpoint import LAST_NAME, load_last, rng_states, save_
 from vehicle_cls.train.config import TrainConfig
 from vehicle_cls.train.distributed import all_ranks_agree, all_reduce_sum, barrier, init_distributed, shutdown
 from vehicle_cls.train.loaders import build_loaders
-from vehicle_cls.train.metrics import topk_correct
+from vehicle_cls.train.metrics import topk_correct, validation_row
 from vehicle_cls.train.nonfinite import NonFiniteGuard
 from vehicle_cls.train.optim import build_optimizer, build_scheduler, head_module
 from vehicle_cls.train.splits import DataSplits, prepare_splits
@@ -543,14 +543,7 @@ class Trainer:
             c5 += float(topk_correct(scores, truth, 5).sum())
             count += len(labels)
         loss_sum, c1, c5, count, skipped = self._reduce([loss_sum, c1, c5, count, skipped])
-        if count == 0:
-            return {"val_skipped": int(skipped)}
-        return {
-            "val_loss": loss_sum / count,
-            "val_top1": c1 / count,
-            "val_top5": c5 / count,
-            "val_skipped": int(skipped),
-        }
+        return validation_row(loss_sum, c1, c5, count, skipped)
 
     def _save_best(self, epoch: int, metric: float | None, history: list[dict]) -> None:
         """Write the classifier bundle to ``best/`` (config.json carries the training summary)."""

@@ -27,6 +27,7 @@ from vehicle_cls.train.keras import augment, schedule
 from vehicle_cls.train.keras import model as kmodel
 from vehicle_cls.train.keras.checkpoint import LAST_NAME, load_last, save_last
 from vehicle_cls.train.keras.data import KerasData, steps_per_epoch
+from vehicle_cls.train.metrics import validation_row
 from vehicle_cls.train.splits import DataSplits, prepare_splits
 from vehicle_cls.train.trainer import (
     BEST_NAME,
@@ -416,14 +417,7 @@ class KerasTrainer:
             loss, top1, top5 = self.evaluate_batch(images, labels)
             loss_sum, c1, c5 = loss_sum + float(loss), c1 + float(top1), c5 + float(top5)
             count += int(labels.shape[0])
-        if count == 0:
-            return {"val_skipped": int(skipped)}
-        return {
-            "val_loss": loss_sum / count,
-            "val_top1": c1 / count,
-            "val_top5": c5 / count,
-            "val_skipped": int(skipped),
-        }
+        return validation_row(loss_sum, c1, c5, count, skipped)
 
     def _save_best(self, epoch: int, metric: float | None, history: list[dict]) -> None:
         """Write the ``KerasBackend`` bundle to ``best/`` (config.json carries the training summary)."""
