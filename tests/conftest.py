@@ -20,10 +20,10 @@ def data_dir() -> Path:
 def cli():
     """``cli("train", "--config", ...)``: a ``vehicle-cls`` subcommand run in this process through the real
     parser; returns its exit status, and an exception propagates (``vehicle_cls.cli.main`` turns it into 1)."""
-    from vehicle_cls.cli import build_parser
+    from vehicle_cls.cli import build_parser, parse_args
 
     def run(*argv: str) -> int:
-        args = build_parser().parse_args([str(a) for a in argv])
+        args = parse_args(build_parser(), [str(a) for a in argv])
         return args.func(args)
 
     return run

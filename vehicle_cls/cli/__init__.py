@@ -33,9 +33,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """``parser.parse_args``, except that ``section.key=value`` overrides may also follow options
+    (``train --config r.yaml --no-progress run.epochs=3``): argparse collects a positional list only once."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and isinstance(getattr(args, "overrides", None), list) and all(_is_override(e) for e in extra):
+        args.overrides.extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _is_override(word: str) -> bool:
+    key, sep, _ = word.partition("=")
+    return bool(sep) and not word.startswith("-") and "." in key
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     level = logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO
     # our INFO lines by default; third-party libraries (onnxscript, urllib3, ...) only warn unless -v/-vv
     logging.basicConfig(level=level if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
