@@ -148,17 +148,28 @@ class Detections:
 
 @dataclass
 class Vehicle:
-    """One vehicle found in an image (or the whole image, without cropper or as the fallback)."""
+    """One vehicle found in an image (or the whole image, without cropper or as the fallback).
 
-    box: Box | None = None  # crop box in original pixels; None = the whole image
-    detection: Detection | None = None  # the detector's class, id and score behind ``box``
-    # bool HxW (Mask R-CNN) of the decoded image: smaller than image_size when a large JPEG was decoded reduced
+    Attributes:
+        box: the crop box ``(x1, y1, x2, y2)`` in original pixels; None is the whole image.
+        detection: the detector's class, id and score behind ``box`` (None without a detector).
+        mask: bool HxW instance mask (Mask R-CNN) of the decoded image, smaller than ``image_size`` when a
+            large JPEG was decoded reduced; None for a box-only detector.
+        label: the classifier's best class name.
+        score: the softmax probability of ``label``.
+        class_index: the index of ``label`` in the classifier's classes.
+        topk: the best ``(label, probability)`` pairs, best first.
+        fallback: True when nothing was detected and the whole image was classified.
+    """
+
+    box: Box | None = None
+    detection: Detection | None = None
     mask: np.ndarray | None = field(default=None, repr=False, compare=False)
     label: str | None = None
-    score: float | None = None  # softmax probability of ``label``
+    score: float | None = None
     class_index: int | None = None
     topk: list[tuple[str, float]] = field(default_factory=list)
-    fallback: bool = False  # True: nothing detected, the whole image was classified
+    fallback: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values (floats rounded, tuples as lists); the mask as COCO RLE.
@@ -183,19 +194,31 @@ class Vehicle:
 
 @dataclass
 class Result:
-    """The answer for one input image (one video frame): every vehicle found, or why it failed."""
+    """The answer for one input image (one video frame): every vehicle found, or why it failed.
+
+    Attributes:
+        source: the input's name (path, URL, ``NamedInput`` name or a description of an array).
+        index: the position in the expanded input stream (folders, globs and videos flattened).
+        frame: the video frame index (None for an image).
+        timestamp: the video frame time in seconds (None for an image).
+        image_size: ``(height, width)`` of the image in original pixels.
+        vehicles: every vehicle found, in the cropper's order (iterate the result itself).
+        error: a one-line reason when the input failed (then ``vehicles`` is empty), else None.
+        image: the decoded RGB image, kept only with ``keep_images=True`` (for ``plot``).
+    """
 
     source: str
-    index: int  # position in the expanded input stream (folders, globs and videos flattened)
-    frame: int | None = None  # video frame index
-    timestamp: float | None = None  # video frame time in seconds
-    image_size: tuple[int, int] | None = None  # (height, width)
+    index: int
+    frame: int | None = None
+    timestamp: float | None = None
+    image_size: tuple[int, int] | None = None
     vehicles: list[Vehicle] = field(default_factory=list)
-    error: str | None = None  # one-line reason when the input failed; then ``vehicles`` is empty
-    image: np.ndarray | None = field(default=None, repr=False, compare=False)  # kept on request, for plot()
+    error: str | None = None
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
+        """True when the input was processed (``error`` is None)."""
         return self.error is None
 
     @property
