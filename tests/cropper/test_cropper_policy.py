@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vehicle_cls.cropper.policy import CropPolicy, expand_box
-from vehicle_cls.crops import CropChoice, crop_bounds, cut
+from vehicle_cls.crops import CropChoice, box_ious, crop_bounds, cut
 from vehicle_cls.results import Detections
 
 CAR, BUS, TRUCK, PERSON, MOTORCYCLE = 2, 5, 7, 0, 3
@@ -162,3 +162,21 @@ def test_policy_round_trip_and_validation():
         CropPolicy.from_dict({"colour": "red"}, source="b.json")
     with pytest.raises(ValueError, match=r"unknown key policy\.margins \(did you mean policy\.margin\?\)"):
         CropPolicy.from_dict({"margins": 0.1})
+
+
+def test_box_ious_by_hand():
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 15, 15], [20, 20, 30, 30], [3, 3, 3, 8]], dtype=float)
+    # with (0, 0, 10, 10): itself 1; a 5x5 overlap of two 100-px boxes 25 / 175; disjoint 0; an empty box 0
+    np.testing.assert_allclose(box_ious(boxes, (0, 0, 10, 10)), [1.0, 25 / 175, 0.0, 0.0])
+    assert box_ious(np.zeros((0, 4)), (0, 0, 1, 1)).shape == (0,)
+
+
+def test_match_picks_the_detection_of_the_annotated_vehicle():
+    det = Detections(np.array([[0, 0, 50, 40], [60, 10, 90, 40], [58, 8, 92, 42]], dtype=float),
+                     np.array([0.9, 0.8, 0.95]), np.array([7, 2, 0]), image_size=(50, 100))  # truck, car, person
+    policy = CropPolicy(margin=0.1)
+    (car,) = policy.match(det, (61, 11, 89, 39))  # IoU 0.87 with the car; the person overlaps too but is no vehicle
+    assert car.detection.class_name == "car" and not car.fallback
+    assert car.box == pytest.approx((57.0, 7.0, 93.0, 43.0))  # the margin applies as in choose(): 10 % of 30 x 30
+    (missed,) = policy.match(det, (20, 42, 40, 60))  # no vehicle overlaps 0.5: the annotated box, clamped
+    assert missed.fallback and missed.detection is None and missed.box == (20, 42, 40, 50)

@@ -199,6 +199,42 @@ def test_gt_mode_keeps_one_crop_per_annotated_vehicle_of_an_image(tmp_path):
     assert (again.already_done, again.cropped) == (2, 0)
 
 
+def test_detector_mode_matches_each_annotated_vehicle_of_a_photo(tmp_path):
+    """A photo with a car and a truck annotated (COCO, CSV rows): each annotation's crop is the detection that
+    overlaps its box most (the policy's one `largest` pick would give both labels the truck), detected once;
+    an annotation the detector missed keeps its own box as a fallback; a one-vehicle photo keeps the policy."""
+    from vehicle_cls.data.torch_dataset import SampleDataset
+
+    rng = np.random.default_rng(2)
+    street, single = (rng.integers(0, 256, (60, 100, 3), dtype=np.uint8) for _ in range(2))
+    Image.fromarray(street).save(tmp_path / "street.png")
+    Image.fromarray(single).save(tmp_path / "single.png")
+    cropper = FakeCropper({
+        digest(street): ([[50, 5, 98, 58], [2, 10, 40, 50], [0, 0, 100, 60]], [0.9, 0.8, 0.99], [TRUCK, CAR, 0]),
+        digest(single): ([[10, 10, 30, 30], [5, 5, 80, 55]], [0.9, 0.7], [CAR, TRUCK]),
+    })
+    path, other = str(tmp_path / "street.png"), str(tmp_path / "single.png")
+    ds = SampleList(
+        [Sample(path, 0, (4, 12, 38, 49)),      # the car, annotated a little off its detection
+         Sample(path, 1, (52, 4, 97, 57)),      # the truck
+         Sample(path, 2, (70, 50, 90, 60)),     # a bus the detector missed (no vehicle overlaps 0.5)
+         Sample(other, 0, (10, 10, 30, 30))],   # one annotated vehicle: the policy (largest), as at prediction
+        ["car", "truck", "bus"], "street", box_format="xyxy", split="train",
+    )
+    out = tmp_path / "cache"
+    stats = CropCache(out).build(ds, cropper, image_format="png")
+    assert (stats.cropped, stats.failed) == (4, 0) and cropper.images_seen == 2  # each photo detected once
+    served = SampleDataset(ds, crop=CropCache(out), input_format="numpy")
+    assert np.array_equal(served[0][0], street[10:50, 2:40])    # the car detection, not the larger truck
+    assert np.array_equal(served[1][0], street[5:58, 50:98])    # the truck detection
+    assert np.array_equal(served[2][0], street[50:60, 70:90])   # missed: its annotated box
+    assert np.array_equal(served[3][0], single[5:55, 5:80])     # the policy's largest, whatever the annotation
+    lines = read_manifest(out)
+    assert [(e["detector_class"], e["fallback"]) for e in lines[-3:]] == [("car", False), ("truck", False), (None, True)]
+    again = CropCache(out).build(ds, cropper, image_format="png")
+    assert (again.already_done, again.cropped, cropper.images_seen) == (4, 0, 2)
+
+
 def test_jpeg_quality_95_by_default(tmp_path):
     Image.fromarray(np.full((20, 30, 3), 128, np.uint8)).save(tmp_path / "a.png")
     ds = SampleList([Sample(str(tmp_path / "a.png"), 0, (1, 1, 10, 10))], ["x"])

@@ -10,10 +10,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vehicle_cls.crops import DEFAULT_MASK_FILL, CropChoice, box_areas, clamp_box
+from vehicle_cls.crops import DEFAULT_MASK_FILL, CropChoice, box_areas, box_ious, clamp_box
 from vehicle_cls.fromdict import check_keys, field_names
 from vehicle_cls.labels import DEFAULT_VEHICLE_CLASSES, coco_class_ids
-from vehicle_cls.results import Box, Detections
+from vehicle_cls.results import Box, Detection, Detections
 
 SELECT_MODES = ("largest", "score", "all")
 
@@ -112,10 +112,7 @@ class CropPolicy:
         Raises:
             ValueError: ``det`` has no ``image_size``, or ``mask`` is set and ``det`` has no masks.
         """
-        if det.image_size is None:
-            raise ValueError("Detections.image_size is needed to clamp crop boxes")
-        if self.mask and len(det) and det.masks is None:
-            raise ValueError("CropPolicy(mask=True) needs instance masks: use the mask_rcnn_R_101_FPN_3x cropper")
+        size = self._image_size(det)
         vehicles = self.select_detections(det)
         if len(vehicles) == 0:
             return [CropChoice(None, fallback=True)] if self.fallback else []
@@ -127,15 +124,46 @@ class CropPolicy:
             areas = box_areas(vehicles.boxes)
             order = np.array([int(np.argmax(areas))])  # first (highest score) of equal areas
         items = vehicles.to_list()
-        return [
-            CropChoice(
-                expand_box(items[i].box, det.image_size, self.margin, self.square),
-                items[i],
-                False,
-                items[i].mask if self.mask else None,
-            )
-            for i in order
-        ]
+        return [self._choice(items[i], size) for i in order]
+
+    def match(self, det: Detections, box: Box, min_iou: float = 0.5) -> list[CropChoice]:
+        """The crop of the vehicle detection that is one annotated vehicle: the one overlapping ``box`` most.
+
+        For photos with several labelled vehicles, where the policy's one choice per image would give every
+        label the same crop. Margin, square and mask apply as in :meth:`choose`.
+
+        Args:
+            det: one image's detections, with ``image_size`` (and ``masks`` when ``mask`` is set).
+            box: the annotated vehicle, xyxy with 0-based pixel edges.
+            min_iou: the least intersection over union that counts as the same vehicle.
+
+        Returns:
+            One choice: the best-overlapping vehicle detection, or, when none reaches ``min_iou``, the
+            annotated box itself (``fallback=True``: the detector missed that vehicle).
+
+        Raises:
+            ValueError: ``det`` has no ``image_size``, or ``mask`` is set and ``det`` has no masks.
+        """
+        size = self._image_size(det)
+        vehicles = self.select_detections(det)
+        ious = box_ious(vehicles.boxes, box) if len(vehicles) else np.zeros(0)
+        if len(ious) == 0 or ious.max() < min_iou:
+            return [CropChoice(clamp_box(box, size), None, True)]
+        found = vehicles.to_list()[int(np.argmax(ious))]  # first of equal overlaps (highest score)
+        return [self._choice(found, size)]
+
+    def _image_size(self, det: Detections) -> tuple[int, int]:
+        """The image size to clamp crops to, after checking what choosing needs (masks when ``mask`` is set)."""
+        if det.image_size is None:
+            raise ValueError("Detections.image_size is needed to clamp crop boxes")
+        if self.mask and len(det) and det.masks is None:
+            raise ValueError("CropPolicy(mask=True) needs instance masks: use the mask_rcnn_R_101_FPN_3x cropper")
+        return det.image_size
+
+    def _choice(self, found: Detection, image_size: tuple[int, int]) -> CropChoice:
+        """The crop of one chosen detection: its box grown by ``margin`` (and squared), its mask in mask mode."""
+        box = expand_box(found.box, image_size, self.margin, self.square)
+        return CropChoice(box, found, False, found.mask if self.mask else None)
 
 
 def expand_box(box: Box, image_size: tuple[int, int], margin: float = 0.0, square: bool = False) -> Box:

@@ -4,8 +4,8 @@
 annotation (``per="annotation"``: every boxed vehicle is a training crop with ``crop: gt``), labelled with
 its category name, its box the COCO ``[x, y, w, h]`` as 0-based edges ``(x, y, x + w, y + h)``
 (``box_format="xyxy"``). ``per="image"`` keeps each image's largest annotation only: one sample per image,
-what whole-image training (``crop: none``) and a detector crop cache (keyed by image) expect, and what the
-cropper's default ``largest`` policy picks at inference. Crowd annotations (``iscrowd: 1``) are never
+what whole-image training (``crop: none``) expects, and what the cropper's default ``largest`` policy picks
+at inference. Crowd annotations (``iscrowd: 1``) are never
 samples; ``categories=[...]`` keeps only the named categories (the class list, in category id order).
 
 Malformed entries (an annotation naming an unknown image or category, a bbox that is not 4 numbers or has a

@@ -3,14 +3,14 @@
 Layout of a cache folder::
 
     cache.json       settings the crops were made with (mode, cropper config, policy, format, classes)
-    manifest.jsonl   one JSON line per source image (per annotated box in ``gt`` mode), appended and
-                     flushed as each item finishes
+    manifest.jsonl   one JSON line per source image (per annotated vehicle where a photo has several, and
+                     in ``gt`` mode), appended and flushed as each item finishes
     crops/           the crop files (JPEG quality 95, or PNG)
 
 A manifest line: ``source``, ``split``, ``label``, ``file`` (crop path relative to the cache), ``box`` (crop
 box in original pixels, 0-based edges; null = whole image), ``detector_class``, ``detector_class_id``,
 ``detector_score``, ``fallback`` (no vehicle found, whole image used), ``error`` (one-line reason, null when
-fine), ``mode``, ``source_box`` (``gt`` mode: the annotation's box, part of the key); ``crops`` lists every
+fine), ``mode``, ``source_box`` (the annotation's box where it is part of the key); ``crops`` lists every
 crop when the policy keeps several. A crash loses at most the item in flight; running ``build`` again skips
 every source already in the manifest (``retry_errors=True`` retries the failed ones).
 """
@@ -24,8 +24,9 @@ import json
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +45,7 @@ from vehicle_cls.errors import one_line
 from vehicle_cls.fileio import atomic_write_bytes, clean_stale_temps, ensure_dir
 from vehicle_cls.io.images import load_image
 from vehicle_cls.progress import progress_bar
+from vehicle_cls.results import Box
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +75,47 @@ def _key(path: str, box: Sequence[float] | None = None) -> str:
     return key if box is None else key + "#" + ",".join(f"{float(v):g}" for v in box)
 
 
-def _sample_key(sample: Sample, mode: str) -> str:
-    """A detector crop belongs to the image, a ground-truth crop to the image and its box."""
-    return _key(sample.path, sample.box if mode == "gt" else None)
+def _sample_key(sample: Sample) -> str:
+    """The manifest key of a sample as ``_keyed_samples`` gives it."""
+    return _key(sample.path, sample.box)
+
+
+def _keyed_samples(dataset: Sequence[Sample], mode: str) -> list[Sample]:
+    """The samples with their box kept where it is part of the key: a ground-truth crop is its image and box;
+    a detector crop is its image, unless the photo holds several annotated vehicles, each its own crop."""
+    if mode == "gt":
+        return list(dataset)
+    boxed = Counter(s.path for s in dataset if s.box is not None)
+    return [s if s.box is not None and boxed[s.path] > 1 else replace(s, box=None) for s in dataset]
+
+
+def _work_units(todo: list[int], samples: list[Sample], mode: str, batch_size: int) -> Iterator[list[int]]:
+    """What to decode and detect together: ground truth one sample at a time; detector crops of the policy in
+    batches of ``batch_size`` images; the annotated vehicles of one photo together (one decode, one detection)."""
+    if mode == "gt":
+        yield from ([i] for i in todo)
+        return
+    by_photo: dict[str, list[int]] = {}
+    single = []
+    for i in todo:
+        if samples[i].box is None:
+            single.append(i)
+        else:
+            by_photo.setdefault(samples[i].path, []).append(i)
+    for start in range(0, len(single), max(1, batch_size)):
+        yield single[start : start + max(1, batch_size)]
+    yield from by_photo.values()
+
+
+@dataclass(frozen=True)
+class _AnnotatedVehicles:
+    """A crop policy for one photo with several annotated vehicles: per box, the detection that is it."""
+
+    policy: Any
+    boxes: tuple[Box, ...]
+
+    def choose(self, det: Any) -> list[Any]:
+        return [self.policy.match(det, box)[0] for box in self.boxes]
 
 
 class CropCache:
@@ -227,9 +267,10 @@ class CropCache:
         self._entries = None
         done = self.entries()
         stats = CropStats(total=len(dataset))
+        samples = _keyed_samples(dataset, mode)
         todo: list[int] = []
-        for i, sample in enumerate(dataset):
-            entry = done.get(_sample_key(sample, mode))
+        for i, sample in enumerate(samples):
+            entry = done.get(_sample_key(sample))
             if entry is not None and not (
                 (retry_errors or is_transient_record(entry.get("error"))) and entry.get("error")
             ):
@@ -240,28 +281,45 @@ class CropCache:
         writer = _ManifestWriter(self.manifest_path)
         bar = progress_bar(len(todo), progress, f"crop ({mode})", "img")
         try:
-            for start in range(0, len(todo), max(1, batch_size if mode == "detector" else 1)):
-                chunk = todo[start : start + max(1, batch_size if mode == "detector" else 1)]
-                images: dict[int, np.ndarray] = {}
-                for i in chunk:
+            for unit in _work_units(todo, samples, mode, batch_size):
+                images: dict[str, np.ndarray] = {}  # by path: a photo's annotated vehicles share one decode
+                for i in unit:
+                    path = samples[i].path
+                    if path in images:
+                        continue
                     try:
-                        images[i] = load_image(dataset[i].path)
+                        images[path] = load_image(path)
                     except Exception as exc:
-                        self._record(writer, stats, dataset[i], split, mode, error=_failure(exc))
-                if mode == "detector" and images:
-                    from vehicle_cls.cropper.choose import detect_and_choose  # imports torch: only when used
-
-                    order = list(images)
-                    # a detector exception propagates (the run stops; a rerun resumes after the last item)
-                    chosen = detect_and_choose(cropper, [images[i] for i in order], policy, isolate=False)
-                    for i, c in zip(order, chosen):
-                        self._crop_detected(
-                            writer, stats, dataset[i], images[i], c, policy, split, image_format, jpeg_quality
-                        )
-                elif images:
-                    for i, image in images.items():
-                        self._crop_gt(writer, stats, dataset[i], image, split, box_format, image_format, jpeg_quality)
-                bar.update(len(chunk))
+                        for j in unit:
+                            if samples[j].path == path:
+                                self._record(writer, stats, samples[j], split, mode, error=_failure(exc))
+                unit = [i for i in unit if samples[i].path in images]
+                if mode == "detector" and unit:
+                    self._crop_unit(
+                        writer,
+                        stats,
+                        samples,
+                        unit,
+                        images,
+                        cropper,
+                        policy,
+                        box_format,
+                        split,
+                        image_format,
+                        jpeg_quality,
+                    )
+                for i in unit if mode == "gt" else ():
+                    self._crop_gt(
+                        writer,
+                        stats,
+                        samples[i],
+                        images[samples[i].path],
+                        split,
+                        box_format,
+                        image_format,
+                        jpeg_quality,
+                    )
+                bar.update(len(unit))
         except (_TransientFault, OSError) as exc:
             fault = exc.error if isinstance(exc, _TransientFault) else transient_error(exc)
             if fault is None:
@@ -311,6 +369,27 @@ class CropCache:
         config = {"version": 1, **settings, "classes": classes, "dataset": getattr(dataset, "name", "dataset")}
         atomic_write_bytes(self.config_path, (json.dumps(config, indent=2) + "\n").encode("utf-8"))
 
+    def _crop_unit(
+        self, writer, stats, samples, unit, images, cropper, policy, box_format, split, image_format, quality
+    ) -> None:
+        """Detect and choose for one work unit: a batch of photos under the policy, or one photo's annotated
+        vehicles matched to its detections. A detector exception propagates (the run stops; a rerun resumes)."""
+        from vehicle_cls.cropper.choose import Chosen, detect_and_choose  # imports torch: only when used
+
+        if samples[unit[0]].box is None:
+            chosen = detect_and_choose(cropper, [images[samples[i].path] for i in unit], policy, isolate=False)
+            for i, c in zip(unit, chosen):
+                self._crop_detected(
+                    writer, stats, samples[i], images[samples[i].path], c, policy, split, image_format, quality
+                )
+            return
+        boxes = tuple(continuous_box(samples[i].box, box_format) for i in unit)
+        image = images[samples[unit[0]].path]
+        (photo,) = detect_and_choose(cropper, [image], _AnnotatedVehicles(policy, boxes), isolate=False)
+        for k, i in enumerate(unit):
+            c = photo if photo.error else Chosen([photo.choices[k]])
+            self._crop_detected(writer, stats, samples[i], image, c, policy, split, image_format, quality)
+
     def _crop_detected(self, writer, stats, sample, image, chosen, policy, split, image_format, quality) -> None:
         if chosen.error:
             self._record(writer, stats, sample, split, "detector", error=chosen.error)
@@ -325,7 +404,7 @@ class CropCache:
             crops = []
             for k, choice in enumerate(choices):
                 pixels = cut(image, choice, policy.mask_fill)
-                file = self._save(sample, "detector", k, pixels, image_format, quality)
+                file = self._save(sample, k, pixels, image_format, quality)
                 d = choice.detection
                 crops.append(
                     {
@@ -350,7 +429,7 @@ class CropCache:
                 x1, y1, x2, y2 = pixel_box(sample.box, image.shape[:2], box_format)
                 crop, fallback = image[y1:y2, x1:x2], False
                 box = [round(v, 2) for v in continuous_box(sample.box, box_format)]
-            file = self._save(sample, "gt", 0, crop, image_format, quality)
+            file = self._save(sample, 0, crop, image_format, quality)
         except Exception as exc:
             self._record(writer, stats, sample, split, "gt", error=_failure(exc))
             return
@@ -381,7 +460,7 @@ class CropCache:
             "error": error,
             "mode": mode,
         }
-        if mode == "gt" and sample.box is not None:  # part of the key: one crop per annotated vehicle
+        if sample.box is not None:  # part of the key: one crop per annotated vehicle
             entry["source_box"] = [float(v) for v in sample.box]
         if crops and len(crops) > 1:
             entry["crops"] = crops
@@ -394,10 +473,10 @@ class CropCache:
             stats.cropped += 1
             stats.fallback += entry["fallback"]
 
-    def _save(self, sample: Sample, mode: str, k: int, pixels: np.ndarray, image_format: str, quality: int) -> str:
+    def _save(self, sample: Sample, k: int, pixels: np.ndarray, image_format: str, quality: int) -> str:
         from PIL import Image
 
-        digest = hashlib.sha1(_sample_key(sample, mode).encode("utf-8")).hexdigest()[:12]
+        digest = hashlib.sha1(_sample_key(sample).encode("utf-8")).hexdigest()[:12]
         stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(sample.path).stem)[:40]
         rel = f"{CROPS_DIR}/{stem}-{digest}{f'-{k}' if k else ''}.{image_format}"
         buffer = io.BytesIO()
