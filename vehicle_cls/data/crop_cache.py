@@ -246,7 +246,8 @@ class CropCache:
         """Crop every sample not yet in the manifest; return counts. Cropper exceptions propagate (resume later).
 
         ``mode="detector"`` runs ``cropper.detect`` on batches and crops ``policy.choose`` (default
-        ``cropper.policy``); ``mode="gt"`` crops each sample's own box (whole image, ``fallback``,
+        ``cropper.policy``), or, for a photo with several annotated vehicles, ``policy.match`` per annotation
+        (its own vehicle's detection); ``mode="gt"`` crops each sample's own box (whole image, ``fallback``,
         when it has none).
         """
         if mode not in ("detector", "gt"):
