@@ -14,7 +14,7 @@ from vehicle_cls.data.csv_images import CsvImages, seed_csv_dataset
 from vehicle_cls.data.folders import ClassFolders, KaggleCars
 from vehicle_cls.data.layouts import LAYOUTS, detect_layout, open_dataset
 from vehicle_cls.data.sample import DatasetError, Problem, Sample, SampleList, pixel_box, relabel
-from vehicle_cls.data.splits import split_dataset, stratified_split
+from vehicle_cls.data.splits import split_by_photo, split_dataset, stratified_split
 from vehicle_cls.data.stanford import StanfordCars, read_class_names
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "read_class_names",
     "relabel",
     "seed_csv_dataset",
+    "split_by_photo",
     "split_dataset",
     "stratified_split",
 ]

@@ -63,14 +63,20 @@ def _members(picked: np.ndarray, lists: list[list[int]]) -> np.ndarray:
     return np.sort(np.asarray([i for g in picked for i in lists[g]], dtype=np.int64))
 
 
+def split_by_photo(samples: SampleList, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``stratified_split`` of ``samples`` with the photo as the group: one photo's annotated vehicles (COCO, CSV
+    rows of one image) all land on one side, and one sample per photo splits exactly as ungrouped."""
+    return stratified_split(samples.labels, fraction, seed, groups=[s.path for s in samples])
+
+
 def split_dataset(dataset: SampleList, val_fraction: float = 0.1, seed: int = 0) -> tuple[SampleList, SampleList]:
-    """(train, val) subsets of a training dataset by ``stratified_split``; refuses the test split."""
+    """(train, val) subsets of a training dataset by ``split_by_photo``; refuses the test split."""
     if getattr(dataset, "split", None) == "test":
         raise ValueError(
             f"{dataset.name}: refusing to carve a validation split from the test split "
             "(test is for final evaluation only)"
         )
-    train_idx, val_idx = stratified_split(dataset.labels, val_fraction, seed, groups=[s.path for s in dataset])
+    train_idx, val_idx = split_by_photo(dataset, val_fraction, seed)
     return (
         dataset.subset(train_idx, f"{dataset.name}:train(seed={seed})"),
         dataset.subset(val_idx, f"{dataset.name}:val(seed={seed})", split="val"),

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from vehicle_cls.data import Sample, SampleList, open_dataset, relabel, stratified_split
+from vehicle_cls.data import Sample, SampleList, open_dataset, relabel, split_by_photo
 from vehicle_cls.fileio import atomic_write_text
 from vehicle_cls.train.config import ConfigError, DataConfig
 
@@ -99,17 +99,13 @@ def prepare_splits(cfg: DataConfig) -> DataSplits:
     box_format = getattr(full, "box_format", "devkit")
     test: SampleList | None = None
     if cfg.test_fraction > 0:
-        rest_idx, test_idx = stratified_split(
-            full.labels, cfg.test_fraction, seed=cfg.split_seed + 1_000_003, groups=[s.path for s in full]
-        )
+        rest_idx, test_idx = split_by_photo(full, cfg.test_fraction, seed=cfg.split_seed + 1_000_003)
         test = full.subset(test_idx, f"{full.name}:test(carved)", split="test")
         full = full.subset(rest_idx, f"{full.name}:train", split="train")
     elif cfg.test:
         test_ds = _open(cfg, cfg.test, "test")
         test = relabel(test_ds, test_ds.classes, classes, what="test set", target="the training set", split="test")
-    train_idx, val_idx = stratified_split(
-        full.labels, cfg.val_fraction, seed=cfg.split_seed, groups=[s.path for s in full]
-    )
+    train_idx, val_idx = split_by_photo(full, cfg.val_fraction, seed=cfg.split_seed)
     train = full.subset(train_idx, f"{full.name}:train", split="train")
     val = full.subset(val_idx, f"{full.name}:val", split="val")
     if cfg.max_per_class:
