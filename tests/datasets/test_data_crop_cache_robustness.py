@@ -81,3 +81,35 @@ def test_manifest_bad_lines_and_garbage_cache_json(tmp_path, caplog):
         CropCache(root).dataset()
     assert "Expecting value" not in str(info.value) or "cache.json" in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_an_unreadable_photo_with_several_annotations_is_one_failure_each(tmp_path):
+    """Each annotated vehicle of a photo that cannot be decoded is recorded once as failed (not once per
+    attempt), in both modes, and the rest of the dataset is cropped."""
+    from vehicle_cls.cropper.policy import CropPolicy
+    from vehicle_cls.data import CropCache, Sample, SampleList
+    from vehicle_cls.results import Detections
+
+    class NoVehicles:
+        policy = None
+
+        def detect(self, images, batch_size=None):
+            return [Detections.empty(image.shape[:2]) for image in images]
+
+        def to_config(self):
+            return {"config": "none"}
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    good = str(first_photo())
+    ds = SampleList(
+        [Sample(str(broken), 0, (0, 0, 5, 5)), Sample(str(broken), 1, (5, 5, 9, 9)), Sample(str(broken), 0, (1, 1, 4, 4)),
+         Sample(good, 1, (2, 2, 30, 30))],
+        ["car", "truck"], "broken", box_format="xyxy", split="train",
+    )
+    for mode in ("gt", "detector"):
+        cache = CropCache(tmp_path / mode)
+        stats = cache.build(ds, NoVehicles(), mode=mode, policy=CropPolicy())
+        assert (stats.failed, stats.cropped) == (3, 1), mode
+        lines = cache.manifest_path.read_text().splitlines()
+        assert len(lines) == 4 and sum("broken.jpg" in line for line in lines) == 3

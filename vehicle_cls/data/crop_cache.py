@@ -69,8 +69,8 @@ class CropStats:
 
 
 def _key(path: str, box: Sequence[float] | None = None) -> str:
-    """A manifest key: the absolute source path, plus the annotation box for a ground-truth crop (one image
-    may carry several annotated vehicles, each its own crop)."""
+    """A manifest key: the absolute source path, plus the annotation box where a crop belongs to one annotated
+    vehicle (see ``_keyed_samples``)."""
     key = os.path.abspath(path)
     return key if box is None else key + "#" + ",".join(f"{float(v):g}" for v in box)
 
@@ -152,7 +152,8 @@ class CropCache:
         return config
 
     def entries(self) -> dict[str, dict]:
-        """Manifest lines by key (source path, and box for ground-truth crops; the last line for a key wins)."""
+        """Manifest lines by key (source path, and annotation box where it is part of the key; the last line for
+        a key wins)."""
         if self._entries is None:
             self._entries = {e["key"]: e for e in self._read_manifest()}
         return self._entries
@@ -178,11 +179,11 @@ class CropCache:
                 yield entry
 
     def lookup(self, source: str, box: Sequence[float] | None = None) -> str | None:
-        """Path of the (first) cached crop of ``source`` (of its annotation ``box`` in a ground-truth cache),
-        or None when it is absent or failed."""
+        """Path of the (first) cached crop of ``source`` (of its annotation ``box`` where crops are per
+        annotation), or None when it is absent or failed."""
         entries = self.entries()
         entry = entries.get(_key(source, box)) if box is not None else None
-        if entry is None:  # a detector cache: the image's crop whatever the annotation
+        if entry is None:  # a crop of the whole photo (detector mode, one annotation): whatever the box
             entry = entries.get(_key(source))
         if entry is None or entry.get("error") or not entry.get("file"):
             return None
@@ -284,23 +285,20 @@ class CropCache:
         try:
             for unit in _work_units(todo, samples, mode, batch_size):
                 images: dict[str, np.ndarray] = {}  # by path: a photo's annotated vehicles share one decode
-                for i in unit:
-                    path = samples[i].path
-                    if path in images:
-                        continue
+                for path in dict.fromkeys(samples[i].path for i in unit):
                     try:
                         images[path] = load_image(path)
                     except Exception as exc:
                         for j in unit:
                             if samples[j].path == path:
                                 self._record(writer, stats, samples[j], split, mode, error=_failure(exc))
-                unit = [i for i in unit if samples[i].path in images]
-                if mode == "detector" and unit:
+                decoded = [i for i in unit if samples[i].path in images]
+                if decoded and mode == "detector":
                     self._crop_unit(
                         writer,
                         stats,
                         samples,
-                        unit,
+                        decoded,
                         images,
                         cropper,
                         policy,
@@ -309,7 +307,8 @@ class CropCache:
                         image_format,
                         jpeg_quality,
                     )
-                for i in unit if mode == "gt" else ():
+                elif decoded:
+                    (i,) = decoded  # a ground-truth unit is one sample
                     self._crop_gt(
                         writer,
                         stats,
@@ -320,7 +319,7 @@ class CropCache:
                         image_format,
                         jpeg_quality,
                     )
-                bar.update(len(unit))
+                bar.update(len(unit))  # failed decodes included: they are done too
         except (_TransientFault, OSError) as exc:
             fault = exc.error if isinstance(exc, _TransientFault) else transient_error(exc)
             if fault is None:
