@@ -87,14 +87,14 @@ def box_areas(boxes: np.ndarray) -> np.ndarray:
     return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
 
 
-def box_ious(boxes: np.ndarray, box: Box) -> np.ndarray:
-    """Intersection over union of each of (N, 4) xyxy ``boxes`` with one xyxy ``box`` (0 where a union is empty)."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    x1, y1, x2, y2 = (float(v) for v in box)
-    iw = np.clip(np.minimum(boxes[:, 2], x2) - np.maximum(boxes[:, 0], x1), 0, None)
-    ih = np.clip(np.minimum(boxes[:, 3], y2) - np.maximum(boxes[:, 1], y1), 0, None)
+def box_ious(a: Any, b: Any) -> np.ndarray:
+    """(N, M) intersection over union of (N, 4) and (M, 4) xyxy boxes (0 where a union is empty)."""
+    x = np.asarray(a, dtype=np.float64).reshape(-1, 4)[:, None]
+    y = np.asarray(b, dtype=np.float64).reshape(-1, 4)[None]
+    iw = np.clip(np.minimum(x[..., 2], y[..., 2]) - np.maximum(x[..., 0], y[..., 0]), 0, None)
+    ih = np.clip(np.minimum(x[..., 3], y[..., 3]) - np.maximum(x[..., 1], y[..., 1]), 0, None)
     inter = iw * ih
-    union = box_areas(boxes) + max(x2 - x1, 0.0) * max(y2 - y1, 0.0) - inter
+    union = box_areas(x[:, 0])[:, None] + box_areas(y[0])[None] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 

@@ -167,8 +167,10 @@ def test_policy_round_trip_and_validation():
 def test_box_ious_by_hand():
     boxes = np.array([[0, 0, 10, 10], [5, 5, 15, 15], [20, 20, 30, 30], [3, 3, 3, 8]], dtype=float)
     # with (0, 0, 10, 10): itself 1; a 5x5 overlap of two 100-px boxes 25 / 175; disjoint 0; an empty box 0
-    np.testing.assert_allclose(box_ious(boxes, (0, 0, 10, 10)), [1.0, 25 / 175, 0.0, 0.0])
-    assert box_ious(np.zeros((0, 4)), (0, 0, 1, 1)).shape == (0,)
+    np.testing.assert_allclose(box_ious(boxes, [(0, 0, 10, 10)])[:, 0], [1.0, 25 / 175, 0.0, 0.0])
+    pairwise = box_ious(boxes[:2], boxes[1:3])  # (2, 2): rows are the first boxes, columns the second
+    np.testing.assert_allclose(pairwise, [[25 / 175, 0.0], [1.0, 0.0]])
+    assert box_ious(np.zeros((0, 4)), [(0, 0, 1, 1)]).shape == (0, 1)
 
 
 def test_match_picks_the_detection_of_the_annotated_vehicle():

@@ -146,7 +146,7 @@ class CropPolicy:
         """
         size = self._image_size(det)
         vehicles = self.select_detections(det)
-        ious = box_ious(vehicles.boxes, box) if len(vehicles) else np.zeros(0)
+        ious = box_ious(vehicles.boxes, [box])[:, 0]
         if len(ious) == 0 or ious.max() < min_iou:
             return [CropChoice(clamp_box(box, size), None, True)]
         found = vehicles.to_list()[int(np.argmax(ious))]  # first of equal overlaps (highest score)

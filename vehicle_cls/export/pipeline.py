@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vehicle_cls.crops import box_ious
 from vehicle_cls.errors import one_line
 from vehicle_cls.export.classifier import export_classifier, import_onnx
 from vehicle_cls.export.detector import ONNX_OPSET, export_detector
@@ -236,14 +237,7 @@ def match_detections(
         return None
     if not len(a) or not len(b):
         return [] if min_score is None or not (a.scores >= min_score).any() else None
-    x, y = a.boxes.astype(np.float64)[:, None], b.boxes.astype(np.float64)[None]
-    iw = np.clip(np.minimum(x[..., 2], y[..., 2]) - np.maximum(x[..., 0], y[..., 0]), 0, None)
-    ih = np.clip(np.minimum(x[..., 3], y[..., 3]) - np.maximum(x[..., 1], y[..., 1]), 0, None)
-    inter = iw * ih
-    union = (
-        (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1]) + (y[..., 2] - y[..., 0]) * (y[..., 3] - y[..., 1]) - inter
-    )
-    iou = np.where(a.classes[:, None] == b.classes[None, :], inter / np.maximum(union, 1e-12), -1.0)
+    iou = np.where(a.classes[:, None] == b.classes[None, :], box_ious(a.boxes, b.boxes), -1.0)
     pairs, taken = [], np.zeros(len(b), dtype=bool)
     for i in range(len(a)):
         if min_score is not None and a.scores[i] < min_score:
